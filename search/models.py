@@ -1,0 +1,1 @@
+# The search app owns no tables: it reads documents' tables and the vector store.
