@@ -164,6 +164,10 @@ STORAGES = {
     },
 }
 
+# Outside production, serve static files straight from the apps (no collectstatic needed).
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
+
 # --- Vector store and embeddings --------------------------------------------------------------
 QDRANT_URL = env_str("QDRANT_URL")
 QDRANT_API_KEY = env_str("QDRANT_API_KEY")
