@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class DocumentsConfig(AppConfig):
     name = "documents"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from documents import readiness, signals  # noqa: F401

@@ -108,7 +108,12 @@ class Chunk(models.Model):
         ordering = ["document_id", "ordinal"]
         indexes = [GinIndex(fields=["search_vector"], name="chunk_search_vector_gin")]
         constraints = [
-            models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_document_ordinal"),
+            # Deferred so re-chunking can shift ordinals in one transaction without collisions.
+            models.UniqueConstraint(
+                fields=["document", "ordinal"],
+                name="chunk_unique_document_ordinal",
+                deferrable=models.Deferrable.DEFERRED,
+            ),
         ]
 
     def __str__(self) -> str:
