@@ -127,3 +127,18 @@ _delete_buffer = _DeleteBuffer()
 @receiver(post_delete, sender=Chunk, dispatch_uid="documents.chunk_deleted")
 def on_chunk_deleted(sender, instance, **kwargs):
     _delete_buffer.add(str(instance.pk))
+
+
+def _on_worker_started(sender, **kwargs):
+    # Chunks left pending by a crash between commit and enqueue, or by an outage.
+    if Chunk.objects.filter(index_status=Chunk.IndexStatus.PENDING).exists():
+        enqueue_vector_sync()
+
+
+def _connect_worker_hooks() -> None:
+    from ragsite.worker import worker_started
+
+    worker_started.connect(_on_worker_started, dispatch_uid="documents.worker_started")
+
+
+_connect_worker_hooks()

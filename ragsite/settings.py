@@ -72,10 +72,11 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "corsheaders",
     "django_tasks",
-    "django_tasks_db",
     "documents",
     "search",
     "crawl",
+    # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [

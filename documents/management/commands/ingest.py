@@ -1,0 +1,141 @@
+"""`manage.py ingest PATH|URL ... [--source NAME] [--recursive]`."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from documents.management.commands._progress import progress_bar
+from documents.models import Chunk, Source
+from documents.services import IngestError, document_ingest, source_get_or_create
+from documents.signals import vector_sync_deferred
+
+
+class Command(BaseCommand):
+    help = "Ingest files, folders or URLs into a source; then embed the new chunks."
+
+    def add_arguments(self, parser):
+        parser.add_argument("targets", nargs="+", metavar="PATH|URL")
+        parser.add_argument("--source", default="uploads", help="source name (created if missing)")
+        parser.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+        parser.add_argument("--no-embed", action="store_true", help="store and keyword-index only; embed later")
+
+    def handle(self, *args, targets, source, recursive, no_embed, **options):
+        items = self._collect(targets, recursive)
+        if not items:
+            raise CommandError("Nothing to ingest: no files found.")
+        try:
+            src = source_get_or_create(name=source, kind=Source.Kind.UPLOAD)
+        except IngestError as exc:
+            raise CommandError(exc.message) from exc
+
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "chunks_added": 0}
+        failures: list[str] = []
+        with vector_sync_deferred(), progress_bar(len(items), "ingest", "file") as bar:
+            for label, load in items:
+                try:
+                    kwargs = load()
+                    result = document_ingest(source=src, **kwargs)
+                except (IngestError, OSError, CommandError) as exc:
+                    counts["failed"] += 1
+                    failures.append(f"{label}: {getattr(exc, 'message', exc)}")
+                else:
+                    key = "created" if result.created else ("updated" if result.changed else "unchanged")
+                    counts[key] += 1
+                    counts["chunks_added"] += result.chunks_added
+                bar.update(1)
+        for line in failures:
+            self.stderr.write(f"failed: {line}")
+        self.stdout.write(
+            "ingested into source {!r}: {created} created, {updated} updated, {unchanged} unchanged, "
+            "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
+        )
+        if not no_embed:
+            self._embed()
+        if counts["failed"] and not (counts["created"] or counts["updated"] or counts["unchanged"]):
+            raise CommandError("every input failed")
+
+    def _embed(self) -> None:
+        from documents.sync import pending_chunks, vectors_sync_pending
+        from documents.vectorstore import VectorStoreError, get_vector_store
+
+        pending = pending_chunks().count()
+        if not pending:
+            return
+        try:
+            get_vector_store().health()
+        except VectorStoreError as exc:
+            self.stdout.write(
+                f"{pending} chunks are queued for embedding; the running worker will index them ({exc})"
+            )
+            return
+        with progress_bar(pending, "embed", "chunk") as bar:
+            report = vectors_sync_pending(progress=bar.update)
+        if report.skipped_locked:
+            self.stdout.write("another process is already embedding; it will index the new chunks")
+        elif report.stopped_by:
+            self.stderr.write(f"embedding stopped: {report.stopped_by}; chunks stay pending (run vectors_sync later)")
+        else:
+            failed = Chunk.objects.filter(index_status=Chunk.IndexStatus.FAILED).count()
+            self.stdout.write(f"embedded {report.indexed} chunks ({report.cache_hits} from cache); {failed} failed")
+
+    def _collect(self, targets: list[str], recursive: bool):
+        items = []
+        for target in targets:
+            scheme = urlparse(target).scheme
+            if scheme in ("http", "https"):
+                items.append((target, lambda url=target: _fetch(url)))
+                continue
+            if scheme and len(scheme) > 1:
+                raise CommandError(f"{target}: unsupported URL scheme {scheme!r} (use http, https or a file path)")
+            path = Path(target)
+            if not path.exists():
+                raise CommandError(f"{target}: no such file or folder")
+            if path.is_dir():
+                files = path.rglob("*") if recursive else path.iterdir()
+                for file in sorted(f for f in files if f.is_file() and not _hidden(f, path)):
+                    items.append((str(file), lambda f=file: _read(f)))
+            else:
+                items.append((str(path), lambda f=path: _read(f)))
+        return items
+
+
+def _hidden(file: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in file.relative_to(root).parts)
+
+
+def _read(path: Path) -> dict:
+    size = path.stat().st_size
+    if size > settings.INGEST_MAX_BYTES:
+        raise IngestError(f"{size} bytes is over the limit of {settings.INGEST_MAX_BYTES} (INGEST_MAX_BYTES)")
+    mime, _ = mimetypes.guess_type(path.name)
+    return {
+        "data": path.read_bytes(),
+        "filename": path.name,
+        "mime": mime or "",
+        "url": path.resolve().as_uri(),
+    }
+
+
+def _fetch(url: str) -> dict:
+    import httpx
+
+    limit = settings.INGEST_MAX_BYTES
+    headers = {"User-Agent": settings.CRAWL_USER_AGENT}
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=settings.CRAWL_TIMEOUT, follow_redirects=True) as response:
+            if response.status_code >= 400:
+                raise IngestError(f"HTTP {response.status_code}")
+            body = bytearray()
+            for piece in response.iter_bytes():
+                body += piece
+                if len(body) > limit:
+                    raise IngestError(f"the response is over the limit of {limit} bytes (INGEST_MAX_BYTES)")
+            mime = response.headers.get("content-type", "").split(";")[0].strip()
+            return {"data": bytes(body), "mime": mime, "url": str(response.url)}
+    except httpx.HTTPError as exc:
+        raise IngestError(f"could not fetch: {exc}") from exc

@@ -1,0 +1,46 @@
+"""`manage.py vectors_reindex [--recreate] [--source NAME]`: rebuild vectors from PostgreSQL."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from documents.embeddings import get_embedder
+from documents.management.commands._progress import progress_bar
+from documents.models import Chunk, Source
+from documents.sync import pending_chunks, vectors_sync_pending
+from documents.vectorstore import VectorStoreError, get_vector_store
+
+
+class Command(BaseCommand):
+    help = "Re-embed and re-upsert chunks; --recreate drops the collection first (model or dimension change)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--recreate", action="store_true", help="drop and recreate the collection")
+        parser.add_argument("--source", help="only this source's chunks (not with --recreate)")
+
+    def handle(self, *args, recreate: bool, source: str | None, **options):
+        chunks = Chunk.objects.all()
+        if source:
+            if recreate:
+                raise CommandError("--recreate rebuilds the whole collection; drop --source or --recreate")
+            try:
+                src = Source.objects.get(name=source)
+            except Source.DoesNotExist:
+                raise CommandError(f"no source named {source!r}") from None
+            chunks = chunks.filter(document__source=src)
+        embedder = get_embedder()
+        try:
+            if recreate:
+                get_vector_store().recreate(dimension=embedder.dimension, model_id=embedder.model_id)
+                self.stdout.write(f"recreated the collection for {embedder.model_id} ({embedder.dimension} dims)")
+            else:
+                get_vector_store().ensure_collection(dimension=embedder.dimension, model_id=embedder.model_id)
+        except VectorStoreError as exc:
+            raise CommandError(str(exc)) from exc
+        marked = chunks.update(index_status=Chunk.IndexStatus.PENDING, last_error="")
+        self.stdout.write(f"{marked} chunks queued for re-indexing")
+        with progress_bar(pending_chunks().count(), "reindex", "chunk") as bar:
+            report = vectors_sync_pending(progress=bar.update)
+        self.stdout.write(f"indexed {report.indexed} chunks ({report.cache_hits} from cache), {report.failed} failed")
+        if report.stopped_by:
+            raise CommandError(f"reindex stopped: {report.stopped_by}")

@@ -1,0 +1,41 @@
+"""`manage.py vectors_sync`: find and repair drift between PostgreSQL and Qdrant."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from documents.management.commands._progress import progress_bar
+from documents.sync import pending_chunks, vectors_repair, vectors_sync_pending
+from documents.vectorstore import VectorStoreError
+
+
+class Command(BaseCommand):
+    help = "Re-queue pending/failed chunks, remove points with no chunk, re-index chunks with no point."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dry-run", action="store_true", help="report drift without repairing it")
+
+    def handle(self, *args, dry_run: bool, **options):
+        try:
+            found = vectors_repair(fix=not dry_run, progress=self.stdout.write)
+        except VectorStoreError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(
+            f"found: {found.pending_before} pending chunks, {found.requeued_failed} failed chunks, "
+            f"{found.missing_points} indexed chunks with no point, {found.orphan_points} points with no chunk"
+        )
+        if dry_run:
+            return
+        self.stdout.write(
+            f"fixed: removed {found.orphan_points} orphan points; re-queued "
+            f"{found.requeued_failed + found.missing_points} chunks"
+        )
+        todo = pending_chunks().count()
+        with progress_bar(todo, "embed", "chunk") as bar:
+            report = vectors_sync_pending(progress=bar.update)
+        if report.skipped_locked:
+            self.stdout.write("another process is syncing right now; it will index the pending chunks")
+            return
+        self.stdout.write(f"indexed {report.indexed} chunks ({report.cache_hits} from cache), {report.failed} failed")
+        if report.stopped_by:
+            raise CommandError(f"sync stopped: {report.stopped_by}")
