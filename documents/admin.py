@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from django.contrib import admin
+import json
+
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery
 from django.db.models import Count, Q
+from django.utils import timezone
 
-from documents.models import SEARCH_CONFIG, Chunk, Document, EmbeddingCache, Source
+from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, EmbeddingCache, Source
+from documents.services import IngestError, document_ingest, document_reembed
 
 
 @admin.register(Source)
@@ -61,6 +66,52 @@ class ChunkInline(admin.TabularInline):
         return obj.text[:200] + ("…" if len(obj.text) > 200 else "")
 
 
+class DocumentIngestForm(forms.ModelForm):
+    """Add a document by uploading a file or pasting text; ingestion runs in clean()."""
+
+    file = forms.FileField(required=False, help_text="Text, Markdown, HTML or PDF.")
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12}), help_text="…or paste text.")
+    metadata = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON object, e.g. {"lang": "en"}')
+
+    class Meta:
+        model = Document
+        fields = ["source", "title", "url"]
+
+    def clean_metadata(self):
+        raw = (self.cleaned_data.get("metadata") or "").strip()
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise forms.ValidationError("Not valid JSON.") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Must be a JSON object.")
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        upload, text = cleaned.get("file"), cleaned.get("text")
+        if bool(upload) == bool(text and text.strip()):
+            raise forms.ValidationError("Upload a file or paste text (one of the two).")
+        if self.errors or cleaned.get("source") is None:
+            return cleaned
+        try:
+            self.result = document_ingest(
+                source=cleaned["source"],
+                title=cleaned.get("title") or "",
+                url=cleaned.get("url") or "",
+                data=upload.read() if upload else None,
+                text=None if upload else text,
+                filename=upload.name if upload else "",
+                mime=getattr(upload, "content_type", "") if upload else "text/plain",
+                metadata=cleaned.get("metadata") or {},
+            )
+        except IngestError as exc:
+            self.add_error("file" if upload else "text", exc.message)
+        return cleaned
+
+
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
     list_display = ["title", "source", "url", "mime_type", "status", "chunk_count", "updated_at"]
@@ -70,6 +121,44 @@ class DocumentAdmin(admin.ModelAdmin):
     readonly_fields = ["content_hash", "created_at", "updated_at"]
     exclude = ["search_vector"]
     inlines = [ChunkInline]
+    actions = ["reembed", "delete_selected"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = DocumentIngestForm
+            kwargs["fields"] = ["source", "title", "url", "file", "text", "metadata"]
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["source", "title", "url", "file", "text", "metadata"]})]
+        return super().get_fieldsets(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else [*self.readonly_fields, "text", "mime_type", "status"]
+
+    def get_inlines(self, request, obj):
+        return [] if obj is None else self.inlines
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        result = form.result
+        obj.pk = result.document.pk
+        obj.__dict__.update({k: v for k, v in result.document.__dict__.items() if not k.startswith("_")})
+        if not result.changed:
+            messages.info(request, "Identical content was already stored; nothing changed.")
+        else:
+            messages.success(request, f"Ingested with {result.chunks_added} new chunks; embedding runs in the background.")
+
+    def save_related(self, request, form, formsets, change):
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    @admin.action(description="Re-embed selected documents")
+    def reembed(self, request, queryset):
+        total = sum(document_reembed(document=doc) for doc in queryset)
+        self.message_user(request, f"{total} chunks queued for embedding.", messages.SUCCESS)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_chunks=Count("chunks"))
@@ -111,3 +200,22 @@ class EmbeddingCacheAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "scope", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    exclude = ["key_hash"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        # Keys are created with `manage.py create_api_key`, which prints the key once.
+        return False
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} keys revoked.", messages.SUCCESS)

@@ -270,3 +270,13 @@ def document_delete(*, document: Document) -> None:
 
 def source_delete(*, source: Source) -> None:
     source.delete()
+
+
+def document_reembed(*, document: Document) -> int:
+    """Queue every chunk of the document for embedding and upsert again."""
+    from documents.signals import enqueue_vector_sync
+
+    with transaction.atomic():
+        count = document.chunks.update(index_status=Chunk.IndexStatus.PENDING, last_error="")
+        transaction.on_commit(enqueue_vector_sync)
+    return count

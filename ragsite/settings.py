@@ -241,20 +241,42 @@ TASKS = {
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
 
 # --- API --------------------------------------------------------------------------------------
+THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")
+THROTTLE_KEY = env_str("THROTTLE_KEY", "1200/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "documents.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 20,
+    "DEFAULT_PERMISSION_CLASSES": ["documents.auth.ReadOrWrite"],
+    "DEFAULT_PAGINATION_CLASS": "ragsite.api.Pagination",
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "ragsite.api.KeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY},
+    "EXCEPTION_HANDLER": "ragsite.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ragsite API",
     "DESCRIPTION": "Documents in, well-ranked search and cited answers out.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"}}
+    },
+    "SECURITY": [{"ApiKey": []}],
 }
 
 # --- Security (production) --------------------------------------------------------------------

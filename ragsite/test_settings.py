@@ -14,6 +14,8 @@ os.environ.setdefault("EMBEDDED_WORKER", "false")
 os.environ.setdefault("CRAWL_ALLOW_PRIVATE_ADDRESSES", "true")
 os.environ.setdefault("CRAWL_DEFAULT_DELAY", "0")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("THROTTLE_ANON", "100000/min")
+os.environ.setdefault("THROTTLE_KEY", "100000/min")
 
 from ragsite.settings import *  # noqa: E402, F403
 

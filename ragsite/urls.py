@@ -14,3 +14,26 @@ urlpatterns = [
     path("api/", include("crawl.urls")),
     path("", include("search.urls")),
 ]
+
+handler404 = "ragsite.urls.not_found"
+handler500 = "ragsite.urls.server_error"
+
+
+def not_found(request, exception=None):
+    from django.views.defaults import page_not_found
+
+    from ragsite.api import json_404
+
+    if request.path.startswith("/api/"):
+        return json_404(request, exception)
+    return page_not_found(request, exception)
+
+
+def server_error(request):
+    from django.views.defaults import server_error as html_server_error
+
+    from ragsite.api import json_500
+
+    if request.path.startswith("/api/"):
+        return json_500(request)
+    return html_server_error(request)

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from search import api
+
+urlpatterns = [
+    path("api/search/", api.SearchView.as_view(), name="api-search"),
+]

@@ -1,0 +1,332 @@
+"""REST API for sources, documents and chunks: thin shells over documents.services."""
+
+from __future__ import annotations
+
+import json
+
+import django_filters
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.db import transaction
+from django.db.models import Count, F, Q
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from documents.models import SEARCH_CONFIG, Chunk, Document, Source
+from documents.services import (
+    IngestError,
+    document_delete,
+    document_ingest,
+    document_reembed,
+    document_update,
+    source_delete,
+    source_get_or_create,
+)
+from ragsite.api import ApiError
+
+DEFAULT_API_SOURCE = "api"
+
+
+def ingest_error(exc: IngestError) -> ApiError:
+    status_code = 413 if exc.code == "too_large" else 400
+    return ApiError(exc.message, field=exc.field, code=exc.code, status_code=status_code)
+
+
+def source_lookup(value: str) -> Source:
+    """A source by id or by name."""
+    value = (value or "").strip()
+    source = None
+    if value.isdigit():
+        source = Source.objects.filter(pk=int(value)).first()
+    if source is None:
+        source = Source.objects.filter(name=value).first()
+    if source is None:
+        raise ApiError(f"No source with id or name {value!r}.", field="source", code="not_found")
+    return source
+
+
+# --- Sources ---------------------------------------------------------------------------------
+
+
+class SourceSerializer(serializers.ModelSerializer):
+    document_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Source
+        fields = ["id", "name", "kind", "base_url", "metadata", "document_count", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at", "document_count"]
+
+    def validate_metadata(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be a JSON object.")
+        return value
+
+
+class SourceFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Source
+        fields = ["kind", "name"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List sources"),
+    create=extend_schema(summary="Create a source"),
+    retrieve=extend_schema(summary="Get a source"),
+    partial_update=extend_schema(summary="Change a source"),
+    update=extend_schema(summary="Replace a source"),
+    destroy=extend_schema(summary="Delete a source with its documents, chunks and vectors"),
+)
+class SourceViewSet(viewsets.ModelViewSet):
+    serializer_class = SourceSerializer
+    filterset_class = SourceFilter
+    ordering_fields = ["name", "created_at", "updated_at"]
+    ordering = ["name"]
+
+    def get_queryset(self):
+        return Source.objects.annotate(document_count=Count("documents"))
+
+    def perform_destroy(self, instance):
+        source_delete(source=instance)
+
+
+# --- Documents -------------------------------------------------------------------------------
+
+
+class ChunkSerializer(serializers.ModelSerializer):
+    document_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Chunk
+        fields = [
+            "id", "document_id", "ordinal", "text", "context", "token_count", "char_start", "char_end",
+            "heading_path", "metadata", "index_status", "indexed_at", "last_error",
+        ]
+        read_only_fields = fields
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    source = serializers.CharField(source="source.name", read_only=True)
+    source_id = serializers.IntegerField(read_only=True)
+    chunk_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Document
+        fields = [
+            "id", "source", "source_id", "title", "url", "mime_type", "content_hash", "metadata",
+            "status", "chunk_count", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class DocumentDetailSerializer(DocumentSerializer):
+    chunks = ChunkSerializer(many=True, read_only=True)
+
+    class Meta(DocumentSerializer.Meta):
+        fields = [*DocumentSerializer.Meta.fields, "text", "chunks"]
+        read_only_fields = fields
+
+
+class DocumentCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    file = serializers.FileField(required=False)
+    url = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    source = serializers.CharField(required=False, max_length=200, default=DEFAULT_API_SOURCE)
+    mime_type = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    metadata = serializers.JSONField(required=False, default=dict)
+
+    def validate_url(self, value):
+        if value and not value.lower().startswith(("http://", "https://", "file://")):
+            raise serializers.ValidationError("url must be an http(s) URL.")
+        return value
+
+    def validate_metadata(self, value):
+        if isinstance(value, str):  # multipart forms send JSON as a string
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise serializers.ValidationError("metadata must be a JSON object.") from None
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be a JSON object.")
+        return value
+
+    def validate(self, attrs):
+        has_text = "text" in attrs
+        has_file = "file" in attrs
+        if has_text == has_file:
+            raise serializers.ValidationError({"text": ["Give either 'text' (JSON) or 'file' (multipart), not both."]})
+        if has_text and not attrs["text"].strip():
+            raise serializers.ValidationError({"text": ["text may not be blank."]})
+        return attrs
+
+
+class DocumentUpdateSerializer(serializers.Serializer):
+    title = serializers.CharField(required=False, max_length=1000)
+    metadata = serializers.JSONField(required=False)
+
+    def validate_metadata(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be a JSON object.")
+        return value
+
+
+class IngestResponseSerializer(DocumentSerializer):
+    created = serializers.BooleanField(read_only=True)
+    changed = serializers.BooleanField(read_only=True)
+    chunks_added = serializers.IntegerField(read_only=True)
+    chunks_removed = serializers.IntegerField(read_only=True)
+
+    class Meta(DocumentSerializer.Meta):
+        fields = [*DocumentSerializer.Meta.fields, "created", "changed", "chunks_added", "chunks_removed"]
+        read_only_fields = fields
+
+
+class DocumentFilter(django_filters.FilterSet):
+    source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
+    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query over title and text.")
+    url = django_filters.CharFilter()
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+
+    class Meta:
+        model = Document
+        fields = ["status", "mime_type", "url"]
+
+    def filter_source(self, queryset, name, value):
+        if value.isdigit():
+            return queryset.filter(Q(source_id=int(value)) | Q(source__name=value))
+        return queryset.filter(source__name=value)
+
+    def filter_q(self, queryset, name, value):
+        value = value.strip()[:1000]
+        if not value:
+            return queryset
+        query = SearchQuery(value, search_type="websearch", config=SEARCH_CONFIG)
+        return (
+            queryset.filter(search_vector=query)
+            .annotate(rank=SearchRank(F("search_vector"), query))
+            .order_by("-rank", "-id")
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List documents", description="Filter by source, status, mime type; `q` is a full-text query."),
+    retrieve=extend_schema(summary="Get a document with its chunks"),
+    destroy=extend_schema(summary="Delete a document (its vectors leave Qdrant after commit)"),
+)
+class DocumentViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    filterset_class = DocumentFilter
+    ordering_fields = ["created_at", "updated_at", "title", "id"]
+    ordering = ["-updated_at", "-id"]
+
+    def get_queryset(self):
+        qs = Document.objects.select_related("source").annotate(chunk_count=Count("chunks"))
+        if self.action == "retrieve":
+            qs = qs.prefetch_related("chunks")
+        return qs
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return DocumentDetailSerializer
+        if self.action == "create":
+            return DocumentCreateSerializer
+        if self.action == "partial_update":
+            return DocumentUpdateSerializer
+        return DocumentSerializer
+
+    @extend_schema(
+        summary="Ingest a document",
+        description=(
+            "JSON `{title, text, url?, source?, metadata?}` or multipart with `file`. Re-sending identical "
+            "content changes nothing (200, `changed: false`); changed content re-embeds only changed chunks."
+        ),
+        request={"application/json": DocumentCreateSerializer, "multipart/form-data": DocumentCreateSerializer},
+        responses={201: IngestResponseSerializer, 200: IngestResponseSerializer},
+        examples=[
+            OpenApiExample(
+                "Text",
+                value={"title": "Tea", "text": "Green tea is steamed; black tea is oxidised.", "source": "notes",
+                       "metadata": {"lang": "en"}},
+                request_only=True,
+            )
+        ],
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = DocumentCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data.get("file")
+        try:
+            with transaction.atomic():
+                source = source_get_or_create(name=data["source"], kind=Source.Kind.API)
+                result = document_ingest(
+                    source=source,
+                    title=data["title"],
+                    url=data["url"],
+                    text=None if upload else data["text"],
+                    data=upload.read() if upload else None,
+                    filename=upload.name if upload else "",
+                    mime=data["mime_type"] or (getattr(upload, "content_type", "") if upload else "text/plain"),
+                    metadata=data["metadata"],
+                )
+        except IngestError as exc:
+            raise ingest_error(exc) from exc
+        document = self.get_queryset().get(pk=result.document.pk)
+        for name in ("created", "changed", "chunks_added", "chunks_removed"):
+            setattr(document, name, getattr(result, name))
+        body = IngestResponseSerializer(document).data
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    @extend_schema(summary="Change a document's title or metadata", request=DocumentUpdateSerializer,
+                   responses=DocumentSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        document = self.get_object()
+        serializer = DocumentUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            document_update(document=document, **serializer.validated_data)
+        except IngestError as exc:
+            raise ingest_error(exc) from exc
+        return Response(DocumentSerializer(self.get_queryset().get(pk=document.pk)).data)
+
+    def perform_destroy(self, instance):
+        document_delete(document=instance)
+
+    @extend_schema(
+        summary="Re-embed a document's chunks",
+        request=None,
+        responses=inline_serializer("Reembed", {"queued": serializers.IntegerField()}),
+    )
+    @action(detail=True, methods=["post"])
+    def reembed(self, request, pk=None):
+        document = self.get_object()
+        queued = document_reembed(document=document)
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+
+class ChunkFilter(django_filters.FilterSet):
+    class Meta:
+        model = Chunk
+        fields = ["document", "index_status"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List chunks", parameters=[OpenApiParameter("document", int)]),
+    retrieve=extend_schema(summary="Get a chunk"),
+)
+class ChunkViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = ChunkSerializer
+    filterset_class = ChunkFilter
+    ordering_fields = ["ordinal", "created_at"]
+    ordering = ["document_id", "ordinal"]
+
+    def get_queryset(self):
+        return Chunk.objects.all()

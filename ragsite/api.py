@@ -1,0 +1,108 @@
+"""Shared REST API plumbing: one error shape everywhere, pagination, throttles.
+
+Every error, from validation to a 404 or an unexpected crash, answers
+``{"error": {"code": ..., "message": ..., "fields": {...}}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def _flatten(detail) -> dict:
+    if isinstance(detail, dict):
+        return {str(k): [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+    if isinstance(detail, list):
+        return {"non_field_errors": [str(m) for m in detail]}
+    return {}
+
+
+class ApiError(exceptions.APIException):
+    """An API error with a code and an optional field, raised by views and services' adapters."""
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid", status_code: int = 400):
+        super().__init__(message, code)
+        self.status_code = status_code
+        self.field = field
+        self.error_code = code
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, ApiError):
+        fields = {exc.field: [str(exc.detail)]} if exc.field else {}
+        return Response(error_body(exc.error_code, str(exc.detail), fields), status=exc.status_code)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled API error", exc_info=exc)
+        return Response(
+            error_body("server_error", "The server failed to handle this request; it has been logged."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(exc.detail)
+        first_field, messages = next(iter(fields.items()), ("", [""]))
+        message = f"{first_field}: {messages[0]}" if first_field and first_field != "non_field_errors" else messages[0]
+        response.data = error_body("invalid", message or "Invalid input.", fields)
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        code = code if isinstance(code, str) else "error"
+        response.data = error_body(code, str(detail))
+    return response
+
+
+def json_404(request, exception=None):
+    return JsonResponse(error_body("not_found", f"No such URL: {request.path}"), status=404)
+
+
+def json_500(request):
+    return JsonResponse(error_body("server_error", "The server failed to handle this request; it has been logged."), status=500)
+
+
+class Pagination(LimitOffsetPagination):
+    default_limit = 20
+    max_limit = 200
+
+
+class KeyRateThrottle(SimpleRateThrottle):
+    """Per API key (or per user) for authenticated callers; per client IP for anonymous ones."""
+
+    scope = "key"
+
+    def get_cache_key(self, request, view):
+        from documents.models import ApiKey
+
+        if isinstance(request.auth, ApiKey):
+            ident = f"key:{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            return None  # AnonRateThrottle handles these
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class AnonIpRateThrottle(SimpleRateThrottle):
+    scope = "anon"
+
+    def get_cache_key(self, request, view):
+        if request.user and request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

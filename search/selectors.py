@@ -1,0 +1,221 @@
+"""Reads: keyword, semantic and hybrid retrieval over chunks.
+
+``chunk_search`` is the one entry point that the REST API, the web page, the answer endpoint
+and the evaluation command all use, so what is measured is what users get.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from documents.models import Chunk
+from search.filters import SearchFilters
+from search.keyword import keyword_search, keyword_snippets
+
+logger = logging.getLogger(__name__)
+
+MODES = ("keyword", "semantic", "hybrid")
+
+
+class SearchUnavailable(Exception):
+    """The semantic side (embedder or vector store) cannot answer."""
+
+
+@dataclass
+class SearchResult:
+    chunk_id: str
+    document_id: int
+    title: str
+    url: str
+    source: str
+    snippet: str
+    score: float
+    rank: int
+    text: str = ""
+    heading_path: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    keyword_rank: int | None = None
+    semantic_rank: int | None = None
+
+
+@dataclass
+class SearchResponse:
+    query: str
+    mode: str
+    count: int
+    results: list[SearchResult]
+    took_ms: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    chunk_id: str
+    document_id: int
+    score: float = 0.0
+    keyword_rank: int | None = None
+    semantic_rank: int | None = None
+
+
+def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
+    from documents.embeddings import EmbeddingError, get_embedder
+    from documents.vectorstore import VectorStoreError, get_vector_store
+
+    try:
+        embedder = get_embedder()
+        vector = embedder.embed_query(query)
+        store = get_vector_store()
+        hits = store.search(
+            vector,
+            limit=limit,
+            source_ids=filters.source_ids,
+            document_ids=filters.document_ids,
+            metadata=filters.metadata,
+        )
+    except (EmbeddingError, VectorStoreError, OSError) as exc:
+        raise SearchUnavailable(f"semantic search is unavailable: {exc}") from exc
+    return [
+        _Candidate(chunk_id=str(hit.id), document_id=int(hit.payload.get("document_id", 0)), score=float(hit.score))
+        for hit in hits
+    ]
+
+
+def keyword_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
+    return [
+        _Candidate(chunk_id=str(hit.chunk_id), document_id=int(hit.document_id), score=float(hit.score))
+        for hit in keyword_search(query, limit=limit, filters=filters)
+    ]
+
+
+def reciprocal_rank_fusion(
+    keyword: list[_Candidate], semantic: list[_Candidate], *, k: int, keyword_weight: float, semantic_weight: float
+) -> list[_Candidate]:
+    fused: dict[str, _Candidate] = {}
+    for weight, ranked, attr in ((keyword_weight, keyword, "keyword_rank"), (semantic_weight, semantic, "semantic_rank")):
+        for rank, cand in enumerate(ranked, start=1):
+            entry = fused.setdefault(cand.chunk_id, _Candidate(chunk_id=cand.chunk_id, document_id=cand.document_id))
+            entry.score += weight / (k + rank)
+            setattr(entry, attr, rank)
+    return sorted(fused.values(), key=lambda c: (-c.score, c.chunk_id))
+
+
+def _group(candidates: list[_Candidate], max_per_document: int) -> list[_Candidate]:
+    if max_per_document <= 0:
+        return candidates
+    seen: dict[int, int] = {}
+    grouped = []
+    for cand in candidates:
+        n = seen.get(cand.document_id, 0)
+        if n < max_per_document:
+            grouped.append(cand)
+            seen[cand.document_id] = n + 1
+    return grouped
+
+
+def chunk_search(
+    query: str,
+    *,
+    mode: str | None = None,
+    limit: int = 10,
+    offset: int = 0,
+    filters: SearchFilters | None = None,
+    max_per_document: int | None = None,
+    candidates: int | None = None,
+    with_snippets: bool = True,
+) -> SearchResponse:
+    """Search chunks. Raises SearchUnavailable only in semantic mode; hybrid degrades."""
+    started = time.perf_counter()
+    mode = mode or settings.SEARCH_DEFAULT_MODE
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    filters = filters or SearchFilters()
+    depth = max(candidates or settings.SEARCH_CANDIDATES, offset + limit)
+    per_doc = settings.SEARCH_MAX_PER_DOCUMENT if max_per_document is None else max_per_document
+    if per_doc:
+        # Grouping drops chunks of documents already shown: fetch deeper so a page stays full.
+        depth = min(depth * 2, 2000)
+    warnings: list[str] = []
+
+    if mode == "keyword":
+        ranked = keyword_candidates(query, limit=depth, filters=filters)
+        for i, cand in enumerate(ranked, start=1):
+            cand.keyword_rank = i
+    elif mode == "semantic":
+        ranked = semantic_candidates(query, limit=depth, filters=filters)
+        for i, cand in enumerate(ranked, start=1):
+            cand.semantic_rank = i
+    else:
+        keyword = keyword_candidates(query, limit=depth, filters=filters)
+        try:
+            semantic = semantic_candidates(query, limit=depth, filters=filters)
+        except SearchUnavailable as exc:
+            logger.warning("hybrid search fell back to keyword results: %s", exc)
+            warnings.append(f"{exc}; showing keyword results only")
+            semantic = []
+        ranked = reciprocal_rank_fusion(
+            keyword,
+            semantic,
+            k=settings.SEARCH_RRF_K,
+            keyword_weight=settings.SEARCH_KEYWORD_WEIGHT,
+            semantic_weight=settings.SEARCH_SEMANTIC_WEIGHT,
+        )
+
+    grouped = _group(ranked, per_doc)
+    page = grouped[offset : offset + limit]
+    results = _hydrate(page, query, offset=offset, with_snippets=with_snippets)
+    return SearchResponse(
+        query=query,
+        mode=mode,
+        count=len(grouped),
+        results=results,
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+        warnings=warnings,
+    )
+
+
+def _hydrate(page: list[_Candidate], query: str, *, offset: int, with_snippets: bool) -> list[SearchResult]:
+    if not page:
+        return []
+    ids = [c.chunk_id for c in page]
+    rows = {
+        str(c.pk): c
+        for c in Chunk.objects.filter(pk__in=ids).select_related("document__source").only(
+            "id", "text", "heading_path", "metadata", "document__id", "document__title", "document__url",
+            "document__source__name",
+        )
+    }
+    snippets = keyword_snippets(ids, query) if with_snippets else {}
+    results = []
+    for cand in page:
+        chunk = rows.get(cand.chunk_id)
+        if chunk is None:  # deleted since the vector store answered
+            continue
+        results.append(
+            SearchResult(
+                chunk_id=cand.chunk_id,
+                document_id=chunk.document.pk,
+                title=chunk.document.title,
+                url=chunk.document.url,
+                source=chunk.document.source.name,
+                snippet=snippets.get(cand.chunk_id) or _plain_snippet(chunk.text),
+                score=round(cand.score, 6),
+                rank=offset + len(results) + 1,
+                text=chunk.text,
+                heading_path=chunk.heading_path,
+                metadata=chunk.metadata,
+                keyword_rank=cand.keyword_rank,
+                semantic_rank=cand.semantic_rank,
+            )
+        )
+    return results
+
+
+def _plain_snippet(text: str, length: int = 240) -> str:
+    from django.utils.html import escape
+
+    text = " ".join(text.split())
+    return escape(text if len(text) <= length else text[:length].rsplit(" ", 1)[0] + " …")
