@@ -1,0 +1,236 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests, with scriptable failures.
+
+Usage (a fixture; import it into a test module or a conftest.py):
+
+    from documents.tests.openai_server import openai_server  # noqa: F401
+
+    def test_something(openai_server, settings):
+        settings.OPENAI_BASE_URL = openai_server.base_url
+        openai_server.fail_next("/v1/embeddings", status=429, times=2)
+        ...
+        assert len(openai_server.requests_to("/v1/embeddings")) == 3
+
+One server runs per test session; the function-scoped fixture resets its state before each test.
+Routes are a registry: `server.route("/v1/chat/completions", handler)` where
+`handler(server, request) -> Reply`. `/v1/embeddings` is built in: deterministic vectors from a
+hashed bag of words, so texts sharing words are close and identical texts are identical.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+DEFAULT_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["OpenAICompatibleServer", Request], Reply]
+
+# Error bodies shaped like OpenAI's, so the client maps them to its exception classes.
+_ERRORS = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Permission denied."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached, please try again shortly."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    503: ("server_error", None, "The engine is currently overloaded."),
+}
+
+
+def error_reply(status: int, *, code: str | None = None, message: str | None = None, headers: dict | None = None) -> Reply:
+    kind, default_code, default_message = _ERRORS.get(status, ("server_error", None, "Error."))
+    if code == "insufficient_quota":
+        kind = "insufficient_quota"
+        message = message or "You exceeded your current quota, please check your plan and billing details."
+    body = {"error": {"message": message or default_message, "type": kind, "param": None, "code": code or default_code}}
+    return Reply(status=status, body=body, headers=headers or {})
+
+
+def hashed_embedding(text: str, dimension: int) -> list[float]:
+    """Deterministic unit vector: a signed hashed bag of lowercase words (plus a bias term)."""
+    vector = np.zeros(dimension, dtype=np.float64)
+    for word in re.findall(r"\w+", text.lower()) or [""]:
+        digest = hashlib.sha256(word.encode()).digest()
+        index = int.from_bytes(digest[:4], "little") % dimension
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    vector[0] += 0.01  # an empty or all-cancelling text still gets a non-zero vector
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+def embeddings_handler(server: OpenAICompatibleServer, request: Request) -> Reply:
+    body = request.json if isinstance(request.json, dict) else {}
+    model = body.get("model") or "text-embedding-3-small"
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        return error_reply(400, message="'input' must be a non-empty string or list of strings.")
+    dimension = int(body.get("dimensions") or server.model_dimensions.get(model, 1536))
+    vectors = [hashed_embedding(text, dimension) for text in inputs]
+
+    malformed = server.take_malformation(request.path)
+    if malformed == "count":
+        vectors = vectors[:-1] if len(vectors) > 1 else [*vectors, vectors[0]]
+    elif malformed == "dimension":
+        vectors = [v[:-1] for v in vectors]
+
+    base64_format = body.get("encoding_format") == "base64"  # what the openai client asks for by default
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() if base64_format else v,
+        }
+        for i, v in enumerate(vectors)
+    ]
+    tokens = sum(len(t.split()) for t in inputs)
+    return Reply(body={"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+class OpenAICompatibleServer:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.model_dimensions: dict[str, int] = dict(DEFAULT_DIMENSIONS)
+        self.requests: list[Request] = []
+        self._failures: dict[str, list[Reply]] = {}
+        self._malformations: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self.route("/v1/embeddings", embeddings_handler)
+        self._httpd = ThreadingHTTPServer((host, 0), _make_request_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-test-server", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> OpenAICompatibleServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def route(self, path: str, handler: Handler, *, method: str = "POST") -> None:
+        self.routes[(method, path)] = handler
+
+    def reset(self) -> None:
+        """Forget recorded requests and pending failures; custom routes added by a test are dropped too."""
+        with self._lock:
+            self.requests.clear()
+            self._failures.clear()
+            self._malformations.clear()
+            self.model_dimensions = dict(DEFAULT_DIMENSIONS)
+            self.routes = {k: v for k, v in self.routes.items() if k == ("POST", "/v1/embeddings")}
+            self.routes[("POST", "/v1/embeddings")] = embeddings_handler
+
+    def fail_next(
+        self, path: str, *, status: int, times: int = 1, code: str | None = None, message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The next `times` requests to `path` get this error instead of being handled."""
+        with self._lock:
+            self._failures.setdefault(path, []).extend(
+                error_reply(status, code=code, message=message, headers=headers) for _ in range(times)
+            )
+
+    def malform_next(self, path: str, kind: str, *, times: int = 1) -> None:
+        """The next `times` embedding responses are wrong: kind "count" (one vector too few) or "dimension"."""
+        with self._lock:
+            self._malformations.setdefault(path, []).extend([kind] * times)
+
+    def take_malformation(self, path: str) -> str | None:
+        with self._lock:
+            pending = self._malformations.get(path)
+            return pending.pop(0) if pending else None
+
+    def requests_to(self, path: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def _dispatch(self, request: Request) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            pending = self._failures.get(request.path)
+            failure = pending.pop(0) if pending else None
+            handler = self.routes.get((request.method, request.path))
+        if failure is not None:
+            return failure
+        if handler is None:
+            return error_reply(404, message=f"No route for {request.method} {request.path}.")
+        return handler(self, request)
+
+
+def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real API; the client pools connections
+
+        def do_POST(self) -> None:
+            self._handle()
+
+        def do_GET(self) -> None:
+            self._handle()
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                payload = json.loads(raw) if raw else None
+            except ValueError:
+                payload = None
+            path = self.path.split("?", 1)[0]
+            request = Request(method=self.command, path=path, headers={k.lower(): v for k, v in self.headers.items()}, json=payload)
+            reply = server._dispatch(request)
+            data = json.dumps(reply.body).encode() if reply.body is not None else b""
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+            pass
+
+    return RequestHandler
+
+
+@pytest.fixture(scope="session")
+def openai_server_session() -> Iterator[OpenAICompatibleServer]:
+    server = OpenAICompatibleServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def openai_server(openai_server_session: OpenAICompatibleServer) -> OpenAICompatibleServer:
+    openai_server_session.reset()
+    return openai_server_session
