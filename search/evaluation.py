@@ -1,0 +1,128 @@
+"""Retrieval evaluation on BEIR-layout datasets (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DatasetError(Exception):
+    pass
+
+
+@dataclass
+class Dataset:
+    name: str
+    corpus: dict[str, dict]  # id -> {"title", "text"}
+    queries: dict[str, str]  # id -> text (only queries judged in the split)
+    qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance}
+
+
+def _read_jsonl(path: Path) -> Iterable[dict]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise DatasetError(f"{path.name} line {number}: not JSON ({exc})") from None
+
+
+def load_dataset(directory: Path | str, split: str = "test") -> Dataset:
+    directory = Path(directory)
+    paths = {
+        "corpus": directory / "corpus.jsonl",
+        "queries": directory / "queries.jsonl",
+        "qrels": directory / "qrels" / f"{split}.tsv",
+    }
+    for what, path in paths.items():
+        if not path.is_file():
+            available = sorted(p.stem for p in (directory / "qrels").glob("*.tsv")) if what == "qrels" else []
+            hint = f" (splits here: {', '.join(available)})" if available else ""
+            raise DatasetError(f"{path} is missing: not a BEIR dataset folder{hint}")
+    qrels: dict[str, dict[str, int]] = {}
+    with paths["qrels"].open(encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for row in reader:
+            if len(row) < 3 or row[0] in ("query-id", "query_id"):
+                continue
+            try:
+                score = int(row[2])
+            except ValueError:
+                continue
+            if score > 0:
+                qrels.setdefault(row[0], {})[row[1]] = score
+    corpus = {str(d["_id"]): {"title": d.get("title", ""), "text": d.get("text", "")} for d in _read_jsonl(paths["corpus"])}
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(paths["queries"]) if str(q["_id"]) in qrels}
+    qrels = {q: rel for q, rel in qrels.items() if q in queries}
+    if not queries:
+        raise DatasetError(f"no query in queries.jsonl has judgments in qrels/{split}.tsv")
+    return Dataset(name=directory.name, corpus=corpus, queries=queries, qrels=qrels)
+
+
+def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
+    """nDCG@k with gains 2^rel - 1 (as trec_eval / BEIR); binary judgments give rel / log2(rank + 1)."""
+    dcg = sum((2 ** relevant.get(doc, 0) - 1) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum((2**rel - 1) / math.log2(i + 2) for i, rel in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> float:
+    if not relevant:
+        return 0.0
+    return len(set(ranked[:k]) & set(relevant)) / len(relevant)
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    ndcg_at_10: float
+    recall_at_100: float
+    queries: int
+    latency_ms_p50: float
+    latency_ms_p95: float
+    per_query: dict[str, float] = field(default_factory=dict, repr=False)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def evaluate_mode(
+    mode: str,
+    dataset: Dataset,
+    search: Callable[[str], tuple[list[str], float]],
+    *,
+    query_ids: list[str],
+    progress: Callable[[int], None] | None = None,
+) -> ModeResult:
+    ndcgs, recalls, latencies = [], [], []
+    per_query = {}
+    for qid in query_ids:
+        ranked, took_ms = search(dataset.queries[qid])
+        n = ndcg_at_k(ranked, dataset.qrels[qid], 10)
+        ndcgs.append(n)
+        per_query[qid] = n
+        recalls.append(recall_at_k(ranked, dataset.qrels[qid], 100))
+        latencies.append(took_ms)
+        if progress:
+            progress(1)
+    return ModeResult(
+        mode=mode,
+        ndcg_at_10=round(statistics.fmean(ndcgs), 4) if ndcgs else 0.0,
+        recall_at_100=round(statistics.fmean(recalls), 4) if recalls else 0.0,
+        queries=len(query_ids),
+        latency_ms_p50=round(statistics.median(latencies), 2) if latencies else 0.0,
+        latency_ms_p95=round(percentile(latencies, 0.95), 2),
+        per_query=per_query,
+    )

@@ -1,0 +1,144 @@
+"""`manage.py evaluate DATASET_DIR [--split test] [--mode keyword|semantic|hybrid|all] [--limit-queries N] [--json FILE]`.
+
+Loads a BEIR-layout dataset into its own source (reusing what is already ingested), runs
+every judged query through ``chunk_search`` (the code path behind /api/search/) and prints
+nDCG@10, Recall@100 and latency per mode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from documents.management.commands._progress import progress_bar
+from documents.models import Document, Source
+from documents.services import IngestError, document_ingest, source_get_or_create
+from documents.signals import vector_sync_deferred
+from search.evaluation import DatasetError, evaluate_mode, load_dataset
+from search.filters import SearchFilters
+from search.selectors import MODES, SearchUnavailable, chunk_search
+
+URL_PREFIX = "beir://"
+
+
+class Command(BaseCommand):
+    help = "Evaluate keyword, semantic and hybrid search on a BEIR-layout dataset."
+
+    def add_arguments(self, parser):
+        parser.add_argument("dataset_dir")
+        parser.add_argument("--split", default="test")
+        parser.add_argument("--mode", choices=[*MODES, "all"], default="all")
+        parser.add_argument("--limit-queries", type=int, default=0, help="evaluate only the first N queries")
+        parser.add_argument("--json", dest="json_path", help="write the results to this file")
+        parser.add_argument("--source", help="source name (default: beir-<folder name>)")
+        parser.add_argument("--no-sync", action="store_true", help="do not embed pending chunks before searching")
+
+    def handle(self, *args, dataset_dir, split, mode, limit_queries, json_path, source, no_sync, **options):
+        if limit_queries < 0:
+            raise CommandError("--limit-queries must be a positive number")
+        try:
+            dataset = load_dataset(dataset_dir, split)
+        except DatasetError as exc:
+            raise CommandError(str(exc)) from exc
+        src = source_get_or_create(name=source or f"beir-{dataset.name}", kind=Source.Kind.API)
+        self.stdout.write(
+            f"dataset {dataset.name}/{split}: {len(dataset.corpus)} documents, {len(dataset.queries)} judged queries"
+        )
+        self._load(dataset, src)
+        modes = list(MODES) if mode == "all" else [mode]
+        if not no_sync and any(m != "keyword" for m in modes):
+            self._sync()
+
+        id_of = {
+            doc_id: url.rsplit("/", 1)[-1]
+            for doc_id, url in Document.objects.filter(source=src).values_list("id", "url")
+        }
+        query_ids = sorted(dataset.queries, key=_natural)
+        if limit_queries:
+            query_ids = query_ids[:limit_queries]
+        filters = SearchFilters(source_ids=[src.pk])
+
+        results = []
+        for m in modes:
+            def search(text: str, m=m):
+                started = time.perf_counter()
+                response = chunk_search(text, mode=m, limit=100, filters=filters, max_per_document=1, with_snippets=False)
+                took = (time.perf_counter() - started) * 1000
+                return [id_of.get(r.document_id, "") for r in response.results], took
+
+            try:
+                with progress_bar(len(query_ids), f"query {m}", "q") as bar:
+                    results.append(evaluate_mode(m, dataset, search, query_ids=query_ids, progress=bar.update))
+            except SearchUnavailable as exc:
+                raise CommandError(f"{m}: {exc}") from exc
+
+        self.stdout.write("")
+        self.stdout.write(f"{'mode':<10} {'nDCG@10':>8} {'R@100':>8} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
+        for r in results:
+            self.stdout.write(
+                f"{r.mode:<10} {r.ndcg_at_10:>8.4f} {r.recall_at_100:>8.4f} {r.latency_ms_p50:>8.1f} "
+                f"{r.latency_ms_p95:>8.1f} {r.queries:>8}"
+            )
+        if json_path:
+            from django.conf import settings
+
+            payload = {
+                "dataset": dataset.name,
+                "split": split,
+                "documents": len(dataset.corpus),
+                "settings": {
+                    name: getattr(settings, name)
+                    for name in (
+                        "EMBEDDING_MODEL", "EMBEDDING_RUNTIME", "CHUNK_SIZE_TOKENS", "CHUNK_OVERLAP_TOKENS",
+                        "SEARCH_RRF_K", "SEARCH_KEYWORD_WEIGHT", "SEARCH_SEMANTIC_WEIGHT", "SEARCH_CANDIDATES",
+                    )
+                },
+                "results": [
+                    {k: v for k, v in r.__dict__.items() if k != "per_query"} for r in results
+                ],
+            }
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
+            self.stdout.write(f"wrote {json_path}")
+
+    def _load(self, dataset, src: Source) -> None:
+        prefix = f"{URL_PREFIX}{dataset.name}/"
+        present = set(Document.objects.filter(source=src, url__startswith=prefix).values_list("url", flat=True))
+        todo = [(doc_id, doc) for doc_id, doc in dataset.corpus.items() if prefix + doc_id not in present]
+        if not todo:
+            self.stdout.write(f"all {len(dataset.corpus)} documents already ingested")
+            return
+        failed = 0
+        with vector_sync_deferred(), progress_bar(len(todo), "ingest", "doc") as bar:
+            for doc_id, doc in todo:
+                text = doc["text"] if doc["text"].strip() else doc["title"]
+                try:
+                    with transaction.atomic():
+                        document_ingest(
+                            source=src, title=doc["title"], url=prefix + doc_id, text=text,
+                            mime="text/plain", metadata={"beir_id": doc_id},
+                        )
+                except IngestError as exc:
+                    failed += 1
+                    self.stderr.write(f"document {doc_id}: {exc.message}")
+                bar.update(1)
+        self.stdout.write(f"ingested {len(todo) - failed} documents ({failed} failed)")
+
+    def _sync(self) -> None:
+        from documents.sync import pending_chunks, vectors_sync_pending
+
+        todo = pending_chunks().count()
+        if not todo:
+            return
+        with progress_bar(todo, "embed", "chunk") as bar:
+            report = vectors_sync_pending(progress=bar.update)
+        if report.stopped_by:
+            raise CommandError(f"embedding stopped: {report.stopped_by}")
+
+
+def _natural(value: str):
+    return (0, int(value)) if value.isdigit() else (1, value)
