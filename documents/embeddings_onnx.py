@@ -161,7 +161,11 @@ def _build(work: Path) -> None:
                 "model": "all-MiniLM-L6-v2",
                 "max_seq_length": MAX_SEQ_LENGTH,
                 "int8": {"op_types": INT8_OP_TYPES, "per_channel": INT8_PER_CHANNEL},
-                "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+                "versions": {
+                    "torch": torch.__version__,
+                    "onnx": onnx.__version__,
+                    "onnxruntime": onnxruntime.__version__,
+                },
             },
             indent=2,
         )
@@ -210,7 +214,12 @@ def _export_fp32(path: Path) -> None:
             str(path),
             input_names=["input_ids", "attention_mask", "token_type_ids"],
             output_names=["sentence_embedding"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "sentence_embedding": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": axes,
+                "attention_mask": axes,
+                "token_type_ids": axes,
+                "sentence_embedding": {0: "batch"},
+            },
             opset_version=17,
             dynamo=False,
             do_constant_folding=True,
@@ -226,7 +235,10 @@ def _optimize(source: Path, target: Path) -> None:
         optimized.save_model_to_file(str(target))
 
 
-def _quantize(source: Path, target: Path) -> None:
+def _quantize(
+    source: Path, target: Path, *, op_types: list[str] | None = None, per_channel: bool | None = None
+) -> None:
+    """Dynamic int8 quantization; the keyword arguments exist for bench/embedder_bench.py's comparisons."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -234,8 +246,8 @@ def _quantize(source: Path, target: Path) -> None:
         quantize_dynamic(
             str(source),
             str(target),
-            op_types_to_quantize=INT8_OP_TYPES,
-            per_channel=INT8_PER_CHANNEL,
+            op_types_to_quantize=INT8_OP_TYPES if op_types is None else op_types,
+            per_channel=INT8_PER_CHANNEL if per_channel is None else per_channel,
             weight_type=QuantType.QInt8,
             # Fused contrib ops (Attention, SkipLayerNormalization) have no shape-inference type.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -258,7 +270,9 @@ def _sentence_transformers_reference(texts: list[str]) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(packaged_model_path()), device="cpu")
-    return model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True)
+    return model.encode(
+        texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
 
 
 class OnnxEncoder:

@@ -115,7 +115,9 @@ class OpenAIEmbedder:
                 response = self._client.embeddings.create(model=self.model_id, input=batch, **kwargs)
                 return _validated(response, count=len(batch), dimension=expected_dimension)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                raise EmbeddingAuthError(f"Embedding provider refused the credentials ({exc.status_code}): {_message(exc)}") from exc
+                raise EmbeddingAuthError(
+                    f"Embedding provider refused the credentials ({exc.status_code}): {_message(exc)}"
+                ) from exc
             except openai.RateLimitError as exc:
                 if _is_quota_error(exc):
                     raise EmbeddingAuthError(f"Embedding provider quota exhausted: {_message(exc)}") from exc
@@ -134,7 +136,13 @@ class OpenAIEmbedder:
                     f"Embedding provider unavailable after {attempt + 1} attempts: {_describe(failure)}"
                 ) from failure
             delay = self._retry_delay(attempt, failure)
-            logger.warning("Embedding request failed (%s); retry %d/%d in %.2fs.", _describe(failure), attempt + 1, self.max_retries, delay)
+            logger.warning(
+                "Embedding request failed (%s); retry %d/%d in %.2fs.",
+                _describe(failure),
+                attempt + 1,
+                self.max_retries,
+                delay,
+            )
             time.sleep(delay)
             attempt += 1
 

@@ -2,7 +2,7 @@
 
 Usage (a fixture; import it into a test module or a conftest.py):
 
-    from documents.tests.openai_server import openai_server  # noqa: F401
+    from documents.tests.openai_server import openai_server_fixture, openai_server_session_fixture  # noqa: F401
 
     def test_something(openai_server, settings):
         settings.OPENAI_BASE_URL = openai_server.base_url
@@ -62,7 +62,9 @@ _ERRORS = {
 }
 
 
-def error_reply(status: int, *, code: str | None = None, message: str | None = None, headers: dict | None = None) -> Reply:
+def error_reply(
+    status: int, *, code: str | None = None, message: str | None = None, headers: dict | None = None
+) -> Reply:
     kind, default_code, default_message = _ERRORS.get(status, ("server_error", None, "Error."))
     if code == "insufficient_quota":
         kind = "insufficient_quota"
@@ -109,7 +111,14 @@ def embeddings_handler(server: OpenAICompatibleServer, request: Request) -> Repl
         for i, v in enumerate(vectors)
     ]
     tokens = sum(len(t.split()) for t in inputs)
-    return Reply(body={"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return Reply(
+        body={
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 class OpenAICompatibleServer:
@@ -152,7 +161,13 @@ class OpenAICompatibleServer:
             self.routes[("POST", "/v1/embeddings")] = embeddings_handler
 
     def fail_next(
-        self, path: str, *, status: int, times: int = 1, code: str | None = None, message: str | None = None,
+        self,
+        path: str,
+        *,
+        status: int,
+        times: int = 1,
+        code: str | None = None,
+        message: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         """The next `times` requests to `path` get this error instead of being handled."""
@@ -206,7 +221,9 @@ def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPReques
             except ValueError:
                 payload = None
             path = self.path.split("?", 1)[0]
-            request = Request(method=self.command, path=path, headers={k.lower(): v for k, v in self.headers.items()}, json=payload)
+            request = Request(
+                method=self.command, path=path, headers={k.lower(): v for k, v in self.headers.items()}, json=payload
+            )
             reply = server._dispatch(request)
             data = json.dumps(reply.body).encode() if reply.body is not None else b""
             self.send_response(reply.status)
@@ -223,14 +240,17 @@ def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPReques
     return RequestHandler
 
 
-@pytest.fixture(scope="session")
-def openai_server_session() -> Iterator[OpenAICompatibleServer]:
+# Registered under short names but defined under distinct ones, so a test module can import them
+# (`from documents.tests.openai_server import openai_server_fixture`) without its test arguments
+# shadowing the import. A conftest.py can instead list this module in `pytest_plugins`.
+@pytest.fixture(scope="session", name="openai_server_session")
+def openai_server_session_fixture() -> Iterator[OpenAICompatibleServer]:
     server = OpenAICompatibleServer().start()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def openai_server(openai_server_session: OpenAICompatibleServer) -> OpenAICompatibleServer:
+@pytest.fixture(name="openai_server")
+def openai_server_fixture(openai_server_session: OpenAICompatibleServer) -> OpenAICompatibleServer:
     openai_server_session.reset()
     return openai_server_session

@@ -13,11 +13,15 @@ from documents.embeddings_onnx import export_is_current, export_onnx_model
 
 
 class Command(BaseCommand):
+    # A setup step: needs neither the database nor the URL configuration.
+    requires_system_checks: list[str] = []
     help = "Export the packaged all-MiniLM-L6-v2 to ONNX (fp32 and int8) under DATA_DIR/models/."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--force", action="store_true", help="Rebuild even if a current export exists.")
-        parser.add_argument("--output", default="", help="Target folder (default: DATA_DIR/models/all-MiniLM-L6-v2/onnx).")
+        parser.add_argument(
+            "--output", default="", help="Target folder (default: DATA_DIR/models/all-MiniLM-L6-v2/onnx)."
+        )
 
     def handle(self, *args, force: bool = False, output: str = "", **options) -> None:
         target = Path(output) if output else onnx_model_dir()
