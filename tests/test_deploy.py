@@ -340,6 +340,8 @@ def test_production_runs_the_production_image_with_production_settings(load):
         assert env["LOG_LEVEL"] == "INFO"
         assert env["GUNICORN_WORKERS"] == "4"
         assert env["GUNICORN_RELOAD"] == "false"
+        # four torch processes (~530 MB each, measured) would not fit the 2 GB limit; int8 ONNX does
+        assert env["EMBEDDING_RUNTIME"] == "onnx-int8"
         assert env["SECRET_KEY"] == PRODUCTION_SECRETS["SECRET_KEY"]
         assert env["QDRANT_API_KEY"] == PRODUCTION_SECRETS["QDRANT_API_KEY"]
         assert env["QDRANT_URL"] == "http://qdrant:6333"
@@ -672,11 +674,13 @@ def fresh_database() -> Iterator[str]:
 
 
 def production_env(tmp_path: Path, database_url: str, **overrides: str) -> dict[str, str]:
-    """The environment the production container has, with Qdrant in local mode under tmp_path.
+    """The production api container's environment, with Qdrant in local mode under tmp_path.
 
-    Built from scratch (not os.environ): the test process carries pytest-django's settings module
-    and may have a .env-derived environment. Variables a .env file could set are given explicitly.
+    The runtime settings come from the production Compose configuration itself. The environment
+    is built from scratch (not os.environ): the test process carries pytest-django's settings
+    module, and variables a .env file could supply are given explicitly.
     """
+    compose_env = environment(read_compose(*FILES["production"], env=PRODUCTION_SECRETS)["services"]["api"])
     env = {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "HOME": str(tmp_path),
@@ -684,30 +688,41 @@ def production_env(tmp_path: Path, database_url: str, **overrides: str) -> dict[
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "DJANGO_ENV": "production",
+        **{
+            name: compose_env[name]
+            for name in (
+                "DJANGO_ENV",
+                "DEBUG",
+                "LOG_LEVEL",
+                "LOG_FORMAT",
+                "EMBEDDING_BACKEND",
+                "EMBEDDING_RUNTIME",
+                "TASKS_BACKEND",
+                "OMP_NUM_THREADS",
+                "GUNICORN_THREADS",
+                "GUNICORN_TIMEOUT",
+                "GUNICORN_GRACEFUL_TIMEOUT",
+                "RUN_MIGRATIONS",
+            )
+        },
         "SECRET_KEY": "live-test-secret-key-" + uuid.uuid4().hex,
-        "DEBUG": "false",
         "DATABASE_URL": database_url,
         "DATA_DIR": str(tmp_path / "data"),
         "STATIC_ROOT": str(tmp_path / "static"),
+        # Qdrant local mode, owned by the one gunicorn worker, which also runs the task worker
         "QDRANT_URL": "",
         "QDRANT_API_KEY": "",
-        "EMBEDDING_BACKEND": "local",
+        "EMBEDDED_WORKER": "true",
+        "GUNICORN_WORKERS": "1",
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "",
         "LLM_MODEL": "",
-        "TASKS_BACKEND": "database",
-        "EMBEDDED_WORKER": "true",
         "ALLOWED_HOSTS": "127.0.0.1",
         # plain HTTP on loopback: no TLS proxy in front here
         "SECURE_SSL_REDIRECT": "false",
-        "LOG_LEVEL": "INFO",
         "GUNICORN_BIND": f"127.0.0.1:{_free_port()}",
-        "GUNICORN_WORKERS": "1",
-        "GUNICORN_THREADS": "4",
-        "RUN_MIGRATIONS": "true",
     }
+    assert env["DJANGO_ENV"] == "production" and env["RUN_MIGRATIONS"] == "true"
     env.update(overrides)
     return env
 
@@ -750,6 +765,8 @@ class Server:
                 continue
             if status in statuses:
                 return status, data
+            if status != 503:  # 503 = still warming up; anything else will not change by waiting
+                pytest.fail(f"{path} answered {status}: {data!r:.2000}\n{self.output()[-4000:]}")
             time.sleep(1)
         pytest.fail(f"{path} did not answer {statuses} within {timeout}s:\n{self.output()[-4000:]}")
 
@@ -789,9 +806,13 @@ def production_server(env: dict[str, str], log: Path) -> Iterator[Server]:
 @pytest.mark.slow
 def test_production_command_serves_ingests_searches_and_stops_cleanly(tmp_path, fresh_database):
     env = production_env(tmp_path, fresh_database)
-    # the image's build step, with the production storage (hashed, compressed static files)
+    # the image's build step: static files with the production storage (hashed, compressed), and
+    # the ONNX export when the embeddings code provides it
     collected = manage(env, "collectstatic", "--noinput")
     assert collected.returncode == 0, collected.stderr
+    if manage(env, "help", "embedder_export").returncode == 0:
+        exported = manage(env, "embedder_export")
+        assert exported.returncode == 0, exported.stderr
 
     with production_server(env, tmp_path / "server.log") as server:
         status, ready = server.wait_until_answering("/ready", statuses=(200,))
