@@ -470,9 +470,10 @@ def _trimmed_section(text: str, start: int, end: int, path: list[str], page: int
 
 def _sections_from_headings(text: str, headings: list[tuple[int, int, int, str]]) -> list[Section]:
     """Split `text` at heading starts. Each section runs from its heading line to the next
-    heading of any level and includes the heading line. A heading with no body of its own
-    (directly followed by another heading) yields no section: it still appears in the
-    heading_path of the sections below it, and a one-line chunk would only add noise."""
+    heading of any level and includes the heading line. A heading with no text of its own
+    (directly followed by another heading) opens the next section instead of being a one-line
+    section of its own; a trailing one closes the previous section. So the sections cover all
+    of the text, and the heading still appears in the heading_path of the sections below it."""
     sections: list[Section] = []
     first_start = headings[0][0] if headings else len(text)
     preamble = _trimmed_section(text, 0, first_start, [])
@@ -480,22 +481,28 @@ def _sections_from_headings(text: str, headings: list[tuple[int, int, int, str]]
         sections.append(preamble)
 
     stack: list[tuple[int, str]] = []
-    heading_only: Section | None = None
+    pending_start: int | None = None  # start of heading lines still waiting for a body
+    pending_path: list[str] = []
     for index, (start, body, level, heading) in enumerate(headings):
         end = headings[index + 1][0] if index + 1 < len(headings) else len(text)
         while stack and stack[-1][0] >= level:
             stack.pop()
         stack.append((level, heading))
         path = [h for _, h in stack if h]
-        section = _trimmed_section(text, start, end, path)
-        if section is None:
+        if not text[body:end].strip():
+            if pending_start is None:
+                pending_start, pending_path = start, path
             continue
-        if text[body:end].strip():
+        section = _trimmed_section(text, start if pending_start is None else pending_start, end, path)
+        pending_start = None
+        if section:
             sections.append(section)
-        elif heading_only is None:
-            heading_only = section
-    if not sections and heading_only is not None:
-        sections.append(heading_only)
+    if pending_start is not None:
+        if sections:
+            last = sections.pop()
+            sections.append(_trimmed_section(text, last.char_start, len(text), last.heading_path))
+        else:
+            sections.append(_trimmed_section(text, pending_start, len(text), pending_path))
     return sections
 
 
