@@ -60,11 +60,12 @@ def test_markdown_headings_become_sections_with_heading_paths():
         ["Beekeeping Basics", "The Hive"],
         ["Beekeeping Basics", "The Hive", "Frames and foundation"],
         ["Beekeeping Basics", "The Hive", "Ventilation"],
-        # "## The Colony" has no text of its own: it lives on in its child's path.
         ["Beekeeping Basics", "The Colony", "Roles"],
         ["Beekeeping Basics", "Seasons"],
     ]
     assert parsed.sections[1].text.startswith("## The Hive\n\nMost beekeepers use a Langstroth hive")
+    # "## The Colony" has no text of its own: it opens its child's section.
+    assert parsed.sections[4].text.startswith("## The Colony\n\n### Roles\n\nA colony has one queen")
     assert all(s.page is None for s in parsed.sections)
 
 
@@ -117,6 +118,14 @@ def test_markdown_text_before_the_first_heading_is_a_section_without_path():
     assert [(s.heading_path, s.text) for s in parsed.sections] == [
         ([], "Preface line."),
         (["Chapter"], "# Chapter\n\nBody."),
+    ]
+
+
+def test_markdown_sections_cover_every_heading_line():
+    parsed = parse_document(text="## Empty\n## Full\nbody\n# Top\n## Trailing", mime="text/markdown")
+
+    assert [(s.heading_path, s.text) for s in parsed.sections] == [
+        (["Full"], "## Empty\n## Full\nbody\n# Top\n## Trailing"),
     ]
 
 
