@@ -5,7 +5,8 @@ Rules, in order of precedence:
 * **Token limit.** No chunk has more than `chunk_tokens` tokens of `tokenizer` (counted without
   special tokens). all-MiniLM-L6-v2 truncates at 256 tokens *including* [CLS] and [SEP], so
   with that model `chunk_tokens` must be at most 254 or the tail of a full chunk is never
-  embedded.
+  embedded, and less still when the embedded string is more than the chunk text (e.g. a
+  "title > headings" context line in front of it).
 * **Sections.** A chunk never mixes the end of one section with the start of another. Two
   exceptions, both whole-section:
   - small neighbouring sections merge into one chunk when together they fit the limit and all
@@ -35,8 +36,12 @@ import bisect
 import itertools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from documents.parsing import ParsedDocument, Section, content_hash
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
 
 # Text longer than this is tokenized in pieces cut at paragraph (else line, else space)
 # boundaries, which bounds memory on huge single-section inputs (~50 bytes per token in the
@@ -71,12 +76,14 @@ class _Unit:
     sections: list[Section]
     heading_path: list[str]
     flow: bool = False
-    encoding: object = None
+    encoding: Encoding | None = None
     token_count: int = 0
     section_starts: list[int] | None = None
 
 
-def chunk_document(parsed: ParsedDocument, *, tokenizer, chunk_tokens: int, overlap_tokens: int) -> list[ChunkDraft]:
+def chunk_document(
+    parsed: ParsedDocument, *, tokenizer: Tokenizer, chunk_tokens: int, overlap_tokens: int
+) -> list[ChunkDraft]:
     """Chunk `parsed` with a HuggingFace `tokenizers.Tokenizer` (used read-only)."""
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
@@ -119,10 +126,10 @@ def chunk_document(parsed: ParsedDocument, *, tokenizer, chunk_tokens: int, over
 
 # --- Tokenizer ----------------------------------------------------------------------------------
 
-_UNTRUNCATED: dict[int, tuple[object, object]] = {}
+_UNTRUNCATED: dict[int, tuple[Tokenizer, Tokenizer]] = {}
 
 
-def _without_truncation(tokenizer):
+def _without_truncation(tokenizer: Tokenizer) -> Tokenizer:
     """The embedder's tokenizer truncates and pads to the model length; chunking needs every
     token. Work on a cached copy rather than reconfigure a tokenizer that others share."""
     if tokenizer.truncation is None and tokenizer.padding is None:
@@ -130,9 +137,9 @@ def _without_truncation(tokenizer):
     cached = _UNTRUNCATED.get(id(tokenizer))
     if cached is not None and cached[0] is tokenizer:
         return cached[1]
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer as TokenizerClass
 
-    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy = TokenizerClass.from_str(tokenizer.to_str())
     copy.no_truncation()
     copy.no_padding()
     if len(_UNTRUNCATED) > 8:
@@ -362,8 +369,6 @@ def _best_cut(local: str, encoding, low: int, high: int, page_starts: list[int])
 
 
 def _page_metadata(unit: _Unit, start: int, end: int) -> dict:
-    if not any(s.page is not None for s in unit.sections[:1] + unit.sections[-1:]):
-        return {}
     # Sections are in text order: bisect to the ones the chunk overlaps (a PDF may have 1000 pages).
     if unit.section_starts is None:
         unit.section_starts = [s.char_start for s in unit.sections]
