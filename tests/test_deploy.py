@@ -335,6 +335,7 @@ def test_production_runs_the_production_image_with_production_settings(load):
         env = environment(service)
         assert service["build"]["target"] == "production", name
         assert bind_mounts(service) == [], f"{name} must not mount the source in production"
+        assert service["cap_drop"] == ["ALL"] and service["security_opt"] == ["no-new-privileges:true"]
         assert env["DJANGO_ENV"] == "production"
         assert env["DEBUG"] == "false"
         assert env["LOG_LEVEL"] == "INFO"
