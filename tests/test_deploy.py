@@ -693,9 +693,9 @@ def fresh_database() -> Iterator[str]:
 def production_env(tmp_path: Path, database_url: str, **overrides: str) -> dict[str, str]:
     """The production api container's environment, with Qdrant in local mode under tmp_path.
 
-    The runtime settings come from the production Compose configuration itself. The environment
-    is built from scratch (not os.environ): the test process carries pytest-django's settings
-    module, and variables a .env file could supply are given explicitly.
+    Taken from the production Compose configuration itself, then adjusted for running outside
+    Compose. Built from scratch, not from os.environ: the test process carries pytest-django's
+    settings module, and every variable a .env file could supply is given explicitly.
     """
     compose_env = environment(read_compose(*FILES["production"], env=PRODUCTION_SECRETS)["services"]["api"])
     env = {
@@ -705,23 +705,8 @@ def production_env(tmp_path: Path, database_url: str, **overrides: str) -> dict[
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        **{
-            name: compose_env[name]
-            for name in (
-                "DJANGO_ENV",
-                "DEBUG",
-                "LOG_LEVEL",
-                "LOG_FORMAT",
-                "EMBEDDING_BACKEND",
-                "EMBEDDING_RUNTIME",
-                "TASKS_BACKEND",
-                "OMP_NUM_THREADS",
-                "GUNICORN_THREADS",
-                "GUNICORN_TIMEOUT",
-                "GUNICORN_GRACEFUL_TIMEOUT",
-                "RUN_MIGRATIONS",
-            )
-        },
+        # everything the api container gets, then what differs outside Compose:
+        **compose_env,
         "SECRET_KEY": "live-test-secret-key-" + uuid.uuid4().hex,
         "DATABASE_URL": database_url,
         "DATA_DIR": str(tmp_path / "data"),
@@ -731,15 +716,13 @@ def production_env(tmp_path: Path, database_url: str, **overrides: str) -> dict[
         "QDRANT_API_KEY": "",
         "EMBEDDED_WORKER": "true",
         "GUNICORN_WORKERS": "1",
-        "OPENAI_API_KEY": "",
-        "OPENAI_BASE_URL": "",
-        "LLM_MODEL": "",
         "ALLOWED_HOSTS": "127.0.0.1",
         # plain HTTP on loopback: no TLS proxy in front here
         "SECURE_SSL_REDIRECT": "false",
         "GUNICORN_BIND": f"127.0.0.1:{_free_port()}",
     }
     assert env["DJANGO_ENV"] == "production" and env["RUN_MIGRATIONS"] == "true"
+    assert env["EMBEDDING_BACKEND"] == "local" and not env["OPENAI_API_KEY"]
     env.update(overrides)
     return env
 
