@@ -1,0 +1,346 @@
+"""Embedded vector-store engines side by side: qdrant-edge vs qdrant-client local mode.
+
+Run from the project root (about 8 minutes on 2 shared cores; the 100k HNSW store is reused):
+
+    .venv/bin/python bench/vectorstore_bench.py
+    .venv/bin/python bench/vectorstore_bench.py --sizes 10000 --queries 20   # quick check
+    .venv/bin/python bench/vectorstore_bench.py --hnsw-max 100000 --reuse none  # full rebuild (~+7 min)
+
+Every configuration runs through documents.vectorstore (the code the app uses) in its own
+process, so RSS is that configuration's alone. Data: random unit vectors (dim 384, seeded) with
+the app's payload (document_id, 12 chunks a document; source_id, 20 sources; source, title, url,
+ordinal, metadata {lang, page, year}), upserted in batches of 256 (documents.sync.SYNC_BATCH).
+Queries are stored vectors plus noise (cos ~0.9 to their source), so each has real near
+neighbours. Measured per engine and size:
+
+- upsert: points/s over the whole load (including the engine's persistence);
+- open: seconds to reopen the store from disk and answer the first query;
+- search p50/p95 in ms, top 10 with payloads: no filter, a source filter (1 of 20 sources),
+  a metadata filter (``lang=de``, 1 of 3);
+- recall@10 of the unfiltered search against exact numpy cosine ranking;
+- RSS after the searches and the process peak (VmHWM), minus the RSS before opening the store.
+
+Variants: ``edge`` = qdrant-edge as the app runs it (appendable segments, brute force with SIMD,
+payload indexes); ``edge+hnsw`` = the same after ``optimize()`` built HNSW (build time reported;
+stores above --hnsw-max are only measured if a previous run left one under --work-dir);
+``client`` = qdrant-client local mode. qdrant-client local mode gets fewer filtered queries
+(--client-filtered-queries) because each one scans every payload in Python.
+
+Writes bench/results/vectorstore.json and bench/results/vectorstore.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+DIM = 384
+BATCH = 256
+DATA_VERSION = 1
+COLLECTION = "bench"
+MODEL_ID = "bench-random-384"
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def make_vectors(n: int):
+    import numpy as np
+
+    rng = np.random.default_rng(20240501 + n)
+    vectors = rng.standard_normal((n, DIM), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def make_payload(i: int) -> dict:
+    document = i // 12
+    source = document % 20 + 1
+    return {
+        "document_id": document,
+        "source_id": source,
+        "source": f"source-{source:02d}",
+        "title": f"Document {document}: a realistic title with a few words",
+        "url": f"https://docs.example.com/section-{document % 97}/page-{document}",
+        "ordinal": i % 12,
+        "metadata": {"lang": ("en", "de", "fr")[document % 3], "page": (i % 12) // 3 + 1, "year": 2000 + document % 25},
+    }
+
+
+def make_queries(vectors, count: int):
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    picks = rng.choice(len(vectors), size=count, replace=False)
+    noise = rng.standard_normal((count, DIM), dtype=np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    queries = vectors[picks] + 0.5 * noise
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def point_uuid(i: int) -> str:
+    return str(uuid.UUID(int=i + 1))
+
+
+# --- one configuration (child process) ------------------------------------------------------------
+
+
+def rss_mb() -> tuple[float, float]:
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def timed_searches(store, queries, **filters) -> list[float]:
+    out = []
+    for q in queries:
+        started = time.perf_counter()
+        store.search(q, limit=10, **filters)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def percentiles(ms: list[float]) -> dict:
+    import numpy as np
+
+    if not ms:
+        return {"p50_ms": None, "p95_ms": None, "n": 0}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "n": len(ms),
+    }
+
+
+def run_child(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from documents.vectorstore import VectorPoint, vector_store_open
+
+    engine, variant, size = args.child_engine, args.child_variant, args.child_size
+    store_dir = Path(args.work_dir) / f"{variant}-{size}"
+    meta_path = store_dir / "bench-meta.json"
+    result: dict = {"engine": engine, "variant": variant, "size": size}
+
+    vectors = make_vectors(size)
+    queries = make_queries(vectors, args.queries)
+    baseline_rss, _ = rss_mb()
+
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    reuse = meta is not None and meta.get("data_version") == DATA_VERSION and meta.get("size") == size
+    reuse = reuse and (args.reuse == "all" or (args.reuse == "hnsw" and variant == "edge+hnsw"))
+    if not reuse:
+        shutil.rmtree(store_dir, ignore_errors=True)
+        store = vector_store_open(collection=COLLECTION, path=store_dir, engine=engine)
+        store.ensure_collection(dimension=DIM, model_id=MODEL_ID)
+        # qdrant-client local mode commits (fsyncs) SQLite once per point, ~60 points/s on this disk:
+        # its upsert rate is measured on a sample, then the rest is bulk-loaded without fsync.
+        measured = min(size, -(-max(1, args.client_upsert_sample) // BATCH) * BATCH) if engine == "client" else size
+        started = time.perf_counter()
+        upsert_s = 0.0
+        for start in range(0, size, BATCH):
+            if start >= measured and not upsert_s:
+                upsert_s = time.perf_counter() - started
+                _client_without_fsync(store)
+            stop = min(size, start + BATCH)
+            store.upsert(
+                [VectorPoint(id=point_uuid(i), vector=vectors[i], payload=make_payload(i)) for i in range(start, stop)]
+            )
+        if not upsert_s:
+            upsert_s = time.perf_counter() - started
+        meta = {
+            "data_version": DATA_VERSION,
+            "size": size,
+            "upsert_s": upsert_s,
+            "upsert_measured_points": measured,
+            "built_at": time.time(),
+        }
+        if variant == "edge+hnsw":
+            started = time.perf_counter()
+            store.optimize()
+            meta["optimize_s"] = time.perf_counter() - started
+        store.close()
+        meta_path.write_text(json.dumps(meta))
+    result["reused_store"] = reuse
+    result["upsert_s"] = round(meta["upsert_s"], 2)
+    result["upsert_measured_points"] = meta["upsert_measured_points"]
+    result["upsert_points_per_s"] = round(meta["upsert_measured_points"] / meta["upsert_s"])
+    if "optimize_s" in meta:
+        result["optimize_s"] = round(meta["optimize_s"], 1)
+
+    started = time.perf_counter()
+    store = vector_store_open(collection=COLLECTION, path=store_dir, engine=engine)
+    store.search(queries[0], limit=10)
+    result["open_s"] = round(time.perf_counter() - started, 2)
+    store.ensure_collection(dimension=DIM, model_id=MODEL_ID)
+    health = store.health()
+    result["points"] = health["points"]
+    for key in ("segments", "indexed_vectors"):
+        if key in health:
+            result[key] = health[key]
+
+    store.search(queries[1], limit=10)  # warm caches before timing
+    filtered_n = args.client_filtered_queries if engine == "client" else len(queries)
+    result["search"] = percentiles(timed_searches(store, queries))
+    result["search_source_filter"] = percentiles(timed_searches(store, queries[:filtered_n], source_ids=[3]))
+    result["search_metadata_filter"] = percentiles(timed_searches(store, queries[:filtered_n], metadata={"lang": "de"}))
+
+    # Recall of the top 10 against an exact cosine ranking of the same vectors.
+    exact = np.argsort(-(vectors @ queries.T), axis=0)[:10].T
+    found = 0
+    for q, truth in zip(queries[:20], exact[:20], strict=True):
+        want = {point_uuid(int(i)) for i in truth}
+        found += len(want & {h.id for h in store.search(q, limit=10)})
+    result["recall_at_10"] = round(found / (10 * min(20, len(queries))), 3)
+    # The filter must only ever return that source's points.
+    hits = store.search(queries[0], limit=10, source_ids=[3])
+    assert hits and all(h.payload["source_id"] == 3 for h in hits)
+
+    rss, peak = rss_mb()
+    result["rss_mb"] = round(rss - baseline_rss, 1)
+    result["peak_rss_mb"] = round(peak - baseline_rss, 1)
+    result["disk_mb"] = round(sum(f.stat().st_blocks * 512 for f in store_dir.rglob("*") if f.is_file()) / 2**20, 1)
+    store.close()
+    return result
+
+
+def _client_without_fsync(store) -> None:
+    """Bench-only: switch local mode's SQLite to synchronous=OFF to load large stores in minutes."""
+    local = store.client._client
+    local.collections[COLLECTION].storage.storage.execute("PRAGMA synchronous=OFF")
+
+
+# --- orchestration ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,30000,100000")
+    parser.add_argument("--engines", default="edge,edge+hnsw,client", help="variants to run")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--client-filtered-queries", type=int, default=8)
+    parser.add_argument("--client-upsert-sample", type=int, default=1024, help="client points upserted durably")
+    parser.add_argument("--hnsw-max", type=int, default=30000, help="build HNSW stores up to this size")
+    parser.add_argument(
+        "--reuse", choices=["none", "hnsw", "all"], default="hnsw", help="reuse stores left in --work-dir"
+    )
+    parser.add_argument("--work-dir", default=str(ROOT / "var" / "bench" / "vectorstore"))
+    parser.add_argument("--child-engine")
+    parser.add_argument("--child-variant")
+    parser.add_argument("--child-size", type=int)
+    args = parser.parse_args()
+
+    if args.child_engine:
+        print(json.dumps(run_child(args)))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    variants = args.engines.split(",")
+    results = []
+    started_all = time.perf_counter()
+    for size in sizes:
+        for variant in variants:
+            if variant == "edge+hnsw" and size > args.hnsw_max:
+                meta = Path(args.work_dir) / f"{variant}-{size}" / "bench-meta.json"
+                if not meta.exists() or args.reuse == "none":
+                    print(f"skip {variant} {size}: above --hnsw-max and no stored build", flush=True)
+                    continue
+            engine = "edge" if variant.startswith("edge") else "client"
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *("--child-engine", engine, "--child-variant", variant, "--child-size", str(size)),
+                *("--queries", str(args.queries), "--client-filtered-queries", str(args.client_filtered_queries)),
+                *("--client-upsert-sample", str(args.client_upsert_sample)),
+                *("--reuse", args.reuse, "--work-dir", args.work_dir),
+            ]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{variant} {size} failed")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
+            results.append(row)
+            print(json.dumps(row), flush=True)
+
+    report = {
+        "benchmark": "vectorstore",
+        "dimension": DIM,
+        "queries": args.queries,
+        "client_filtered_queries": args.client_filtered_queries,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "versions": _versions(),
+        "total_wall_s": round(time.perf_counter() - started_all, 1),
+        "results": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "vectorstore.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "vectorstore.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("qdrant-client", "qdrant-edge-py", "numpy")}
+
+
+def markdown(report: dict) -> str:
+    def ms(d: dict) -> str:
+        return "-" if d["p50_ms"] is None else f"{d['p50_ms']} / {d['p95_ms']}"
+
+    lines = [
+        "# Embedded vector store: qdrant-edge vs qdrant-client local mode",
+        "",
+        f"Random unit vectors, dim {report['dimension']}, app payloads; top-10 searches with payloads through "
+        f"`documents.vectorstore`; {report['queries']} queries a cell ({report['client_filtered_queries']} for the "
+        f"filtered client-mode cells). {report['machine']['cpus']} shared cores; "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + f". Total {report['total_wall_s']} s. Script: `bench/vectorstore_bench.py`.",
+        "",
+        "| engine | points | upsert pts/s | HNSW build s | open s | search p50 / p95 ms | source filter p50 / p95 ms "
+        "| metadata filter p50 / p95 ms | recall@10 | RSS MB (peak) | disk MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        build = r.get("optimize_s", "-")
+        if r.get("reused_store"):
+            build = f"{build} (stored)"
+        lines.append(
+            f"| {r['variant']} | {r['points']} | {r['upsert_points_per_s']} | {build} | {r['open_s']} | {ms(r['search'])} "
+            f"| {ms(r['search_source_filter'])} | {ms(r['search_metadata_filter'])} | {r['recall_at_10']} "
+            f"| {r['rss_mb']} ({r['peak_rss_mb']}) | {r['disk_mb']} |"
+        )
+    lines += [
+        "",
+        "- `edge`: qdrant-edge as the app runs it: new points go to appendable segments scored by brute force "
+        "(SIMD), with payload indexes on document_id, source_id and metadata_terms. No HNSW build ever runs implicitly.",
+        "- `edge+hnsw`: the same store after `optimize()` built HNSW (m=16, ef_construct=100). `(stored)`: the store "
+        "and its build time come from an earlier run under --work-dir (the build takes minutes and holds the GIL).",
+        "- `client`: qdrant-client local mode (pure Python: numpy scoring, payload filters evaluated point by point, "
+        "everything loaded into memory on open).",
+        "- RSS is the configuration's process RSS after the searches minus its RSS before opening the store; peak "
+        "includes the upsert phase when the store was built in that run.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
