@@ -34,6 +34,13 @@ class CrawlJob(models.Model):
     ingested_count = models.PositiveIntegerField(default=0)
     unchanged_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
+    gone_count = models.PositiveIntegerField(default=0, help_text="Pages that answered 404 or 410.")
+    skipped_count = models.PositiveIntegerField(
+        default=0, help_text="Pages not fetched or not ingested: robots.txt, noindex, cancelled."
+    )
+    # Set once the frontier is seeded (start URL, sitemap, earlier pages), so a restarted worker
+    # does not seed again.
+    seeded_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     worker_id = models.CharField(max_length=100, blank=True)
