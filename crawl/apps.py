@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class CrawlConfig(AppConfig):
     name = "crawl"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from crawl import hooks
+
+        hooks.connect()

@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "CRAWL_MAX_SITEMAP_URLS": 50_000,
     # The sitemap protocol caps a sitemap at 50 MB uncompressed.
     "CRAWL_MAX_SITEMAP_BYTES": 50 * 1024 * 1024,
+    # Skip links marked rel="nofollow" (a page-wide <meta name="robots" content="nofollow"> is
+    # always obeyed).
+    "CRAWL_RESPECT_NOFOLLOW": True,
     # A job whose heartbeat is older than this is considered abandoned and may be re-claimed.
     "CRAWL_STALE_SECONDS": 300,
 }

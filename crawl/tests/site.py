@@ -121,6 +121,8 @@ class _QuietServer(ThreadingHTTPServer):
 class SiteServer:
     root: Path
     hang_seconds: float = 3.0
+    # Added before every file response, to keep a crawl busy long enough to interrupt it.
+    page_delay: float = 0.0
     huge_bytes: int = 3 * 1024 * 1024
     requests: list[Request] = field(default_factory=list)
     overrides: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
@@ -255,6 +257,8 @@ class SiteHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _send_file(self, path: str) -> None:
+        if self.site.page_delay and path != "/robots.txt":
+            time.sleep(self.site.page_delay)
         root = self.site.root.resolve()
         target = (root / path.lstrip("/")).resolve()
         if not target.is_relative_to(root):
