@@ -76,6 +76,31 @@ def embedding_input(chunk: Chunk | ChunkDraft, context: str) -> str:
     return f"{context}\n{chunk.text}" if context else chunk.text
 
 
+MIN_CHUNK_TOKENS = 64
+
+
+def chunk_token_budget(tokenizer, title: str, parsed) -> int:
+    """CHUNK_SIZE_TOKENS, shrunk so that context line + chunk fit the embedder's input.
+
+    The embedder sees "title > headings" before the chunk text and truncates at its maximum
+    input (256 tokens for all-MiniLM-L6-v2, including two special tokens); without this the
+    end of every full chunk would never be embedded.
+    """
+    from documents.embeddings import EmbeddingError, get_embedder
+
+    try:
+        limit = getattr(get_embedder(), "max_tokens", 0) or 0
+    except EmbeddingError:  # storing and keyword indexing must not depend on the embedder
+        limit = 0
+    budget = settings.CHUNK_SIZE_TOKENS
+    if limit:
+        deepest = max((s.heading_path for s in parsed.sections), key=len, default=[])
+        context = chunk_context(title, deepest)
+        context_tokens = len(tokenizer.encode(context, add_special_tokens=False).ids) + 1 if context else 0
+        budget = min(budget, limit - 2 - context_tokens)
+    return max(budget, MIN_CHUNK_TOKENS)
+
+
 def _document_hash(title: str, text: str, metadata: dict) -> str:
     import json
 
@@ -138,11 +163,13 @@ def document_ingest(
         doc_metadata.setdefault("filename", filename)
     doc_hash = _document_hash(title, parsed.text, doc_metadata)
 
+    tokenizer = get_tokenizer()
+    chunk_tokens = chunk_token_budget(tokenizer, title, parsed)
     drafts = chunk_document(
         parsed,
-        tokenizer=get_tokenizer(),
-        chunk_tokens=settings.CHUNK_SIZE_TOKENS,
-        overlap_tokens=settings.CHUNK_OVERLAP_TOKENS,
+        tokenizer=tokenizer,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=min(settings.CHUNK_OVERLAP_TOKENS, chunk_tokens // 4),
     )
     if not drafts:
         raise IngestError("The document has no text to index.", field="text", code="EmptyContent")

