@@ -21,7 +21,7 @@ def max_overlap(limiter: HostRateLimiter, host: str, workers: int = 4) -> int:
             with lock:
                 inside += 1
                 peak = max(peak, inside)
-            threading.Event().wait(0.02)
+            threading.Event().wait(0.1)
             with lock:
                 inside -= 1
 
