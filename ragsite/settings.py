@@ -223,6 +223,17 @@ CRAWL_TIMEOUT = env_float("CRAWL_TIMEOUT", 15.0, minimum=0.1)
 CRAWL_MAX_PAGE_BYTES = env_int("CRAWL_MAX_PAGE_BYTES", 10 * 1024 * 1024, minimum=1024)
 CRAWL_MAX_REDIRECTS = env_int("CRAWL_MAX_REDIRECTS", 5, minimum=0, maximum=30)
 CRAWL_CONCURRENCY = env_int("CRAWL_CONCURRENCY", 4, minimum=1, maximum=64)
+if os.environ.get("CRAWL_TRACKING_PARAMS"):
+    # Otherwise crawl.conf's default list (utm_*, gclid, fbclid, ...) applies.
+    CRAWL_TRACKING_PARAMS = env_list("CRAWL_TRACKING_PARAMS")
+CRAWL_ROBOTS_CACHE_SECONDS = env_int("CRAWL_ROBOTS_CACHE_SECONDS", 86400, minimum=0)
+CRAWL_ROBOTS_ERROR_SECONDS = env_int("CRAWL_ROBOTS_ERROR_SECONDS", 600, minimum=0)
+CRAWL_MAX_CRAWL_DELAY = env_float("CRAWL_MAX_CRAWL_DELAY", 60.0, minimum=0.0)
+CRAWL_MAX_SITEMAPS = env_int("CRAWL_MAX_SITEMAPS", 20, minimum=0)
+CRAWL_MAX_SITEMAP_URLS = env_int("CRAWL_MAX_SITEMAP_URLS", 50000, minimum=0)
+CRAWL_MAX_SITEMAP_BYTES = env_int("CRAWL_MAX_SITEMAP_BYTES", 50 * 1024 * 1024, minimum=1024)
+CRAWL_STALE_SECONDS = env_int("CRAWL_STALE_SECONDS", 300, minimum=10)
+CRAWL_RESPECT_NOFOLLOW = env_bool("CRAWL_RESPECT_NOFOLLOW", True)
 
 # --- Background tasks -------------------------------------------------------------------------
 # TASKS_BACKEND=immediate runs tasks inline (tests); database queues them for `db_worker`.
