@@ -14,6 +14,10 @@ One server runs per test session; the function-scoped fixture resets its state b
 Routes are a registry: `server.route("/v1/chat/completions", handler)` where
 `handler(server, request) -> Reply`. `/v1/embeddings` is built in: deterministic vectors from a
 hashed bag of words, so texts sharing words are close and identical texts are identical.
+`/v1/chat/completions` is built in too: it answers `server.chat_answer` (streamed as SSE chunks
+of `server.chat_chunk_chars` characters when the request asks for `stream`), so a test scripts
+the model's words, citations included. `server.delay_next(path, seconds)` makes a reply late
+(a client timeout), and `server.chat_stream_error` breaks a stream halfway with an error chunk.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,6 +52,9 @@ class Reply:
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A streamed reply (server-sent events): written chunk by chunk, then the connection closes.
+    stream: Iterable[bytes] | None = None
+    delay: float = 0.0  # seconds to wait before answering
 
 
 Handler = Callable[["OpenAICompatibleServer", Request], Reply]
@@ -121,6 +129,73 @@ def embeddings_handler(server: OpenAICompatibleServer, request: Request) -> Repl
     )
 
 
+DEFAULT_CHAT_ANSWER = "The passages answer this [1]."
+
+
+def _chat_completion_id(request: Request) -> str:
+    return "chatcmpl-" + hashlib.sha256(json.dumps(request.json, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sse_event(data: Any) -> bytes:
+    return b"data: " + (data if isinstance(data, str) else json.dumps(data)).encode() + b"\n\n"
+
+
+def chat_completions_handler(server: OpenAICompatibleServer, request: Request) -> Reply:
+    body = request.json if isinstance(request.json, dict) else {}
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return error_reply(400, message="'messages' must be a non-empty list.")
+    model = body.get("model") or "gpt-4o-mini"
+    answer = server.chat_answer
+    ident, created = _chat_completion_id(request), int(time.time())
+    usage = {"prompt_tokens": 10, "completion_tokens": len(answer.split()), "total_tokens": 10 + len(answer.split())}
+    if not body.get("stream"):
+        return Reply(
+            body={
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                ],
+                "usage": usage,
+            }
+        )
+    size = max(1, server.chat_chunk_chars)
+    pieces = [answer[i : i + size] for i in range(0, len(answer), size)]
+    broken_at = len(pieces) // 2 if server.chat_stream_error else None
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        return sse_event(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    def events() -> Iterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        for number, piece in enumerate(pieces):
+            if number == broken_at:
+                yield sse_event({"error": {"message": server.chat_stream_error, "type": "server_error"}})
+                return
+            yield chunk({"content": piece})
+        yield chunk({}, finish="stop")
+        yield sse_event("[DONE]")
+
+    return Reply(stream=events(), headers={"Content-Type": "text/event-stream"})
+
+
+BUILT_IN_ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "/v1/embeddings"): embeddings_handler,
+    ("POST", "/v1/chat/completions"): chat_completions_handler,
+}
+
+
 class OpenAICompatibleServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
@@ -128,8 +203,12 @@ class OpenAICompatibleServer:
         self.requests: list[Request] = []
         self._failures: dict[str, list[Reply]] = {}
         self._malformations: dict[str, list[str]] = {}
+        self._delays: dict[str, list[float]] = {}
+        self.chat_answer = DEFAULT_CHAT_ANSWER
+        self.chat_chunk_chars = 3  # small, so citation markers arrive split across chunks
+        self.chat_stream_error: str | None = None
         self._lock = threading.Lock()
-        self.route("/v1/embeddings", embeddings_handler)
+        self.routes.update(BUILT_IN_ROUTES)
         self._httpd = ThreadingHTTPServer((host, 0), _make_request_handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-test-server", daemon=True)
@@ -156,9 +235,12 @@ class OpenAICompatibleServer:
             self.requests.clear()
             self._failures.clear()
             self._malformations.clear()
+            self._delays.clear()
             self.model_dimensions = dict(DEFAULT_DIMENSIONS)
-            self.routes = {k: v for k, v in self.routes.items() if k == ("POST", "/v1/embeddings")}
-            self.routes[("POST", "/v1/embeddings")] = embeddings_handler
+            self.chat_answer = DEFAULT_CHAT_ANSWER
+            self.chat_chunk_chars = 3
+            self.chat_stream_error = None
+            self.routes = dict(BUILT_IN_ROUTES)
 
     def fail_next(
         self,
@@ -181,6 +263,11 @@ class OpenAICompatibleServer:
         with self._lock:
             self._malformations.setdefault(path, []).extend([kind] * times)
 
+    def delay_next(self, path: str, seconds: float, *, times: int = 1) -> None:
+        """The next `times` requests to `path` are answered only after `seconds` (to trip client timeouts)."""
+        with self._lock:
+            self._delays.setdefault(path, []).extend([seconds] * times)
+
     def take_malformation(self, path: str) -> str | None:
         with self._lock:
             pending = self._malformations.get(path)
@@ -196,11 +283,17 @@ class OpenAICompatibleServer:
             pending = self._failures.get(request.path)
             failure = pending.pop(0) if pending else None
             handler = self.routes.get((request.method, request.path))
+            delays = self._delays.get(request.path)
+            delay = delays.pop(0) if delays else 0.0
         if failure is not None:
-            return failure
-        if handler is None:
-            return error_reply(404, message=f"No route for {request.method} {request.path}.")
-        return handler(self, request)
+            reply = failure
+        elif handler is None:
+            reply = error_reply(404, message=f"No route for {request.method} {request.path}.")
+        else:
+            reply = handler(self, request)
+        if delay:
+            reply.delay = delay
+        return reply
 
 
 def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler]:
@@ -225,6 +318,11 @@ def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPReques
                 method=self.command, path=path, headers={k.lower(): v for k, v in self.headers.items()}, json=payload
             )
             reply = server._dispatch(request)
+            if reply.delay:
+                time.sleep(reply.delay)
+            if reply.stream is not None:
+                self._send_stream(reply)
+                return
             data = json.dumps(reply.body).encode() if reply.body is not None else b""
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
@@ -233,6 +331,21 @@ def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPReques
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+
+        def _send_stream(self, reply: Reply) -> None:
+            # No Content-Length: the body ends when the connection closes, as HTTP/1.1 allows.
+            self.close_connection = True
+            self.send_response(reply.status)
+            for name, value in {"Content-Type": "text/event-stream", **reply.headers}.items():
+                self.send_header(name, value)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for piece in reply.stream or ():
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading (it timed out or gave up)
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet test output
             pass
