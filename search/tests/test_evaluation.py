@@ -1,0 +1,89 @@
+"""The evaluation metrics and the `evaluate` command on a tiny hand-checked dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from search.evaluation import load_dataset, ndcg_at_k, recall_at_k
+
+TINY = Path(__file__).parent / "data" / "tiny"
+
+
+def test_ndcg_matches_a_hand_computation():
+    relevant = {"a": 1, "c": 1}
+    # Ranked b, a, c: DCG = 1/log2(3) + 1/log2(4); ideal = 1/log2(2) + 1/log2(3).
+    expected = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert ndcg_at_k(["b", "a", "c"], relevant, 10) == pytest.approx(expected)
+    assert ndcg_at_k(["a", "c", "b"], relevant, 10) == pytest.approx(1.0)
+    assert ndcg_at_k(["b", "d"], relevant, 10) == 0.0
+    # Only the first k ranks count.
+    assert ndcg_at_k(["x"] * 10 + ["a"], relevant, 10) == 0.0
+
+
+def test_graded_relevance_uses_exponential_gain():
+    relevant = {"a": 2, "b": 1}
+    dcg = (2**1 - 1) / math.log2(2) + (2**2 - 1) / math.log2(3)
+    idcg = (2**2 - 1) / math.log2(2) + (2**1 - 1) / math.log2(3)
+    assert ndcg_at_k(["b", "a"], relevant, 10) == pytest.approx(dcg / idcg)
+
+
+def test_recall_counts_relevant_documents_found_in_the_top_k():
+    assert recall_at_k(["a", "x", "c"], {"a": 1, "b": 1, "c": 1, "d": 1}, 100) == 0.5
+    assert recall_at_k(["x", "a"], {"a": 1}, 1) == 0.0
+
+
+def test_the_dataset_loader_keeps_only_judged_queries():
+    dataset = load_dataset(TINY, "test")
+    assert sorted(dataset.queries) == ["q1", "q2", "q3"]
+    assert dataset.qrels["q3"] == {"d3": 1, "d1": 1}
+    assert len(dataset.corpus) == 5
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_the_evaluate_command_reports_metrics_that_agree_with_a_hand_computation(fresh_store, tmp_path):
+    out = StringIO()
+    report = tmp_path / "eval.json"
+    call_command("evaluate", str(TINY), "--split", "test", "--mode", "all", "--json", str(report), stdout=out, stderr=StringIO())
+    results = {r["mode"]: r for r in json.loads(report.read_text())["results"]}
+    assert set(results) == {"keyword", "semantic", "hybrid"}
+    # By hand, keyword mode: q1 -> d1 and q2 -> d4 at rank 1 (nDCG 1 each). q3 has two relevant
+    # documents (d3, d1); d3 ranks first and d1 shares no word with the query, so it is never
+    # retrieved: nDCG = 1 / (1 + 1/log2(3)) and recall 1/2.
+    q3 = 1 / (1 + 1 / math.log2(3))
+    assert results["keyword"]["ndcg_at_10"] == pytest.approx((1 + 1 + q3) / 3, abs=1e-4)
+    assert results["keyword"]["recall_at_100"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-4)
+    for mode, result in results.items():
+        assert result["queries"] == 3
+        assert result["ndcg_at_10"] >= results["keyword"]["ndcg_at_10"] - 0.2, (mode, result)
+    text = out.getvalue()
+    assert "nDCG@10" in text and "R@100" in text and "hybrid" in text
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_evaluate_matches_metrics_recomputed_from_the_api_rankings(api, fresh_store, tmp_path):
+    """Recompute nDCG from /api/search/ rankings: the command and the API agree."""
+    report = tmp_path / "eval.json"
+    call_command("evaluate", str(TINY), "--mode", "keyword", "--json", str(report), stdout=StringIO(), stderr=StringIO())
+    reported = json.loads(report.read_text())["results"][0]["ndcg_at_10"]
+    dataset = load_dataset(TINY, "test")
+    scores = []
+    for qid, text in dataset.queries.items():
+        body = api.get("/api/search/", {"q": text, "mode": "keyword", "limit": 100, "source": "beir-tiny"}).json()
+        ranked = [r["url"].rsplit("/", 1)[-1] for r in body["results"]]
+        scores.append(ndcg_at_k(ranked, dataset.qrels[qid], 10))
+    assert reported == pytest.approx(sum(scores) / len(scores), abs=1e-4)
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_beir_dataset(tmp_path):
+    with pytest.raises(CommandError, match="corpus.jsonl"):
+        call_command("evaluate", str(tmp_path))
+    with pytest.raises(CommandError, match="splits here: test"):
+        call_command("evaluate", str(TINY), "--split", "dev")
