@@ -14,7 +14,7 @@ from django.conf import settings
 
 from documents.models import Chunk
 from search.filters import SearchFilters
-from search.keyword import keyword_search, keyword_snippets
+from search.keyword import keyword_search, keyword_snippets, snippet_html
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _hydrate(page: list[_Candidate], query: str, *, offset: int, with_snippets: 
             "document__source__name",
         )
     }
-    snippets = keyword_snippets(ids, query) if with_snippets else {}
+    snippets = {k: snippet_html(v) for k, v in keyword_snippets(ids, query).items()} if with_snippets else {}
     results = []
     for cand in page:
         chunk = rows.get(cand.chunk_id)
