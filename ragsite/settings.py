@@ -255,7 +255,7 @@ EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
 THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")
 THROTTLE_KEY = env_str("THROTTLE_KEY", "1200/min")
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "ragsite.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "documents.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -288,6 +288,12 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"}}
     },
     "SECURITY": [{"ApiKey": []}],
+    # Three models have a `status` field with different choices: name their enums explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "DocumentStatusEnum": "documents.models.Document.Status",
+        "CrawlJobStatusEnum": "crawl.models.CrawlJob.Status",
+        "CrawlPageStatusEnum": "crawl.models.CrawlPage.Status",
+    },
 }
 
 # --- Security (production) --------------------------------------------------------------------
@@ -322,7 +328,13 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+        # stdout, like gunicorn's own logs, so one stream carries everything.
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
