@@ -1,0 +1,421 @@
+"""Keyword search over chunks: PostgreSQL full text for matching, BM25 for ranking.
+
+Why not ``websearch_to_tsquery`` + ``ts_rank``: the former ANDs every word, so a question such as
+"what lowers the risk of heart attacks in older adults?" matches nothing, and the latter has no
+inverse document frequency, so "risk" counts as much as "statins". Measured on SciFact (train),
+that baseline reaches nDCG@10 0.47; this module reaches about 0.69, close to Lucene's BM25
+(numbers and settings in bench/results/keyword.md).
+
+How a query runs (two round trips):
+
+1. ``query_parse`` splits the text into plain words, required "phrases" and -exclusions. One
+   query turns them into lexemes with PostgreSQL's own ``to_tsvector`` / ``phraseto_tsquery`` (user
+   text is only ever a parameter) and reads each lexeme's document frequency from
+   ``search.models.LexemeStat`` (see ``keyword_stats_refresh``).
+2. Candidates are the chunks that contain any of the query's *rarest* lexemes, found through the
+   GIN index: lexemes are taken rarest first while their summed document frequencies stay within
+   ``SEARCH_KEYWORD_CANDIDATE_BUDGET``. Common lexemes ("cell", "patient") still score, they just
+   do not pull in half the corpus as candidates; a chunk that matches none of the rare words would
+   rank low anyway. This bounds the work per query (each candidate costs a few microseconds)
+   and, measured, costs about 0.003 nDCG@10. Required phrases and exclusions are part of the same
+   tsquery, so the index enforces them.
+3. Each candidate is scored with BM25 from its own tsvector: the query lexemes are cut out of the
+   vector with ``setweight``/``ts_filter`` (C functions, far cheaper than unnesting the whole
+   vector), their positions counted as term frequency, and ``length(search_vector)`` (distinct
+   lexemes) is the chunk length. Lexemes in the context (title and headings, weight A) can count
+   ``SEARCH_BM25_CONTEXT_WEIGHT`` times, a BM25F-style field boost.
+
+Snippets are computed separately, only for the page of results shown (``keyword_snippets``).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from documents.models import SEARCH_CONFIG, Chunk
+from search.filters import SearchFilters, chunk_filter_sql
+from search.models import CorpusStat, LexemeStat
+from search.query_parser import ParsedQuery, query_parse
+
+logger = logging.getLogger(__name__)
+
+# Snippet highlight markers: control characters that never occur in ingested text (they are
+# removed from the text before highlighting), so a caller can HTML-escape the snippet and then
+# turn the markers into <mark> tags without any risk of injecting markup. See ``snippet_html``.
+SNIPPET_START = "\x02"
+SNIPPET_STOP = "\x03"
+
+# A safety cap on how many distinct lexemes one query scores with (the rarest are kept): a pasted
+# paragraph should not make every candidate's scoring loop long.
+MAX_QUERY_LEXEMES = 64
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    chunk_id: str
+    document_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class _Term:
+    lexeme: str
+    chunk_count: int
+    idf: float
+
+
+def _setting(name: str, default: float) -> float:
+    return getattr(settings, name, default)
+
+
+def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = None) -> list[KeywordHit]:
+    """The best ``limit`` chunks for ``query`` by BM25, best first (ties broken by chunk id)."""
+    if limit <= 0:
+        return []
+    parsed = query_parse(query)
+    if parsed.is_empty:
+        return []
+    prepared = _prepare(parsed)
+    if prepared is None:
+        return []
+    terms, required, excluded, corpus_size, mean_length = prepared
+
+    budget = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", 4000))
+    hard_cap = max(int(_setting("SEARCH_KEYWORD_MAX_CANDIDATES", 10000)), limit)
+    filter_sql, params = chunk_filter_sql(filters, chunk_alias="c")
+    if filter_sql != "TRUE" and _filtered_size_at_most(filter_sql, params, budget):
+        # A narrow filter: let every query lexeme bring candidates; the filter bounds the work.
+        budget = sum(term.chunk_count for term in terms)
+    match_parts, match_params = _candidate_match(terms, required, budget, corpus_size)
+    params.update(match_params)
+    if excluded:
+        params["excluded"] = excluded
+        match_parts.append(
+            "!!(" + " || ".join(f"(%(excluded)s::text[])[{i + 1}]::tsquery" for i in range(len(excluded))) + ")"
+        )
+
+    k1 = float(_setting("SEARCH_BM25_K1", 0.9))
+    b = float(_setting("SEARCH_BM25_B", 0.4))
+    context_weight = float(_setting("SEARCH_BM25_CONTEXT_WEIGHT", 1.0))
+    params.update(
+        lexemes=[t.lexeme for t in terms],
+        idfs=[t.idf for t in terms],
+        k1_plus_1=k1 + 1,
+        k1=k1,
+        one_minus_b=1 - b,
+        b_per_mean_length=b / max(mean_length, 1.0),
+        context_extra=context_weight - 1,
+        cap=hard_cap,
+        limit=limit,
+    )
+    if context_weight == 1.0:
+        # Every position counts once: cut the query lexemes out of the vector in one pass.
+        restricted = "ts_filter(setweight(c.search_vector, 'D', %(lexemes)s::text[]), '{d}')"
+        term_frequency = "cardinality(u.positions)"
+    else:
+        # Keep where each position came from: context (A) positions become C, text (B) become D.
+        restricted = (
+            "ts_filter(setweight(ts_filter(c.search_vector, '{a}'), 'C', %(lexemes)s::text[])"
+            " || setweight(ts_filter(c.search_vector, '{b}'), 'D', %(lexemes)s::text[]), '{c,d}')"
+        )
+        term_frequency = "cardinality(u.weights) + %(context_extra)s * cardinality(array_positions(u.weights, 'C'))"
+    sql = f"""
+        SELECT s.id, s.document_id, s.score FROM (
+            SELECT c.id, c.document_id, (
+                SELECT sum((%(idfs)s::float8[])[array_position(%(lexemes)s::text[], t.lexeme)]
+                           * t.tf * %(k1_plus_1)s
+                           / (t.tf + %(k1)s * (%(one_minus_b)s + %(b_per_mean_length)s * c.length)))
+                FROM (SELECT u.lexeme, {term_frequency} AS tf FROM unnest({restricted}) u) t
+            ) AS score
+            FROM (
+                SELECT c.id, c.document_id, c.search_vector, length(c.search_vector) AS length
+                FROM {Chunk._meta.db_table} c
+                WHERE c.search_vector @@ ({" && ".join(match_parts)}) AND {filter_sql}
+                LIMIT %(cap)s
+            ) c
+        ) s
+        ORDER BY s.score DESC NULLS LAST, s.id
+        LIMIT %(limit)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        KeywordHit(chunk_id=str(pk), document_id=document_id, score=float(score or 0.0))
+        for pk, document_id, score in rows
+    ]
+
+
+def keyword_snippets(
+    chunk_ids: Iterable[str], query: str, *, max_words: int = 35, min_words: int = 15, max_fragments: int = 2
+) -> dict[str, str]:
+    """``{chunk_id: snippet}`` with the query's words between SNIPPET_START and SNIPPET_STOP.
+
+    Call it for the page of results being shown only: ``ts_headline`` re-parses each text. Works
+    for any chunk (a semantic hit that shares no word gets the start of its text). Markers are
+    control characters, so escape first and mark second: ``snippet_html`` does exactly that.
+    """
+    ids = [str(pk) for pk in chunk_ids]
+    if not ids:
+        return {}
+    lexemes = _query_lexemes(query)
+    options = (
+        f'StartSel="{SNIPPET_START}", StopSel="{SNIPPET_STOP}", MaxWords={int(max_words)}, '
+        f'MinWords={int(min_words)}, ShortWord=3, MaxFragments={int(max_fragments)}, FragmentDelimiter=" … "'
+    )
+    # An empty query would make ts_headline complain; a lexeme that occurs nowhere gives the
+    # text's opening words instead, which is what a snippet without matches should show.
+    tsquery = _or_tsquery(lexemes) if lexemes else "'\u0001'"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT c.id, ts_headline(%(config)s, translate(c.text, %(markers)s, ''), %(tsquery)s::tsquery, %(options)s)
+            FROM {Chunk._meta.db_table} c WHERE c.id = ANY(%(ids)s::uuid[])
+            """,
+            {
+                "config": SEARCH_CONFIG,
+                "markers": SNIPPET_START + SNIPPET_STOP,
+                "tsquery": tsquery,
+                "options": options,
+                "ids": ids,
+            },
+        )
+        return {str(pk): snippet for pk, snippet in cursor.fetchall()}
+
+
+def snippet_html(snippet: str) -> str:
+    """A snippet as safe HTML: everything escaped, highlighted words in <mark>."""
+    return html.escape(snippet).replace(SNIPPET_START, "<mark>").replace(SNIPPET_STOP, "</mark>")
+
+
+def snippet_text(snippet: str) -> str:
+    """A snippet as plain text, markers removed."""
+    return snippet.replace(SNIPPET_START, "").replace(SNIPPET_STOP, "")
+
+
+# --- Corpus statistics ------------------------------------------------------------------------
+
+
+def keyword_stats_refresh(*, force: bool = True, max_drift: float = 0.1) -> bool:
+    """Recompute document frequencies (LexemeStat) and corpus size (CorpusStat) from all chunks.
+
+    Takes about 2.3 s at 100k chunks (one ``ts_stat`` pass), so run it in the background after
+    ingestion, not per request. With ``force=False`` it only runs when the chunk count has moved
+    by more than ``max_drift`` since the last refresh, or chunks were added since and the last
+    refresh is over an hour old. Readers keep seeing the previous numbers until it commits; a
+    second refresh running at the same time returns False instead of waiting. Returns True when
+    it refreshed.
+    """
+    chunks = Chunk._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        # One refresh at a time; the key is an arbitrary constant for this job.
+        cursor.execute("SELECT pg_try_advisory_xact_lock(7461626)")
+        if not cursor.fetchone()[0]:
+            return False
+        current = CorpusStat.objects.filter(pk=1).first()
+        if not force and current is not None and not _stats_stale(cursor, current, max_drift):
+            return False
+        cursor.execute(f"SELECT count(*), coalesce(avg(length(search_vector)), 0) FROM {chunks}")
+        count, mean_length = cursor.fetchone()
+        cursor.execute(f"DELETE FROM {LexemeStat._meta.db_table}")
+        cursor.execute(
+            f"""
+            INSERT INTO {LexemeStat._meta.db_table} (lexeme, chunk_count)
+            SELECT word, ndoc FROM ts_stat(%s)
+            """,
+            [f"SELECT search_vector FROM {chunks}"],
+        )
+        CorpusStat.objects.update_or_create(
+            pk=1,
+            defaults={"chunk_count": count, "mean_length": float(mean_length), "refreshed_at": timezone.now()},
+        )
+    return True
+
+
+def _stats_stale(cursor, current: CorpusStat, max_drift: float) -> bool:
+    chunks = Chunk._meta.db_table
+    cursor.execute(f"SELECT count(*), max(created_at) FROM {chunks}")
+    count, newest = cursor.fetchone()
+    if abs(count - current.chunk_count) > max_drift * max(current.chunk_count, 1):
+        return True
+    hour_ago = timezone.now() - timedelta(hours=1)
+    return newest is not None and newest > current.refreshed_at and current.refreshed_at < hour_ago
+
+
+# --- Internals --------------------------------------------------------------------------------
+
+
+def _prepare(parsed: ParsedQuery) -> tuple[list[_Term], list[str], list[str], int, float] | None:
+    """Lexemes with idf, required phrase tsqueries, excluded tsqueries, corpus size and mean length.
+
+    The tsquery texts come back from PostgreSQL (``phraseto_tsquery(...)::text``), so they are
+    valid tsquery syntax by construction and can be cast back with ``::tsquery``.
+    """
+    chunks = Chunk._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT 0, t.lexeme, s.chunk_count, NULL::float8
+            FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector(%(config)s::regconfig, %(text)s))) t
+            LEFT JOIN {LexemeStat._meta.db_table} s ON s.lexeme = t.lexeme
+            UNION ALL
+            SELECT 1, q::text, numnode(q), NULL FROM unnest(%(phrases)s::text[]) p, phraseto_tsquery(%(config)s::regconfig, p) q
+            UNION ALL
+            SELECT 2, q::text, numnode(q), NULL FROM unnest(%(excluded)s::text[]) p, phraseto_tsquery(%(config)s::regconfig, p) q
+            UNION ALL
+            SELECT 3, NULL, chunk_count, mean_length FROM {CorpusStat._meta.db_table} WHERE id = 1
+            """,
+            {
+                "config": SEARCH_CONFIG,
+                "text": parsed.ranking_text,
+                "phrases": list(parsed.phrases),
+                "excluded": list(parsed.excluded),
+            },
+        )
+        rows = cursor.fetchall()
+        counts = {value: count for kind, value, count, _ in rows if kind == 0}
+        required = [value for kind, value, nodes, _ in rows if kind == 1 and nodes]
+        excluded = [value for kind, value, nodes, _ in rows if kind == 2 and nodes]
+        corpus = next(((count, mean) for kind, _, count, mean in rows if kind == 3), None)
+        if not counts:
+            return None  # only stopwords or punctuation
+        if corpus is None:
+            # Never refreshed: exact numbers from the live table. Cheap for small corpora; at
+            # 100k chunks this costs seconds per query, hence the warning.
+            _warn_missing_stats()
+            cursor.execute(f"SELECT count(*), coalesce(avg(length(search_vector)), 0) FROM {chunks}")
+            corpus_size, mean_length = cursor.fetchone()
+            missing, cap = list(counts), None
+        else:
+            corpus_size, mean_length = corpus
+            missing = [lexeme for lexeme, count in counts.items() if count is None]
+            # Lexemes new since the refresh are rare as a rule; counting stops at the budget so a
+            # common one cannot make the count itself slow.
+            cap = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", 4000))
+        if missing:
+            counts.update(_count_live(cursor, missing, cap))
+    corpus_size = max(int(corpus_size), max(counts.values()), 1)
+    terms = []
+    for lexeme, count in counts.items():
+        if count <= 0:
+            continue  # occurs in no chunk: cannot match, cannot score
+        # Lucene's BM25 idf: always positive, so a very common word still counts a little.
+        idf = math.log(1 + (corpus_size - count + 0.5) / (count + 0.5))
+        terms.append(_Term(lexeme=lexeme, chunk_count=count, idf=idf))
+    terms.sort(key=lambda t: (t.chunk_count, t.lexeme))
+    terms = terms[:MAX_QUERY_LEXEMES]
+    if not terms and not required:
+        return None
+    return terms, required, excluded, corpus_size, float(mean_length)
+
+
+_warned_missing_stats = False
+
+
+def _warn_missing_stats() -> None:
+    global _warned_missing_stats
+    if not _warned_missing_stats:
+        _warned_missing_stats = True
+        logger.warning(
+            "Keyword statistics were never computed, so every keyword query counts document frequencies "
+            "live (slow beyond ~20k chunks); run search.keyword.keyword_stats_refresh() after ingesting."
+        )
+
+
+def _count_live(cursor, lexemes: list[str], cap: int | None) -> dict[str, int]:
+    limit = "" if cap is None else "LIMIT %(cap)s"
+    cursor.execute(
+        f"""
+        SELECT l, (SELECT count(*) FROM (
+                SELECT 1 FROM {Chunk._meta.db_table} c WHERE c.search_vector @@ q::tsquery {limit}) x)
+        FROM unnest(%(lexemes)s::text[], %(queries)s::text[]) AS t(l, q)
+        """,
+        {"lexemes": lexemes, "queries": [_lexeme_tsquery(lexeme) for lexeme in lexemes], "cap": cap},
+    )
+    return dict(cursor.fetchall())
+
+
+def _candidate_match(
+    terms: list[_Term], required: list[str], budget: int, corpus_size: int
+) -> tuple[list[str], dict[str, object]]:
+    """The tsquery conditions (SQL pieces, ANDed) that select candidate chunks through the index."""
+    params: dict[str, object] = {}
+    parts: list[str] = []
+    if required:
+        params["required"] = required
+        parts.extend(f"(%(required)s::text[])[{i + 1}]::tsquery" for i in range(len(required)))
+    # Rarest first, while the candidates they can bring stay within the budget.
+    chosen: list[_Term] = []
+    total = 0
+    for term in terms:
+        if chosen and total + term.chunk_count > budget:
+            break
+        chosen.append(term)
+        total += term.chunk_count
+    if required and (not chosen or total > budget):
+        # The phrases alone are the candidates: every optional word would only add ranking.
+        return parts, params
+    if len(chosen) == 1 and total > budget and len(terms) > 1:
+        # Even the rarest lexeme is common: require the rarest few together, as many as it takes
+        # for their expected overlap (if independent) to fit the budget.
+        chosen, expected = [], float(corpus_size)
+        for term in terms:
+            chosen.append(term)
+            expected *= term.chunk_count / max(corpus_size, 1)
+            if expected <= budget:
+                break
+        params["candidates"] = _and_tsquery(t.lexeme for t in chosen)
+    else:
+        params["candidates"] = _or_tsquery(t.lexeme for t in chosen)
+    if required and len(chosen) == len(terms):
+        # The phrases require their own lexemes anyway; the OR adds nothing.
+        return parts, params
+    parts.append("%(candidates)s::tsquery")
+    return parts, params
+
+
+def _filtered_size_at_most(filter_sql: str, params: dict[str, object], size: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {Chunk._meta.db_table} c WHERE {filter_sql} LIMIT %(probe)s) x",
+            {**params, "probe": size + 1},
+        )
+        return cursor.fetchone()[0] <= size
+
+
+def _query_lexemes(query: str) -> list[str]:
+    text = query_parse(query).ranking_text
+    if not text:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT lexeme FROM unnest(to_tsvector(%s::regconfig, %s)) ORDER BY lexeme", [SEARCH_CONFIG, text]
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _lexeme_tsquery(lexeme: str) -> str:
+    """A lexeme as a quoted tsquery operand.
+
+    Lexemes come from ``to_tsvector``, never from raw input, but they can hold any character
+    (``'x.org/a/b?c=1'``, ``"o'neill"``), so they are quoted the way the tsquery input syntax
+    defines: inside single quotes, a quote is doubled and a backslash escaped.
+    """
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _or_tsquery(lexemes: Iterable[str]) -> str:
+    return " | ".join(_lexeme_tsquery(lexeme) for lexeme in lexemes)
+
+
+def _and_tsquery(lexemes: Iterable[str]) -> str:
+    return " & ".join(_lexeme_tsquery(lexeme) for lexeme in lexemes)
