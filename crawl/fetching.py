@@ -30,7 +30,7 @@ import lxml.html
 
 from crawl.conf import crawl_setting
 from crawl.safety import GuardedNetworkBackend, Resolver, UnsafeURL, allow_private_default, check_url_safety
-from crawl.urls_canon import InvalidURL, canonicalize_url, resolve_link
+from crawl.urls_canon import InvalidURL, canonicalize_url, resolve_link, tracking_params_default
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 PAGE_TYPES = HTML_TYPES | {"text/plain", "text/markdown", "text/x-markdown", "application/pdf"}
@@ -307,14 +307,26 @@ def parse_links(
             break
     if respect_nofollow and meta.nofollow:
         return meta
+    if tracking_params is None:
+        tracking_params = tracking_params_default()
     seen: set[str] = set()
+    # Documentation pages repeat the same targets hundreds of times with different fragments
+    # ("intro.html#availability"); the fragment never changes where a link leads, so each
+    # target is resolved once per page instead of once per anchor.
+    resolved: dict[str, str | None] = {}
     for element in root.iter("a", "area"):
         href = element.get("href")
         if not href:
             continue
         if respect_nofollow and "nofollow" in (element.get("rel") or "").lower().split():
             continue
-        link = resolve_link(href, base, tracking_params=tracking_params)
+        target = href.strip().partition("#")[0]
+        if target and target in resolved:
+            link = resolved[target]
+        else:
+            link = resolve_link(href, base, tracking_params=tracking_params)
+            if target:
+                resolved[target] = link
         if link and link not in seen:
             seen.add(link)
             meta.links.append(link)

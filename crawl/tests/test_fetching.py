@@ -152,6 +152,19 @@ def test_links_are_extracted_canonical_and_deduplicated():
     assert "http://h/nf" in with_nofollow
 
 
+def test_a_target_linked_many_times_with_fragments_is_one_link_in_first_seen_order():
+    html = b"""<html><body>
+        <a rel="nofollow" href="a.html#one">nf</a><a href="b.html#x">b</a><a href="a.html#two">a</a>
+        <a href=" a.html#three ">a</a><a href="b.html">b</a><a href="#local">self</a>
+        <a href="c.html?utm_source=s#k">c</a><a href="c.html?utm_source=s">c</a>
+    </body></html>"""
+    links = extract_links(html, "http://h/d/p.html")
+    assert links == ["http://h/d/b.html", "http://h/d/a.html", "http://h/d/c.html"]
+    assert extract_links(html, "http://h/d/p.html", tracking_params=[]) == [
+        "http://h/d/b.html", "http://h/d/a.html", "http://h/d/c.html?utm_source=s",
+    ]
+
+
 def test_robots_meta_tags_are_reported():
     page = parse_links(b'<html><head><meta name="robots" content="noindex, nofollow"></head><a href="/x">x</a></html>', "http://h/")
     assert page.noindex
