@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import django_filters
+from django import forms
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import transaction
 from django.db.models import Count, F, Q
@@ -26,6 +28,7 @@ from documents.services import (
 from ragsite.api import ApiError
 
 DEFAULT_API_SOURCE = "api"
+MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+14)
 
 
 def ingest_error(exc: IngestError) -> ApiError:
@@ -184,12 +187,30 @@ class IngestResponseSerializer(DocumentSerializer):
         read_only_fields = fields
 
 
+class BoundedIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """ISO 8601, with the UTC offsets that exist (PostgreSQL rejects an offset such as -21:41,
+    which Python parses, with an error that would otherwise surface as a 500)."""
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        offset = parsed.utcoffset() if parsed is not None else None
+        if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+            raise forms.ValidationError("Enter a date/time with a UTC offset between -14:00 and +14:00.", code="invalid")
+        return parsed
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = BoundedIsoDateTimeField
+
+
 class DocumentFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
     q = django_filters.CharFilter(method="filter_q", help_text="Full-text query over title and text.")
     url = django_filters.CharFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    created_after = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
+                                             help_text="ISO 8601 date-time: documents created at or after it.")
+    updated_after = BoundedIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
+                                             help_text="ISO 8601 date-time: documents changed at or after it.")
 
     class Meta:
         model = Document

@@ -1,0 +1,23 @@
+"""The API's contract: what the schema fuzzer (tests/test_api_fuzz.py) found, pinned as plain
+examples, and the schema's own completeness."""
+
+from __future__ import annotations
+
+import pytest
+
+
+# --- What the fuzzer found --------------------------------------------------------------------
+
+
+def error_of(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message", "fields"} <= set(body["error"]), body
+    return body["error"]
+
+
+@pytest.mark.django_db
+def test_a_date_filter_with_an_impossible_utc_offset_is_a_400_not_a_500(api):
+    response = api.get("/api/documents/", {"created_after": "0232-08-07T05:59:44-21:41"})
+    assert response.status_code == 400, response.content
+    assert "created_after" in error_of(response)["fields"]
+    assert api.get("/api/documents/", {"created_after": "2024-01-01T00:00:00+14:00"}).status_code == 200
