@@ -10,7 +10,15 @@ from django import forms
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import transaction
 from django.db.models import Count, F, Q
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -52,8 +60,16 @@ def source_lookup(value: str) -> Source:
 # --- Sources ---------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class PlainUrlField(serializers.URLField):
+    """Validated as a URL; documented as a string (see SourceSerializer.base_url)."""
+
+
 class SourceSerializer(serializers.ModelSerializer):
     document_count = serializers.IntegerField(read_only=True)
+    # Not `format: uri` in the schema: blank is allowed, and Django's URLValidator accepts
+    # internationalised hosts and paths that RFC 3986 URIs cannot hold unescaped.
+    base_url = PlainUrlField(required=False, allow_blank=True, max_length=2000, help_text="The site's root URL, or empty.")
 
     class Meta:
         model = Source
@@ -112,6 +128,7 @@ class ChunkSerializer(serializers.ModelSerializer):
 
 class DocumentSerializer(serializers.ModelSerializer):
     source = serializers.CharField(source="source.name", read_only=True)
+    url = serializers.CharField(read_only=True, help_text="Where the document came from (http(s) or file URL), or empty.")
     source_id = serializers.IntegerField(read_only=True)
     chunk_count = serializers.IntegerField(read_only=True)
 
