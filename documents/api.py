@@ -340,8 +340,10 @@ class DocumentViewSet(
 
     @extend_schema(
         summary="Re-embed a document's chunks",
+        description="Marks every chunk pending and queues the vector sync; answers at once with the count queued.",
         request=None,
-        responses=inline_serializer("Reembed", {"queued": serializers.IntegerField()}),
+        responses={202: inline_serializer("Reembed", {"queued": serializers.IntegerField(help_text="Chunks queued.")})},
+        examples=[OpenApiExample("Queued", value={"queued": 12}, response_only=True, status_codes=["202"])],
     )
     @action(detail=True, methods=["post"])
     def reembed(self, request, pk=None):

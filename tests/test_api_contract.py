@@ -34,3 +34,7 @@ def test_blank_urls_are_documented_as_strings_not_uris(openapi):
     schemas = openapi["components"]["schemas"]
     for name, field in [("Document", "url"), ("IngestResponse", "url"), ("Source", "base_url")]:
         assert "format" not in schemas[name]["properties"][field], (name, field)
+
+
+def test_reembed_documents_the_202_it_answers(openapi):
+    assert "202" in openapi["paths"]["/api/documents/{id}/reembed/"]["post"]["responses"]
