@@ -107,6 +107,10 @@ class SourceViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return Source.objects.annotate(document_count=Count("documents"))
 
+    def perform_create(self, serializer):
+        # the list and detail querysets annotate document_count; a new source has none yet
+        serializer.save().document_count = 0
+
     def perform_destroy(self, instance):
         source_delete(source=instance)
 

@@ -38,3 +38,10 @@ def test_blank_urls_are_documented_as_strings_not_uris(openapi):
 
 def test_reembed_documents_the_202_it_answers(openapi):
     assert "202" in openapi["paths"]["/api/documents/{id}/reembed/"]["post"]["responses"]
+
+
+@pytest.mark.django_db
+def test_a_new_source_answers_with_its_document_count(api):
+    response = api.post("/api/sources/", {"name": "fresh"}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert response.json()["document_count"] == 0
