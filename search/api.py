@@ -1,9 +1,14 @@
-"""GET /api/search/: the search contract of DESIGN.md, over search.selectors.chunk_search."""
+"""GET /api/search/ and POST /api/ask/: the search and answer contracts of DESIGN.md.
+
+Search runs search.selectors.chunk_search; ask runs search.answers (retrieve, answer, check citations).
+"""
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
@@ -11,6 +16,8 @@ from documents.models import Source
 from ragsite.api import ApiError
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
+
+logger = logging.getLogger(__name__)
 
 
 class SearchParams(serializers.Serializer):
@@ -187,3 +194,194 @@ class SearchView(APIView):
         from rest_framework.response import Response
 
         return Response(search_response_body(response))
+
+
+# --- POST /api/ask/ ---------------------------------------------------------------------------
+
+
+class AskParams(serializers.Serializer):
+    question = serializers.CharField(allow_blank=True, trim_whitespace=True, help_text="A question in plain words.")
+    mode = serializers.ChoiceField(choices=MODES, required=False, help_text="Retrieval mode; default SEARCH_DEFAULT_MODE.")
+    source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
+    limit = serializers.IntegerField(
+        required=False, min_value=1, help_text="How many passages to retrieve before the token budget (default 8)."
+    )
+    stream = serializers.BooleanField(
+        required=False, default=False, help_text="Answer as server-sent events: citations, delta..., done (or error)."
+    )
+
+    validate_source = SearchParams.validate_source
+
+    def validate_question(self, value):
+        if not value.strip():
+            raise serializers.ValidationError("The question is empty.")
+        if len(value) > settings.SEARCH_MAX_QUERY_CHARS:
+            raise serializers.ValidationError(f"The question is longer than {settings.SEARCH_MAX_QUERY_CHARS} characters.")
+        return value
+
+    def validate_limit(self, value):
+        maximum = int(getattr(settings, "ASK_MAX_LIMIT", 20))
+        if value > maximum:
+            raise serializers.ValidationError(f"limit is at most {maximum}.")
+        return value
+
+
+class CitationSerializer(serializers.Serializer):
+    n = serializers.IntegerField(help_text="The number that [n] in the answer refers to.")
+    chunk_id = serializers.UUIDField()
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    url = serializers.CharField()
+    source = serializers.CharField()
+    snippet = serializers.CharField(help_text="HTML-escaped text; the question's words wrapped in <mark>.")
+    heading_path = serializers.ListField(child=serializers.CharField())
+    cited = serializers.BooleanField(help_text="Whether the answer cites this passage (all were given to it).")
+
+
+class AskResponseSerializer(serializers.Serializer):
+    question = serializers.CharField()
+    answer = serializers.CharField(help_text="Plain text; every [n] marker is the n of a citation below.")
+    citations = CitationSerializer(many=True, help_text="The passages the answer was given, in order.")
+    provider = serializers.ChoiceField(choices=["openai", "extractive"])
+    model = serializers.CharField()
+    mode = serializers.ChoiceField(choices=MODES)
+    found = serializers.BooleanField(help_text="False when nothing relevant was found (or the model did not know).")
+    took_ms = serializers.FloatField()
+    warnings = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+def ask_response_body(answer) -> dict:
+    from search.answers import citation_body
+
+    cited = set(answer.cited)
+    body = {
+        "question": answer.question,
+        "answer": answer.text,
+        "citations": [citation_body(p, cited=p.n in cited) for p in answer.passages],
+        "provider": answer.provider,
+        "model": answer.model,
+        "mode": answer.mode,
+        "found": answer.found,
+        "took_ms": answer.took_ms,
+    }
+    if answer.warnings:
+        body["warnings"] = answer.warnings
+    return body
+
+
+def sse_event(event: str, data: dict) -> bytes:
+    import json
+
+    # One JSON line per event: JSON never holds a raw newline, so it cannot end the event early.
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def ask_stream(context, provider):
+    """Server-sent events: ``citations`` first, ``delta`` pieces, then ``done`` or ``error``."""
+    from ragsite.api import error_body
+    from search.answers import answer_events, citation_body
+
+    yield sse_event(
+        "citations",
+        {
+            "question": context.question,
+            "mode": context.mode,
+            "provider": provider.name,
+            "model": provider.model,
+            "citations": [citation_body(p) for p in context.passages],
+        },
+    )
+    try:
+        for event, data in answer_events(context=context, provider=provider, raise_errors=False):
+            if event == "error":
+                yield sse_event("error", {**error_body(data["code"], data["message"]), "status": data["status"]})
+            else:
+                yield sse_event(event, data)
+    except Exception:
+        # The status line has gone out; the only way left to say it failed is an event.
+        logger.exception("answer stream failed")
+        yield sse_event("error", error_body("server_error", "The answer failed; the error has been logged."))
+
+
+class AskView(APIView):
+    # Asking reads the knowledge base: read-scoped keys, sessions and (with SEARCH_PUBLIC) anyone may POST.
+    read_only_post = True
+
+    def perform_content_negotiation(self, request, force=False):
+        # A client that accepts only text/event-stream still gets its 4xx/5xx errors, as JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        summary="Answer a question with citations",
+        description=(
+            "Retrieves passages with the search of /api/search/, keeps the relevant ones within "
+            "ASK_CONTEXT_TOKENS, and answers from them only: with the configured OpenAI-compatible model "
+            "(LLM_MODEL) or, offline, with the best sentences. Every [n] in the answer is the n of a "
+            "citation. Nothing relevant: found=false and a plain not-found answer. With stream=true the "
+            "response is text/event-stream: `citations` (the passages), `delta` ({text}) pieces, then "
+            "`done` ({answer, cited, found, warnings, took_ms}), or `error` ({error: {code, message}}). "
+            "Language-model failures: 504 llm_timeout, 503 llm_rate_limited, 502 llm_auth_failed / llm_unavailable."
+        ),
+        request=AskParams,
+        responses={200: AskResponseSerializer},
+        examples=[
+            OpenApiExample(
+                "Question", value={"question": "How is green tea made?", "mode": "hybrid"}, request_only=True
+            ),
+            OpenApiExample(
+                "Answer",
+                value={
+                    "question": "How is green tea made?",
+                    "answer": "Green tea is steamed or pan-fired soon after picking [1].",
+                    "citations": [
+                        {
+                            "n": 1,
+                            "chunk_id": "6f1c9f0e-3b7a-4c1e-9d0e-2a1b3c4d5e6f",
+                            "document_id": 7,
+                            "title": "Tea",
+                            "url": "https://example.com/tea",
+                            "source": "notes",
+                            "snippet": "<mark>Green</mark> <mark>tea</mark> is steamed",
+                            "heading_path": ["Processing"],
+                            "cited": True,
+                        }
+                    ],
+                    "provider": "extractive",
+                    "model": "all-MiniLM-L6-v2",
+                    "mode": "hybrid",
+                    "found": True,
+                    "took_ms": 84.2,
+                },
+                response_only=True,
+            ),
+        ],
+    )
+    def post(self, request):
+        from django.http import StreamingHttpResponse
+        from rest_framework.response import Response
+
+        from search.answers import AnswerError, answer_generate, answer_provider, answer_retrieve
+
+        params = AskParams(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            context = answer_retrieve(
+                question=data["question"],
+                mode=data.get("mode"),
+                limit=data.get("limit"),
+                filters=SearchFilters(source_ids=data.get("source")),
+            )
+        except SearchUnavailable as exc:
+            raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
+        provider = answer_provider()
+        if data["stream"]:
+            response = StreamingHttpResponse(ask_stream(context, provider), content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
+            return response
+        try:
+            answer = answer_generate(context=context, provider=provider)
+        except AnswerError as exc:
+            raise ApiError(exc.message, code=exc.code, status_code=exc.status) from exc
+        return Response(ask_response_body(answer))
