@@ -1,0 +1,185 @@
+"""The search page at ``/``: server-rendered search (works without JavaScript), Ask on top.
+
+The page is a thin shell over the same selectors as the API: ``chunk_search`` for results and
+``search.answers`` for an answer when the form is sent with "Ask" and JavaScript is off (with
+JavaScript, app.js posts to /api/ask/ and shows the answer as it arrives).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.html import escape
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString, mark_safe
+from rest_framework.exceptions import ValidationError
+
+from documents.models import Source
+from search.answers import AnswerError, answer_generate, answer_provider, answer_retrieve, snippet_safe_html
+from search.api import search_filters, search_params
+from search.filters import SearchFilters
+from search.selectors import MODES, SearchUnavailable, chunk_search
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 10
+MAX_SOURCES_LISTED = 500
+FIELD_LABELS = {"q": "Search", "mode": "Mode", "source": "Source", "offset": "Page", "limit": "Page size"}
+MODE_LABELS = {"keyword": "Keyword", "semantic": "Semantic", "hybrid": "Hybrid"}
+_MARKER = re.compile(r"\[(\d{1,4})\]")
+
+
+def page_allowed(request: HttpRequest) -> bool:
+    return bool(settings.SEARCH_PUBLIC or request.user.is_authenticated)
+
+
+def link_url(url: str) -> str:
+    """The URL if it is safe to put in an href (http or https), else "": a document's URL is user input."""
+    return url if re.match(r"https?://", url or "", re.IGNORECASE) else ""
+
+
+def answer_html(text: str) -> SafeString:
+    """The answer as HTML: escaped text, each [n] a link to passage n."""
+    escaped = escape(text)  # markers are digits and brackets, which escaping leaves alone
+    return mark_safe(  # noqa: S308 - built from escaped text and digits only
+        _MARKER.sub(
+            lambda m: f'<a class="cite" href="#passage-{m.group(1)}" data-n="{m.group(1)}" '
+            f'aria-label="Source {m.group(1)}">[{m.group(1)}]</a>',
+            escaped,
+        )
+    )
+
+
+def _errors(exc: ValidationError) -> list[str]:
+    detail = exc.detail if isinstance(exc.detail, dict) else {"": exc.detail}
+    messages = []
+    for field, problems in detail.items():
+        label = FIELD_LABELS.get(str(field), "")
+        for problem in problems if isinstance(problems, list) else [problems]:
+            messages.append(f"{label}: {problem}" if label else str(problem))
+    return messages
+
+
+def _result_view(result) -> dict:
+    return {
+        "rank": result.rank,
+        "title": result.title or "Untitled",
+        "url": link_url(result.url),
+        "source": result.source,
+        "heading_path": [h for h in result.heading_path if h and h != result.title],
+        # chunk_search snippets are escaped HTML with <mark>; snippet_safe_html re-escapes anything
+        # else, so marking it safe cannot let document text inject markup.
+        "snippet": mark_safe(snippet_safe_html(result.snippet)),  # noqa: S308
+        "score": result.score,
+    }
+
+
+def _passage_view(passage, cited: set[int]) -> dict:
+    return {
+        "n": passage.n,
+        "title": passage.title or "Untitled",
+        "url": link_url(passage.url),
+        "source": passage.source,
+        "heading_path": [h for h in passage.heading_path if h and h != passage.title],
+        "snippet": mark_safe(passage.snippet),  # noqa: S308 - built by snippet_safe_html
+        "cited": passage.n in cited,
+    }
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    if not page_allowed(request):
+        return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
+    query = request.GET.get("q", "")
+    mode = request.GET.get("mode") or settings.SEARCH_DEFAULT_MODE
+    source = request.GET.get("source", "")
+    context: dict = {
+        "q": query,
+        "mode": mode if mode in MODES else settings.SEARCH_DEFAULT_MODE,
+        "modes": [(m, MODE_LABELS[m]) for m in MODES],
+        "source": source,
+        "sources": list(Source.objects.order_by("name").values_list("pk", "name")[:MAX_SOURCES_LISTED]),
+        "errors": [],
+        "warnings": [],
+        "searched": False,
+        "llm_streams": bool(settings.LLM_MODEL),
+        "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
+        "user": request.user,
+    }
+    status = 200
+    if query.strip() or "offset" in request.GET:
+        status = _search_into(request, context)
+    return render(request, "search/home.html", context, status=status)
+
+
+def _search_into(request: HttpRequest, context: dict) -> int:
+    raw = {k: request.GET.get(k, "") for k in ("q", "mode", "source", "offset")}
+    try:
+        params = search_params({k: v for k, v in raw.items() if v != ""} | {"limit": PAGE_SIZE})
+    except ValidationError as exc:
+        context["errors"] = _errors(exc)
+        return 400
+    try:
+        response = chunk_search(
+            params["q"],
+            mode=params.get("mode"),
+            limit=PAGE_SIZE,
+            offset=params["offset"],
+            filters=search_filters(params),
+        )
+    except SearchUnavailable as exc:
+        logger.warning("search page: %s", exc)
+        context["errors"] = [f"{exc}. Try keyword mode."]
+        return 503
+    context.update(
+        searched=True,
+        mode=response.mode,
+        results=[_result_view(r) for r in response.results],
+        count=response.count,
+        took_ms=response.took_ms,
+        warnings=list(response.warnings),
+    )
+    offset = params["offset"]
+    base = {"q": params["q"], "mode": response.mode} | ({"source": raw["source"]} if raw["source"] else {})
+    if offset > 0:
+        context["previous_url"] = "?" + urlencode(base | ({"offset": max(offset - PAGE_SIZE, 0)} if offset > PAGE_SIZE else {}))
+    if offset + PAGE_SIZE < response.count and offset + PAGE_SIZE <= settings.SEARCH_MAX_OFFSET:
+        context["next_url"] = "?" + urlencode(base | {"offset": offset + PAGE_SIZE})
+    context["first_rank"] = offset + 1 if response.results else 0
+    context["last_rank"] = offset + len(response.results)
+    ask = request.GET.get("ask", "")
+    if ask == "live":
+        # app.js rewrote the Ask submit to this: it streams the answer from /api/ask/ itself.
+        context["autoask"] = {"question": params["q"], "mode": response.mode, "source": raw["source"]}
+        context["answer_fallback_url"] = "?" + urlencode(base | {"ask": "1"})
+    elif ask:
+        _answer_into(params, context)
+    return 200
+
+
+def _answer_into(params: dict, context: dict) -> None:
+    """The answer without JavaScript: the same service as /api/ask/, rendered in the page."""
+    try:
+        retrieved = answer_retrieve(
+            question=params["q"], mode=params.get("mode"), filters=SearchFilters(source_ids=params.get("source"))
+        )
+        answer = answer_generate(context=retrieved, provider=answer_provider())
+    except (AnswerError, SearchUnavailable) as exc:
+        logger.warning("search page answer failed: %s", exc)
+        context["answer_error"] = exc.message if isinstance(exc, AnswerError) else str(exc)
+        return
+    cited = set(answer.cited)
+    context["answer"] = {
+        "html": answer_html(answer.text),
+        "provider": answer.provider,
+        "model": answer.model,
+        "found": answer.found,
+        "warnings": answer.warnings,
+        "took_ms": answer.took_ms,
+        "passages": [_passage_view(p, cited) for p in answer.passages],
+    }
