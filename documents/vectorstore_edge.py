@@ -181,6 +181,7 @@ class EdgeStore(VectorStore):
                     model_id=model_id,
                 )
             )
+        self._create_indexes()  # a shard made by an older version may lack one
 
     def _recreate(self, *, dimension: int, model_id: str) -> None:
         self._drop_shard()
