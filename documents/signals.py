@@ -27,8 +27,12 @@ def _deferred() -> dict | None:
 
 
 @contextmanager
-def vector_sync_deferred():
-    """Collect sync requests during a bulk operation and queue one sync at the end."""
+def vector_sync_deferred(*, enqueue_sync: bool = True):
+    """Collect sync requests during a bulk operation and queue one sync at the end.
+
+    With ``enqueue_sync=False`` the caller promises to sync pending chunks itself (commands that
+    embed in the foreground with a progress bar); point deletions are still queued.
+    """
     outer = _deferred()
     if outer is not None:
         yield outer
@@ -41,7 +45,7 @@ def vector_sync_deferred():
         _state.deferred = None
         if collected["delete"]:
             _enqueue_delete(collected["delete"])
-        if collected["sync"]:
+        if collected["sync"] and enqueue_sync:
             enqueue_vector_sync()
 
 

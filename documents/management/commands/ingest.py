@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
         counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "chunks_added": 0}
         failures: list[str] = []
-        with vector_sync_deferred(), progress_bar(len(items), "ingest", "file") as bar:
+        with vector_sync_deferred(enqueue_sync=no_embed), progress_bar(len(items), "ingest", "file") as bar:
             for label, load in items:
                 try:
                     kwargs = load()
@@ -69,6 +69,9 @@ class Command(BaseCommand):
         try:
             get_vector_store().health()
         except VectorStoreError as exc:
+            from documents.signals import enqueue_vector_sync
+
+            enqueue_vector_sync()
             self.stdout.write(
                 f"{pending} chunks are queued for embedding; the running worker will index them ({exc})"
             )

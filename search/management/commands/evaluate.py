@@ -52,6 +52,13 @@ class Command(BaseCommand):
         modes = list(MODES) if mode == "all" else [mode]
         if not no_sync and any(m != "keyword" for m in modes):
             self._sync()
+        else:
+            from documents.signals import enqueue_vector_sync
+
+            enqueue_vector_sync()  # the worker embeds what this run did not
+        from search.keyword import keyword_stats_refresh
+
+        keyword_stats_refresh(force=False)
 
         id_of = {
             doc_id: url.rsplit("/", 1)[-1]
@@ -113,7 +120,7 @@ class Command(BaseCommand):
             self.stdout.write(f"all {len(dataset.corpus)} documents already ingested")
             return
         failed = 0
-        with vector_sync_deferred(), progress_bar(len(todo), "ingest", "doc") as bar:
+        with vector_sync_deferred(enqueue_sync=False), progress_bar(len(todo), "ingest", "doc") as bar:
             for doc_id, doc in todo:
                 text = doc["text"] if doc["text"].strip() else doc["title"]
                 try:
