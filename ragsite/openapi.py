@@ -47,8 +47,13 @@ ERROR_RESPONSES = {
     "429": ("Too many requests for this key (THROTTLE_KEY) or address (THROTTLE_ANON); "
             "retry after the Retry-After header's seconds.",
             error_body("throttled", "Request was throttled. Expected available in 12 seconds.")),
-    "503": ("A backing service (the vector store or the embedder) is unavailable; retry later.",
+    "502": ("The language model failed or refused the credentials (llm_unavailable, llm_auth_failed).",
+            error_body("llm_unavailable", "The language model answered with an error.")),
+    "503": ("A backing service (the vector store, the embedder, a rate-limited language model) is "
+            "unavailable; retry later.",
             error_body("semantic_unavailable", "The vector store is unavailable: check QDRANT_URL.")),
+    "504": ("The language model did not answer within OPENAI_TIMEOUT (llm_timeout).",
+            error_body("llm_timeout", "The language model did not answer in time.")),
 }
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
@@ -148,6 +149,7 @@ def search_response_body(response) -> dict:
 
 
 class SearchView(APIView):
+    error_statuses = (503,)  # semantic/hybrid with the vector store or the embedder down
     @extend_schema(
         summary="Search chunks",
         parameters=[SearchParams],
@@ -306,6 +308,7 @@ def ask_stream(context, provider):
 class AskView(APIView):
     # Asking reads the knowledge base: read-scoped keys, sessions and (with SEARCH_PUBLIC) anyone may POST.
     read_only_post = True
+    error_statuses = (502, 503, 504)  # the language model failed, is rate-limited or timed out
 
     def perform_content_negotiation(self, request, force=False):
         # A client that accepts only text/event-stream still gets its 4xx/5xx errors, as JSON.
@@ -323,7 +326,13 @@ class AskView(APIView):
             "Language-model failures: 504 llm_timeout, 503 llm_rate_limited, 502 llm_auth_failed / llm_unavailable."
         ),
         request=AskParams,
-        responses={200: AskResponseSerializer},
+        responses={
+            200: AskResponseSerializer,
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="With stream=true: server-sent events `citations`, `delta`..., then `done` or `error`.",
+            ),
+        },
         examples=[
             OpenApiExample(
                 "Question", value={"question": "How is green tea made?", "mode": "hybrid"}, request_only=True

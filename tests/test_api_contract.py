@@ -45,3 +45,17 @@ def test_a_new_source_answers_with_its_document_count(api):
     response = api.post("/api/sources/", {"name": "fresh"}, content_type="application/json")
     assert response.status_code == 201, response.content
     assert response.json()["document_count"] == 0
+
+
+def documented_media_types(openapi, path: str, method: str, status: str) -> set[str]:
+    return set(openapi["paths"][path][method]["responses"][status].get("content", {}))
+
+
+@pytest.mark.django_db
+def test_every_content_type_ask_answers_with_is_documented(api, openapi):
+    for stream in (False, True):
+        response = api.post("/api/ask/", {"question": "How is tea made?", "stream": stream},
+                            content_type="application/json")
+        assert response.status_code == 200, response
+        media_type = response["Content-Type"].split(";")[0]
+        assert media_type in documented_media_types(openapi, "/api/ask/", "post", "200"), (stream, media_type)
