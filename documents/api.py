@@ -8,14 +8,14 @@ from datetime import timedelta
 import django_filters
 from django import forms
 from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import Count, F, Q
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     extend_schema,
-    extend_schema_field,
     extend_schema_view,
     inline_serializer,
 )
@@ -60,21 +60,25 @@ def source_lookup(value: str) -> Source:
 # --- Sources ---------------------------------------------------------------------------------
 
 
-@extend_schema_field(OpenApiTypes.STR)
-class PlainUrlField(serializers.URLField):
-    """Validated as a URL; documented as a string (see SourceSerializer.base_url)."""
-
-
 class SourceSerializer(serializers.ModelSerializer):
     document_count = serializers.IntegerField(read_only=True)
-    # Not `format: uri` in the schema: blank is allowed, and Django's URLValidator accepts
-    # internationalised hosts and paths that RFC 3986 URIs cannot hold unescaped.
-    base_url = PlainUrlField(required=False, allow_blank=True, max_length=2000, help_text="The site's root URL, or empty.")
+    # Checked in validate_base_url, not by a URLField: the schema would say `format: uri`, but
+    # Django's URLValidator accepts internationalised hosts and paths that a URI cannot hold unescaped.
+    base_url = serializers.CharField(required=False, allow_blank=True, max_length=2000,
+                                     help_text="The site's root URL, or empty.")
 
     class Meta:
         model = Source
         fields = ["id", "name", "kind", "base_url", "metadata", "document_count", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at", "document_count"]
+
+    def validate_base_url(self, value):
+        if value:
+            try:
+                URLValidator()(value)
+            except DjangoValidationError:
+                raise serializers.ValidationError("Enter a valid URL.") from None
+        return value
 
     def validate_metadata(self, value):
         if not isinstance(value, dict):
