@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from documents.models import SEARCH_CONFIG, Chunk
@@ -254,7 +254,9 @@ def _stats_stale(cursor, current: CorpusStat, max_drift: float) -> bool:
 # --- Internals --------------------------------------------------------------------------------
 
 
-def _prepare(parsed: ParsedQuery) -> tuple[list[_Term], list[str], list[str], int, float] | None:
+def _prepare(
+    parsed: ParsedQuery, *, allow_refresh: bool = True
+) -> tuple[list[_Term], list[str], list[str], int, float] | None:
     """Lexemes with idf, required phrase tsqueries, excluded tsqueries, corpus size and mean length.
 
     The tsquery texts come back from PostgreSQL (``phraseto_tsquery(...)::text``), so they are
@@ -289,11 +291,15 @@ def _prepare(parsed: ParsedQuery) -> tuple[list[_Term], list[str], list[str], in
         if not counts:
             return None  # only stopwords or punctuation
         if corpus is None:
-            # Never refreshed: exact numbers from the live table. Cheap for small corpora; at
-            # 100k chunks this costs seconds per query, hence the warning.
-            _warn_missing_stats()
+            # Never refreshed: exact numbers from the live table. Cheap for small corpora, but
+            # a common lexeme takes ~170 ms to count at 100k chunks, so past a size the
+            # statistics are computed once, here, and every later query reads them.
             cursor.execute(f"SELECT count(*), coalesce(avg(length(search_vector)), 0) FROM {chunks}")
             corpus_size, mean_length = cursor.fetchone()
+            auto_refresh = int(_setting("SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS", 10000))
+            if allow_refresh and corpus_size > auto_refresh and _refresh_quietly():
+                return _prepare(parsed, allow_refresh=False)
+            _warn_missing_stats()
             missing, cap = list(counts), None
         else:
             corpus_size, mean_length = corpus
@@ -318,6 +324,16 @@ def _prepare(parsed: ParsedQuery) -> tuple[list[_Term], list[str], list[str], in
     return terms, required, excluded, corpus_size, float(mean_length)
 
 
+def _refresh_quietly() -> bool:
+    try:
+        # A savepoint, so a failure (a read-only replica, say) leaves the caller's transaction usable.
+        with transaction.atomic():
+            return keyword_stats_refresh()
+    except DatabaseError:
+        logger.exception("Could not compute keyword statistics; counting document frequencies live.")
+        return False
+
+
 _warned_missing_stats = False
 
 
@@ -326,8 +342,8 @@ def _warn_missing_stats() -> None:
     if not _warned_missing_stats:
         _warned_missing_stats = True
         logger.warning(
-            "Keyword statistics were never computed, so every keyword query counts document frequencies "
-            "live (slow beyond ~20k chunks); run search.keyword.keyword_stats_refresh() after ingesting."
+            "Keyword statistics were never computed, so keyword queries count document frequencies live "
+            "(slow beyond ~10k chunks); run search.keyword.keyword_stats_refresh() after ingesting."
         )
 
 

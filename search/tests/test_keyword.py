@@ -303,3 +303,14 @@ def test_snippets_for_chunks_without_matches_show_their_opening(corpus):
     snippets = keyword_snippets([chunk.id], "the of")
     assert snippets[str(chunk.id)].startswith("Table grapes")
     assert keyword_snippets([], "coffee") == {}
+
+
+def test_statistics_are_computed_on_first_search_of_a_large_corpus(corpus, settings):
+    settings.SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS = 100
+    keyword_search("coffee", limit=1)
+    assert not CorpusStat.objects.exists()  # small corpus: live counts are cheap enough
+
+    settings.SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS = 3
+    hits = keyword_search("coffee", limit=1)
+    assert CorpusStat.objects.get().chunk_count == len(corpus)
+    assert ids(hits) == [str(corpus["coffee"].id)]
