@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.db import transaction
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -33,8 +33,8 @@ class CrawlJobSerializer(serializers.ModelSerializer):
 class CrawlJobCreateSerializer(serializers.Serializer):
     start_url = serializers.CharField(max_length=2000)
     source = serializers.CharField(required=False, max_length=200, help_text="Source name (default: the start URL's host).")
-    max_pages = serializers.IntegerField(required=False, default=100)
-    max_depth = serializers.IntegerField(required=False, default=3)
+    max_pages = serializers.IntegerField(required=False, default=100, help_text="Stop after fetching this many pages.")
+    max_depth = serializers.IntegerField(required=False, default=3, help_text="Links followed from the start URL.")
     include = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list,
                                     help_text="URL patterns to keep: glob (`*/docs/*`) or regex (`re:^https://...`).")
     exclude = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list)
@@ -52,16 +52,40 @@ class CrawlPageSerializer(serializers.ModelSerializer):
 
 
 class CrawlJobFilter(django_filters.FilterSet):
-    source = django_filters.CharFilter(field_name="source__name")
+    source = django_filters.CharFilter(field_name="source__name", help_text="The source's name.")
+    status = django_filters.ChoiceFilter(choices=CrawlJob.Status.choices, help_text="The job's state.")
 
     class Meta:
         model = CrawlJob
         fields = ["status", "source"]
 
 
+CRAWL_JOB_EXAMPLE = {
+    "id": 4, "source": "docs.example.com", "source_id": 5, "start_url": "https://docs.example.com/",
+    "status": "running", "max_pages": 200, "max_depth": 4, "include_patterns": [], "exclude_patterns": ["*/changelog/*"],
+    "allowed_hosts": [], "path_prefix_only": False, "use_sitemap": True, "delete_missing": False,
+    "discovered_count": 57, "fetched_count": 31, "ingested_count": 28, "unchanged_count": 0, "failed_count": 1,
+    "gone_count": 0, "skipped_count": 2, "cancel_requested": False, "error": "",
+    "requested_at": "2025-05-01T09:30:00Z", "started_at": "2025-05-01T09:30:01Z", "finished_at": None,
+}
+CRAWL_PAGE_EXAMPLE = {
+    "id": 88, "url": "https://docs.example.com/install/", "depth": 1, "status": "ingested", "http_status": 200,
+    "document": 41, "error": "", "fetched_at": "2025-05-01T09:30:04Z",
+}
+CRAWL_JOB_EXAMPLES = [OpenApiExample("Crawl job", value=CRAWL_JOB_EXAMPLE, response_only=True)]
+
+
 @extend_schema_view(
-    list=extend_schema(summary="List crawl jobs with their live counters"),
-    retrieve=extend_schema(summary="Get a crawl job"),
+    list=extend_schema(
+        summary="List crawl jobs with their live counters",
+        description="Newest first; the counters move while a job runs. Filter by `status` or `source` name.",
+        examples=CRAWL_JOB_EXAMPLES,
+    ),
+    retrieve=extend_schema(
+        summary="Get a crawl job",
+        description="One job with its settings, counters and, when it failed, the error.",
+        examples=CRAWL_JOB_EXAMPLES,
+    ),
 )
 class CrawlJobViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
@@ -76,10 +100,21 @@ class CrawlJobViewSet(
 
     @extend_schema(
         summary="Create and queue a crawl job",
+        description=(
+            "Checks the start URL (scheme, host, and that it resolves to a public address) and the patterns, "
+            "stores the job and queues it for the worker. It runs politely: robots.txt, a per-host delay, "
+            "its sitemap when `use_sitemap`."
+        ),
         request=CrawlJobCreateSerializer,
         responses={201: CrawlJobSerializer},
-        examples=[OpenApiExample("Docs site", value={"start_url": "https://docs.example.com/", "max_pages": 200,
-                                                     "max_depth": 4, "exclude": ["*/changelog/*"]}, request_only=True)],
+        examples=[
+            OpenApiExample("Docs site", value={"start_url": "https://docs.example.com/", "max_pages": 200,
+                                               "max_depth": 4, "exclude": ["*/changelog/*"]}, request_only=True),
+            OpenApiExample("Queued", value={**CRAWL_JOB_EXAMPLE, "status": "queued", "discovered_count": 0,
+                                            "fetched_count": 0, "ingested_count": 0, "failed_count": 0,
+                                            "skipped_count": 0, "started_at": None},
+                           response_only=True, status_codes=["201"]),
+        ],
     )
     def create(self, request, *args, **kwargs):
         params = CrawlJobCreateSerializer(data=request.data)
@@ -104,15 +139,31 @@ class CrawlJobViewSet(
             raise ApiError(exc.message, field=exc.field, code=exc.code) from exc
         return Response(CrawlJobSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Cancel a crawl job (a running one stops between pages)", request=None,
-                   responses={202: CrawlJobSerializer})
+    @extend_schema(
+        summary="Cancel a crawl job (a running one stops between pages)",
+        description="A queued job is cancelled at once; a running one is asked to stop and finishes its current "
+        "page first. Cancelling a finished job changes nothing.",
+        request=None,
+        responses={202: CrawlJobSerializer},
+        examples=[OpenApiExample("Cancelling", value={**CRAWL_JOB_EXAMPLE, "cancel_requested": True},
+                                 response_only=True, status_codes=["202"])],
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = crawl_job_cancel(job=self.get_object())
         return Response(CrawlJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary="The job's pages with their status and errors", responses=CrawlPageSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @extend_schema(
+        summary="The job's pages with their status and errors",
+        description="Every URL the job discovered, by depth, with its HTTP status, outcome and document.",
+        parameters=[
+            OpenApiParameter("status", str, enum=CrawlPage.Status.values, description="Only pages in this state.")
+        ],
+        responses=CrawlPageSerializer(many=True),
+        examples=[OpenApiExample("Page", value=CRAWL_PAGE_EXAMPLE, response_only=True)],
+    )
+    # the job list's filters and ordering do not apply to pages: no filter backends here
+    @action(detail=True, methods=["get"], filter_backends=[])
     def pages(self, request, pk=None):
         job = self.get_object()
         queryset = CrawlPage.objects.filter(job=job).order_by("depth", "id")

@@ -87,20 +87,51 @@ class SourceSerializer(serializers.ModelSerializer):
 
 
 class SourceFilter(django_filters.FilterSet):
-    name = django_filters.CharFilter(lookup_expr="icontains")
+    name = django_filters.CharFilter(lookup_expr="icontains", help_text="Part of the name (case-insensitive).")
+    kind = django_filters.ChoiceFilter(choices=Source.Kind.choices, help_text="How the source's documents arrive.")
 
     class Meta:
         model = Source
         fields = ["kind", "name"]
 
 
+SOURCE_EXAMPLE = {
+    "id": 3, "name": "notes", "kind": "api", "base_url": "", "metadata": {"team": "research"}, "document_count": 12,
+    "created_at": "2025-05-01T09:30:00Z", "updated_at": "2025-05-02T16:05:12Z",
+}
+SOURCE_WRITE_EXAMPLE = OpenApiExample(
+    "Source", value={"name": "handbook", "kind": "upload", "base_url": "https://handbook.example.com/",
+                     "metadata": {"team": "people"}}, request_only=True,
+)
+SOURCE_EXAMPLES = [OpenApiExample("Source", value=SOURCE_EXAMPLE, response_only=True)]
+
+
 @extend_schema_view(
-    list=extend_schema(summary="List sources"),
-    create=extend_schema(summary="Create a source"),
-    retrieve=extend_schema(summary="Get a source"),
-    partial_update=extend_schema(summary="Change a source"),
-    update=extend_schema(summary="Replace a source"),
-    destroy=extend_schema(summary="Delete a source with its documents, chunks and vectors"),
+    list=extend_schema(
+        summary="List sources",
+        description="Every source with its document count; filter by `kind` or part of the `name`.",
+        examples=SOURCE_EXAMPLES,
+    ),
+    create=extend_schema(
+        summary="Create a source",
+        description="A named collection of documents (ingesting into an unknown source name creates it too).",
+        examples=[SOURCE_WRITE_EXAMPLE, *SOURCE_EXAMPLES],
+    ),
+    retrieve=extend_schema(summary="Get a source", description="One source by id.", examples=SOURCE_EXAMPLES),
+    partial_update=extend_schema(
+        summary="Change a source",
+        description="Change some fields: name, kind, base URL or metadata.",
+        examples=[OpenApiExample("Rename", value={"name": "notes-2025"}, request_only=True), *SOURCE_EXAMPLES],
+    ),
+    update=extend_schema(
+        summary="Replace a source",
+        description="Replace all writable fields (a missing optional field goes back to its default).",
+        examples=[SOURCE_WRITE_EXAMPLE, *SOURCE_EXAMPLES],
+    ),
+    destroy=extend_schema(
+        summary="Delete a source with its documents, chunks and vectors",
+        description="Deletes in one transaction; the vectors leave Qdrant after it commits.",
+    ),
 )
 class SourceViewSet(viewsets.ModelViewSet):
     serializer_class = SourceSerializer
@@ -231,7 +262,9 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 class DocumentFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
     q = django_filters.CharFilter(method="filter_q", help_text="Full-text query over title and text.")
-    url = django_filters.CharFilter()
+    url = django_filters.CharFilter(help_text="The document's exact URL.")
+    mime_type = django_filters.CharFilter(help_text="Exact MIME type, e.g. text/markdown or application/pdf.")
+    status = django_filters.ChoiceFilter(choices=Document.Status.choices, help_text="Ingestion status.")
     created_after = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
                                              help_text="ISO 8601 date-time: documents created at or after it.")
     updated_after = BoundedIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
@@ -258,10 +291,39 @@ class DocumentFilter(django_filters.FilterSet):
         )
 
 
+DOCUMENT_EXAMPLE = {
+    "id": 7, "source": "notes", "source_id": 3, "title": "Tea", "url": "https://example.com/tea",
+    "mime_type": "text/markdown", "content_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "metadata": {"lang": "en"}, "status": "active", "chunk_count": 2,
+    "created_at": "2025-05-01T09:30:00Z", "updated_at": "2025-05-01T09:30:00Z",
+}
+CHUNK_EXAMPLE = {
+    "id": "6f1c9f0e-3b7a-4c1e-9d0e-2a1b3c4d5e6f", "document_id": 7, "ordinal": 0,
+    "text": "Green tea is steamed or pan-fired soon after picking.", "context": "Tea > Processing",
+    "token_count": 12, "char_start": 0, "char_end": 53, "heading_path": ["Processing"], "metadata": {},
+    "index_status": "indexed", "indexed_at": "2025-05-01T09:30:02Z", "last_error": "",
+}
+INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_added": 2, "chunks_removed": 0}
+
+
 @extend_schema_view(
-    list=extend_schema(summary="List documents", description="Filter by source, status, mime type; `q` is a full-text query."),
-    retrieve=extend_schema(summary="Get a document with its chunks"),
-    destroy=extend_schema(summary="Delete a document (its vectors leave Qdrant after commit)"),
+    list=extend_schema(
+        summary="List documents",
+        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query over "
+        "title and text, ranked by relevance.",
+        examples=[OpenApiExample("Document", value=DOCUMENT_EXAMPLE, response_only=True)],
+    ),
+    retrieve=extend_schema(
+        summary="Get a document with its chunks",
+        description="The document's full text and its chunks in order, each with its index status.",
+        examples=[OpenApiExample("Document", value={**DOCUMENT_EXAMPLE, "text": "# Tea\n\n## Processing\n\n"
+                                                    "Green tea is steamed...", "chunks": [CHUNK_EXAMPLE]},
+                                 response_only=True)],
+    ),
+    destroy=extend_schema(
+        summary="Delete a document (its vectors leave Qdrant after commit)",
+        description="Deletes the document and its chunks; its vectors leave the vector store after the commit.",
+    ),
 )
 class DocumentViewSet(
     mixins.ListModelMixin,
@@ -302,7 +364,14 @@ class DocumentViewSet(
                 value={"title": "Tea", "text": "Green tea is steamed; black tea is oxidised.", "source": "notes",
                        "metadata": {"lang": "en"}},
                 request_only=True,
-            )
+            ),
+            OpenApiExample("Created", value=INGEST_EXAMPLE, response_only=True, status_codes=["201"]),
+            OpenApiExample(
+                "Unchanged",
+                value={**INGEST_EXAMPLE, "created": False, "changed": False, "chunks_added": 0},
+                response_only=True,
+                status_codes=["200"],
+            ),
         ],
     )
     def create(self, request, *args, **kwargs):
@@ -331,8 +400,16 @@ class DocumentViewSet(
         body = IngestResponseSerializer(document).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
-    @extend_schema(summary="Change a document's title or metadata", request=DocumentUpdateSerializer,
-                   responses=DocumentSerializer)
+    @extend_schema(
+        summary="Change a document's title or metadata",
+        description="Its chunks keep their text; their vector payloads follow the new title and metadata.",
+        request=DocumentUpdateSerializer,
+        responses=DocumentSerializer,
+        examples=[
+            OpenApiExample("Metadata", value={"metadata": {"lang": "en", "reviewed": "yes"}}, request_only=True),
+            OpenApiExample("Document", value=DOCUMENT_EXAMPLE, response_only=True),
+        ],
+    )
     def partial_update(self, request, *args, **kwargs):
         document = self.get_object()
         serializer = DocumentUpdateSerializer(data=request.data)
@@ -361,14 +438,27 @@ class DocumentViewSet(
 
 
 class ChunkFilter(django_filters.FilterSet):
+    index_status = django_filters.ChoiceFilter(
+        choices=Chunk.IndexStatus.choices, help_text="Vector index status: pending, indexed or failed."
+    )
+
     class Meta:
         model = Chunk
         fields = ["document", "index_status"]
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List chunks", parameters=[OpenApiParameter("document", int)]),
-    retrieve=extend_schema(summary="Get a chunk"),
+    list=extend_schema(
+        summary="List chunks",
+        description="Read-only: chunks change only by ingesting their document again. In document order.",
+        parameters=[OpenApiParameter("document", int, description="Only this document's chunks (its id).")],
+        examples=[OpenApiExample("Chunk", value=CHUNK_EXAMPLE, response_only=True)],
+    ),
+    retrieve=extend_schema(
+        summary="Get a chunk",
+        description="One chunk by its UUID (also its point id in the vector store).",
+        examples=[OpenApiExample("Chunk", value=CHUNK_EXAMPLE, response_only=True)],
+    ),
 )
 class ChunkViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ChunkSerializer

@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 class SearchParams(serializers.Serializer):
     q = serializers.CharField(trim_whitespace=True, help_text="The query: words, \"quoted phrases\", -exclusions.")
-    mode = serializers.ChoiceField(choices=MODES, required=False)
-    limit = serializers.IntegerField(required=False, default=10, min_value=1)
-    offset = serializers.IntegerField(required=False, default=0, min_value=0)
+    mode = serializers.ChoiceField(choices=MODES, required=False, help_text="keyword, semantic or hybrid; default SEARCH_DEFAULT_MODE.")
+    limit = serializers.IntegerField(required=False, default=10, min_value=1, help_text="Results per page (at most SEARCH_MAX_LIMIT).")
+    offset = serializers.IntegerField(required=False, default=0, min_value=0, help_text="Results to skip (at most SEARCH_MAX_OFFSET).")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
     document = serializers.CharField(required=False, help_text="Document id; several separated by commas.")
     metadata = serializers.ListField(
@@ -152,6 +152,11 @@ class SearchView(APIView):
     error_statuses = (503,)  # semantic/hybrid with the vector store or the embedder down
     @extend_schema(
         summary="Search chunks",
+        description=(
+            "Ranked passages (at most one per document by default) with snippets. `mode`: keyword (PostgreSQL "
+            "full text), semantic (vectors) or hybrid (both, fused by reciprocal rank; the default is "
+            "SEARCH_DEFAULT_MODE). Filter by source, document and document metadata."
+        ),
         parameters=[SearchParams],
         responses={200: SearchResponseSerializer},
         examples=[

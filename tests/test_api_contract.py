@@ -61,3 +61,100 @@ def test_every_content_type_ask_answers_with_is_documented(api, openapi):
         assert response.status_code == 200, response
         media_type = response["Content-Type"].split(";")[0]
         assert media_type in documented_media_types(openapi, "/api/ask/", "post", "200"), (stream, media_type)
+
+
+# --- The schema itself ---------------------------------------------------------------------------
+
+HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
+
+
+def operations(openapi):
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield f"{method.upper()} {path}", operation
+
+
+def test_schema_and_swagger_ui_answer(client):
+    assert client.get("/api/schema/").status_code == 200
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger-ui" in docs.content
+
+
+def test_the_schema_is_valid_openapi_3(openapi):
+    from drf_spectacular.validation import validate_schema
+
+    assert openapi["openapi"].startswith("3.")
+    validate_schema(openapi)  # raises on any violation of the OpenAPI 3 JSON schema
+
+
+def test_every_operation_and_parameter_is_described(openapi):
+    undescribed = []
+    for name, operation in operations(openapi):
+        if not operation.get("summary") or not operation.get("description"):
+            undescribed.append(name)
+        undescribed += [f"{name} ?{p['name']}" for p in operation.get("parameters", []) if not p.get("description")]
+    assert not undescribed, "\n".join(undescribed)
+
+
+def test_every_request_and_response_body_has_an_example(openapi):
+    missing = []
+    for name, operation in operations(openapi):
+        bodies = [("request", c) for c in operation.get("requestBody", {}).get("content", {}).values()]
+        bodies += [
+            (code, c) for code, r in operation["responses"].items() for c in r.get("content", {}).values()
+        ]
+        # one example per body kind is enough: a JSON example also shows the multipart fields
+        by_kind: dict[str, bool] = {}
+        for kind, content in bodies:
+            by_kind[kind] = by_kind.get(kind, False) or bool(content.get("examples") or content.get("example"))
+        missing += [f"{name} {kind}" for kind, has in by_kind.items() if not has]
+    assert not missing, "\n".join(missing)
+
+
+def test_every_operation_documents_its_errors_in_the_error_shape(openapi):
+    problems = []
+    for name, operation in operations(openapi):
+        responses = operation["responses"]
+        expected = {"401", "403", "429"}
+        if any(p["in"] == "path" for p in operation.get("parameters", [])):
+            expected.add("404")
+        if operation.get("requestBody"):
+            expected |= {"400", "413"}
+        for code in sorted(expected):
+            schema = responses.get(code, {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref") != "#/components/schemas/Error":
+                problems.append(f"{name} {code}")
+    assert not problems, "\n".join(problems)
+    error = openapi["components"]["schemas"]["ErrorDetail"]
+    assert set(error["required"]) == {"code", "message", "fields"}
+
+
+def json_schema(node):
+    """OpenAPI 3.0's schema dialect to JSON Schema: `nullable: true` becomes a null alternative."""
+    if isinstance(node, list):
+        return [json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable"):
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def test_every_documented_example_matches_its_schema(openapi):
+    import jsonschema
+
+    components = json_schema(openapi["components"])
+    wrong = []
+    for name, operation in operations(openapi):
+        bodies = [("request", c) for c in operation.get("requestBody", {}).get("content", {}).values()]
+        bodies += [(code, c) for code, r in operation["responses"].items() for c in r.get("content", {}).values()]
+        for kind, content in bodies:
+            schema = {**json_schema(content.get("schema", {})), "components": components}
+            for title, example in (content.get("examples") or {}).items():
+                try:
+                    jsonschema.validate(example["value"], schema)
+                except jsonschema.ValidationError as exc:
+                    wrong.append(f"{name} {kind} {title!r}: {exc.message}")
+    assert not wrong, "\n".join(wrong)
