@@ -50,14 +50,6 @@
     if (history.replaceState) history.replaceState(null, "", "#passage-" + n);
   }
 
-  if (answerSection.dataset.autoask === "true") {
-    ask({
-      question: answerSection.dataset.question,
-      mode: answerSection.dataset.mode,
-      source: answerSection.dataset.source,
-    });
-  }
-
   // --- Asking -------------------------------------------------------------------------------
 
   async function ask(request) {
@@ -307,5 +299,14 @@
       }
     });
     return fragment;
+  }
+
+  // Last, so every declaration above is initialised before the answer starts.
+  if (answerSection.dataset.autoask === "true") {
+    ask({
+      question: answerSection.dataset.question,
+      mode: answerSection.dataset.mode,
+      source: answerSection.dataset.source,
+    }).catch(function () { fail("The answer failed. Try again."); });
   }
 })();

@@ -1,0 +1,209 @@
+"""The search page in a real browser: Debian's headless Chromium, driven by Playwright, against a live server.
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (no ``playwright install``: the
+browser is the system one). Screenshots go to test-artifacts/ at the project root.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from search.answers import NOT_FOUND_ANSWER
+from search.tests.ask_fixtures import OFF_TOPIC_QUESTION, ingest_live
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 60_000  # the first answer loads the model; CI machines are shared
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"Chromium is not installed ({CHROMIUM} missing): apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("The playwright Python package is not installed: pip install playwright")
+    # Playwright's sync API keeps an asyncio loop in this thread, so Django would refuse the
+    # test's own database calls (fixtures, teardown) as "async". Nothing Django runs on that
+    # loop; the live server answers from its own thread.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def site(live_server, fresh_store, settings, django_user_model):
+    """The live server with the knowledge base ingested (commits for real, so vectors are made) and a user."""
+    settings.SEARCH_PUBLIC = False
+    documents = ingest_live()
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "pw")
+    ARTIFACTS.mkdir(exist_ok=True)
+    return live_server.url, documents
+
+
+def log_in(page, url: str) -> None:
+    page.goto(url + "/")
+    assert "/admin/login/" in page.url  # anonymous visitors are sent to log in first
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "pw")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+    assert page.locator("#q").is_visible()
+
+
+def search(page, query: str, mode: str) -> None:
+    page.fill("#q", query)
+    page.check(f"input[name=mode][value={mode}]")
+    page.click("#search-button")
+    page.wait_for_selector(".results")
+
+
+def ask_and_wait(page, question: str):
+    page.fill("#q", question)
+    page.click("#ask-button")
+    meta = page.locator("#answer-meta")
+    try:
+        meta.filter(has_text=re.compile(r"(Answered|Nothing found) by")).wait_for(timeout=TIMEOUT_MS)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "failed-ask.png"), full_page=True)
+        raise AssertionError(
+            f"no answer; errors: {page.locator('#errors').inner_text()!r}, meta: {meta.inner_text()!r}"
+        ) from None
+    return page.locator("#answer-text")
+
+
+def assert_highlighted_in_view(page, n: str) -> None:
+    passage = page.locator(f"#passage-{n}")
+    page.wait_for_function(
+        """(id) => {
+            const el = document.getElementById(id);
+            const box = el.getBoundingClientRect();
+            return el.classList.contains('is-highlighted') && box.top >= 0 && box.bottom <= window.innerHeight;
+        }""",
+        arg=f"passage-{n}",
+        timeout=10_000,
+    )
+    assert passage.evaluate("el => document.activeElement === el")
+    link = passage.locator("h4 a")
+    assert link.get_attribute("href").startswith("https://example.com/")
+
+
+def test_search_in_each_mode_ask_and_follow_a_citation(browser, site):
+    url, _ = site
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    log_in(page, url)
+
+    for mode in ("keyword", "semantic", "hybrid"):
+        search(page, "how do bees make honey", mode)
+        first = page.locator(".result").first
+        assert first.locator("h3 a").inner_text() == "How bees make honey"
+        assert first.locator("h3 a").get_attribute("href") == "https://example.com/bees"
+        assert re.search(rf"Results 1\u2013\d+ of \d+\s+· {mode} · \d+ ms", page.locator("#results-heading").inner_text())
+        if mode != "semantic":
+            assert first.locator(".snippet mark").count() >= 1
+        assert page.locator(f"input[name=mode][value={mode}]").is_checked()
+
+    answer = ask_and_wait(page, "How do bees make honey?")
+    assert "ask=live" in page.url
+    assert "Honey bees make honey from the nectar of flowers" in answer.inner_text()
+    assert "by extractive" in page.locator("#answer-meta").inner_text()
+    assert page.locator(".result").count() >= 1  # the results for the question are shown below
+    citation = page.locator("#answer-text a.cite").first
+    n = citation.get_attribute("data-n")
+    page.screenshot(path=str(ARTIFACTS / "search-answer-desktop.png"), full_page=True)
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    citation.click()
+    assert_highlighted_in_view(page, n)
+    page.screenshot(path=str(ARTIFACTS / "search-citation-desktop.png"))
+    assert errors == []
+    context.close()
+
+
+def test_on_a_phone_the_page_fits_and_asking_works(browser, site):
+    url, _ = site
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, url)
+    answer = ask_and_wait(page, "How hot should the water be for green tea?")
+    assert "80 degrees Celsius" in answer.inner_text()
+    # Nothing sticks out sideways on a narrow screen.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "search-answer-phone.png"), full_page=True)
+    page.locator("#answer-text a.cite").first.tap()
+    assert_highlighted_in_view(page, "1")
+    context.close()
+
+
+def test_a_streamed_llm_answer_with_a_bogus_citation(browser, site, settings, openai_server):
+    url, _ = site
+    settings.LLM_MODEL = "test-chat-model"
+    settings.OPENAI_BASE_URL = openai_server.base_url
+    settings.LLM_MAX_RETRIES = 0
+    openai_server.chat_answer = "Worker bees bring nectar home [1]; the hive sells it [9]. House bees dry it [1]."
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, url)
+    assert page.locator("#search-form").get_attribute("data-streams") == "true"
+    answer = ask_and_wait(page, "How do bees make honey?")
+    assert answer.inner_text() == "Worker bees bring nectar home [1]; the hive sells it. House bees dry it [1]."
+    assert page.locator("#answer-text a.cite").count() == 2
+    assert "by openai" in page.locator("#answer-meta").inner_text()
+    assert openai_server.requests_to("/v1/chat/completions")[0].json["stream"] is True
+    page.locator("#answer-text a.cite").first.click()
+    assert_highlighted_in_view(page, "1")
+    page.screenshot(path=str(ARTIFACTS / "search-streamed-answer.png"), full_page=True)
+
+    openai_server.fail_next("/v1/chat/completions", status=429)
+    page.fill("#q", "How do bees make honey?")
+    page.click("#ask-button")
+    page.locator("#errors").filter(has_text="rate limiting").wait_for()
+    context.close()
+
+
+def test_errors_and_not_found_show_in_the_page(browser, site):
+    url, _ = site
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, url)
+
+    page.fill("#q", "")
+    page.click("#ask-button")
+    assert page.locator("#errors").inner_text() == "Type a question first."
+
+    page.goto(url + "/?q=" + "x" * 1500)
+    assert "The query is longer than" in page.locator("#errors").inner_text()
+
+    answer = ask_and_wait(page, OFF_TOPIC_QUESTION)
+    assert answer.inner_text() == NOT_FOUND_ANSWER
+    assert page.locator("#passages li").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "search-not-found.png"), full_page=True)
+    context.close()
