@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
@@ -310,6 +309,22 @@ def ask_stream(context, provider):
         yield sse_event("error", error_body("server_error", "The answer failed; the error has been logged."))
 
 
+# One server-sent event, as a client's EventSource sees it (the schema of a text/event-stream
+# response describes each event).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["citations", "delta", "done", "error"]},
+        "data": {
+            "type": "string",
+            "description": "JSON: citations {citations: [...]}; delta {text}; done {answer, cited, found, warnings, "
+            "took_ms, ...}; error {error: {code, message, fields}, status}.",
+        },
+    },
+    "required": ["event", "data"],
+}
+
+
 class AskView(APIView):
     # Asking reads the knowledge base: read-scoped keys, sessions and (with SEARCH_PUBLIC) anyone may POST.
     read_only_post = True
@@ -334,7 +349,7 @@ class AskView(APIView):
         responses={
             200: AskResponseSerializer,
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR,
+                SSE_EVENT_SCHEMA,
                 description="With stream=true: server-sent events `citations`, `delta`..., then `done` or `error`.",
             ),
         },

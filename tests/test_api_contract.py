@@ -61,6 +61,13 @@ def test_every_content_type_ask_answers_with_is_documented(api, openapi):
         assert response.status_code == 200, response
         media_type = response["Content-Type"].split(";")[0]
         assert media_type in documented_media_types(openapi, "/api/ask/", "post", "200"), (stream, media_type)
+    # and each event is what the event-stream schema describes
+    event_schema = openapi["paths"]["/api/ask/"]["post"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    body = b"".join(response.streaming_content).decode()
+    events = [line.removeprefix("event:").strip() for line in body.splitlines() if line.startswith("event:")]
+    datas = [line.removeprefix("data:").strip() for line in body.splitlines() if line.startswith("data:")]
+    assert events and set(events) <= set(event_schema["properties"]["event"]["enum"]), events
+    assert all(isinstance(json.loads(data), dict) for data in datas)
 
 
 # --- The schema itself ---------------------------------------------------------------------------
