@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
@@ -46,6 +47,22 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, RequestDataTooBig):
+        # Django raises it while DRF reads the body (JSON, forms: DATA_UPLOAD_MAX_MEMORY_SIZE) or
+        # a multipart upload streams in (ragsite.uploads): the client's fault, not a crash.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = getattr(exc, "message", "") or (
+            f"The request body is larger than the limit of {limit} bytes "
+            f"(INGEST_MAX_BYTES={settings.INGEST_MAX_BYTES} for the content, plus room for the fields)."
+        )
+        field = getattr(exc, "field", "")
+        return Response(
+            error_body("too_large", message, {field: [message]} if field else None),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        # e.g. TooManyFieldsSent, TooManyFilesSent: Django answers these with 400 outside DRF
+        return Response(error_body("bad_request", str(exc) or "Malformed request."), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ApiError):
         fields = {exc.field: [str(exc.detail)]} if exc.field else {}
         return Response(error_body(exc.error_code, str(exc.detail), fields), status=exc.status_code)

@@ -199,6 +199,13 @@ if CHUNK_OVERLAP_TOKENS >= CHUNK_SIZE_TOKENS:
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Django does not count a multipart request's files against DATA_UPLOAD_MAX_MEMORY_SIZE: this
+# handler refuses an oversized upload as it arrives (413) instead of spooling it to disk first.
+FILE_UPLOAD_HANDLERS = [
+    "ragsite.uploads.UploadSizeLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Search -----------------------------------------------------------------------------------
 SEARCH_DEFAULT_MODE = env_choice("SEARCH_DEFAULT_MODE", "hybrid", ["keyword", "semantic", "hybrid"])
