@@ -1,12 +1,18 @@
-"""Exposing the API safely: oversized bodies get a 413 before they are stored, in the API's one
-error shape.
+"""Exposing the API safely: production settings pass `check --deploy` and send the security
+headers, CORS follows CORS_ORIGINS, oversized bodies get a 413 before they are stored, and
+throttling answers 429 with Retry-After, all in the API's one error shape.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+
 import pytest
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from conftest import run_manage
 from documents.models import Document
 
 
@@ -15,6 +21,111 @@ def error_of(response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and {"code", "message", "fields"} <= set(body["error"]), body
     return body["error"]
+
+
+# --- Production settings ------------------------------------------------------------------------
+
+
+def production_env(tmp_path, **extra: str) -> dict[str, str]:
+    return {
+        "DJANGO_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "rag.example.org",
+        "DATA_DIR": str(tmp_path / "data"),
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "QDRANT_URL": "",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@pytest.mark.slow
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+PROBE = """
+import json
+from django.test import Client
+from django.conf import settings
+client = Client(HTTP_HOST="rag.example.org")
+https = {"HTTP_X_FORWARDED_PROTO": "https"}
+health = client.get("/health", **https)
+allowed = client.get("/health", HTTP_ORIGIN="https://app.example.com", **https)
+other = client.get("/health", HTTP_ORIGIN="https://evil.example.net", **https)
+plain = client.get("/api/sources/")
+print("PROBE " + json.dumps({
+    "status": health.status_code,
+    "headers": dict(health.headers),
+    "cors_allowed": allowed.headers.get("Access-Control-Allow-Origin"),
+    "cors_other": other.headers.get("Access-Control-Allow-Origin"),
+    "plain_status": plain.status_code,
+    "plain_location": plain.headers.get("Location"),
+    "throttle_rates": settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_production_responses_carry_the_security_headers_and_cors_from_the_environment(tmp_path):
+    env = production_env(tmp_path, CORS_ORIGINS="https://app.example.com", THROTTLE_ANON="30/min",
+                         THROTTLE_KEY="600/min", SECURE_SSL_REDIRECT="true")
+    result = run_manage("shell", "-c", PROBE, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("PROBE "))
+    probe = json.loads(line.removeprefix("PROBE "))
+    headers = {k.lower(): v for k, v in probe["headers"].items()}
+    assert probe["status"] == 200
+    assert headers["strict-transport-security"].startswith("max-age=31536000")
+    assert "includeSubDomains" in headers["strict-transport-security"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["cross-origin-opener-policy"] == "same-origin"
+    # CORS_ORIGINS decides who may read responses from a browser
+    assert probe["cors_allowed"] == "https://app.example.com"
+    assert probe["cors_other"] is None
+    # plain HTTP is redirected to HTTPS (the proxy says which it was)
+    assert probe["plain_status"] == 301 and probe["plain_location"] == "https://rag.example.org/api/sources/"
+    assert probe["throttle_rates"] == {"anon": "30/min", "key": "600/min"}
+
+
+# --- CORS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cors(settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    return settings
+
+
+@pytest.mark.django_db
+def test_an_allowed_origin_may_read_api_responses_and_another_may_not(api, cors):
+    allowed = api.get("/api/sources/", HTTP_ORIGIN="https://app.example.com")
+    assert allowed.status_code == 200
+    assert allowed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    other = api.get("/api/sources/", HTTP_ORIGIN="https://evil.example.net")
+    assert other.status_code == 200  # CORS is enforced by the browser: it just gets no grant
+    assert "Access-Control-Allow-Origin" not in other
+
+
+@pytest.mark.django_db
+def test_a_preflight_from_an_allowed_origin_is_granted_with_the_authorization_header(client, cors):
+    preflight = client.options(
+        "/api/documents/",
+        HTTP_ORIGIN="https://app.example.com",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type",
+    )
+    assert preflight.status_code == 200
+    assert preflight["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "authorization" in preflight["Access-Control-Allow-Headers"].lower()
+    refused = client.options(
+        "/api/documents/", HTTP_ORIGIN="https://evil.example.net", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST"
+    )
+    assert "Access-Control-Allow-Origin" not in refused
 
 
 # --- Size limits --------------------------------------------------------------------------------
@@ -76,3 +187,43 @@ def test_too_many_form_fields_is_a_400_json_error(api, settings):
     response = api.post("/api/sources/", form, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400
     assert error_of(response)["code"] == "bad_request"
+
+
+# --- Throttling ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_throttles(monkeypatch, settings):
+    """Rates of 2/min (anonymous) and 3/min (per key). DRF's throttles read their rates into a
+    class attribute at import, so the attribute is what must change; the history lives in the
+    cache, emptied before and after."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": "2/min", "key": "3/min"}}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "2/min", "key": "3/min"})
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def assert_throttled(response):
+    assert response.status_code == 429
+    assert error_of(response)["code"] == "throttled"
+    assert 0 < int(response["Retry-After"]) <= 60
+
+
+@pytest.mark.django_db
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(client, api_key, tiny_throttles):
+    first, second = api_key("read"), api_key("read")
+    statuses = [client.get("/api/sources/", HTTP_AUTHORIZATION=f"Bearer {first}").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert_throttled(client.get("/api/sources/", HTTP_AUTHORIZATION=f"Bearer {first}"))
+    assert client.get("/api/sources/", HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 200
+
+
+@pytest.mark.django_db
+def test_anonymous_callers_are_throttled_per_address(client, settings, tiny_throttles):
+    settings.SEARCH_PUBLIC = True  # otherwise anonymous reads stop at 401, before the throttle
+    assert [client.get("/api/sources/").status_code for _ in range(2)] == [200, 200]
+    assert_throttled(client.get("/api/sources/"))
+    assert client.get("/api/sources/", REMOTE_ADDR="192.0.2.7").status_code == 200
