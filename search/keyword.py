@@ -2,9 +2,10 @@
 
 Why not ``websearch_to_tsquery`` + ``ts_rank``: the former ANDs every word, so a question such as
 "what lowers the risk of heart attacks in older adults?" matches nothing, and the latter has no
-inverse document frequency, so "risk" counts as much as "statins". Measured on SciFact (train),
-that baseline reaches nDCG@10 0.47; this module reaches about 0.69, close to Lucene's BM25
-(numbers and settings in bench/results/keyword.md).
+inverse document frequency, so "risk" counts as much as "statins". Measured on SciFact (train,
+809 claims), that baseline reaches nDCG@10 0.07; this module 0.70 unpruned and 0.69 with the
+default candidate budget at 100k chunks, level with Lucene's BM25 (~0.67-0.69; numbers and
+settings in bench/results/keyword.md).
 
 How a query runs (two round trips):
 
@@ -16,9 +17,13 @@ How a query runs (two round trips):
    GIN index: lexemes are taken rarest first while their summed document frequencies stay within
    ``SEARCH_KEYWORD_CANDIDATE_BUDGET``. Common lexemes ("cell", "patient") still score, they just
    do not pull in half the corpus as candidates; a chunk that matches none of the rare words would
-   rank low anyway. This bounds the work per query (each candidate costs a few microseconds)
-   and, measured, costs about 0.003 nDCG@10. Required phrases and exclusions are part of the same
-   tsquery, so the index enforces them.
+   rank low anyway. This bounds the work per query (each candidate costs about 5 us of CPU:
+   ~16 ms per query at 100k chunks) for about -0.007 nDCG@10 and -0.04 Recall@100 there.
+   A query whose every lexeme is over budget requires its rarest lexemes together instead, and
+   a filter that leaves fewer chunks than the budget lets every lexeme bring candidates. Required
+   phrases and exclusions are part of the same tsquery, so the index enforces them. The
+   ``search_vector`` column is kept inline in the row (migration 0002), which makes reading a
+   candidate's vector ~5x cheaper than out-of-line TOAST.
 3. Each candidate is scored with BM25 from its own tsvector: the query lexemes are cut out of the
    vector with ``setweight``/``ts_filter`` (C functions, far cheaper than unnesting the whole
    vector), their positions counted as term frequency, and ``length(search_vector)`` (distinct
@@ -58,6 +63,17 @@ SNIPPET_STOP = "\x03"
 # paragraph should not make every candidate's scoring loop long.
 MAX_QUERY_LEXEMES = 64
 
+# Defaults of the tunables (settings of the same names override them). Chosen on SciFact train,
+# see bench/results/keyword.md: k1/b are Anserini's BM25 defaults and beat k1=1.2, b=0.75 here;
+# counting context words twice gained nothing measurable at twice the scoring cost; a budget of
+# 3000 keeps 100k chunks at ~15 ms of CPU per query for about -0.01 nDCG@10.
+DEFAULT_K1 = 0.9
+DEFAULT_B = 0.4
+DEFAULT_CONTEXT_WEIGHT = 1.0
+DEFAULT_CANDIDATE_BUDGET = 3000
+DEFAULT_MAX_CANDIDATES = 10000
+DEFAULT_STATS_AUTO_REFRESH_CHUNKS = 2000
+
 
 @dataclass(frozen=True)
 class KeywordHit:
@@ -89,8 +105,8 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
         return []
     terms, required, excluded, corpus_size, mean_length = prepared
 
-    budget = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", 4000))
-    hard_cap = max(int(_setting("SEARCH_KEYWORD_MAX_CANDIDATES", 10000)), limit)
+    budget = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET))
+    hard_cap = max(int(_setting("SEARCH_KEYWORD_MAX_CANDIDATES", DEFAULT_MAX_CANDIDATES)), limit)
     filter_sql, params = chunk_filter_sql(filters, chunk_alias="c")
     if filter_sql != "TRUE" and _filtered_size_at_most(filter_sql, params, budget):
         # A narrow filter: let every query lexeme bring candidates; the filter bounds the work.
@@ -103,9 +119,9 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
             "!!(" + " || ".join(f"(%(excluded)s::text[])[{i + 1}]::tsquery" for i in range(len(excluded))) + ")"
         )
 
-    k1 = float(_setting("SEARCH_BM25_K1", 0.9))
-    b = float(_setting("SEARCH_BM25_B", 0.4))
-    context_weight = float(_setting("SEARCH_BM25_CONTEXT_WEIGHT", 1.0))
+    k1 = float(_setting("SEARCH_BM25_K1", DEFAULT_K1))
+    b = float(_setting("SEARCH_BM25_B", DEFAULT_B))
+    context_weight = float(_setting("SEARCH_BM25_CONTEXT_WEIGHT", DEFAULT_CONTEXT_WEIGHT))
     params.update(
         lexemes=[t.lexeme for t in terms],
         idfs=[t.idf for t in terms],
@@ -266,47 +282,52 @@ def _prepare(
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT 0, t.lexeme, s.chunk_count, NULL::float8
+            SELECT 0, t.lexeme, s.chunk_count, NULL::float8, NULL::float8
             FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector(%(config)s::regconfig, %(text)s))) t
             LEFT JOIN {LexemeStat._meta.db_table} s ON s.lexeme = t.lexeme
             UNION ALL
-            SELECT 1, q::text, numnode(q), NULL FROM unnest(%(phrases)s::text[]) p, phraseto_tsquery(%(config)s::regconfig, p) q
+            SELECT 1, q::text, numnode(q), NULL, NULL FROM unnest(%(phrases)s::text[]) p, phraseto_tsquery(%(config)s::regconfig, p) q
             UNION ALL
-            SELECT 2, q::text, numnode(q), NULL FROM unnest(%(excluded)s::text[]) p, phraseto_tsquery(%(config)s::regconfig, p) q
+            SELECT 2, q::text, numnode(q), NULL, NULL FROM unnest(%(excluded)s::text[]) p, phraseto_tsquery(%(config)s::regconfig, p) q
             UNION ALL
-            SELECT 3, NULL, chunk_count, mean_length FROM {CorpusStat._meta.db_table} WHERE id = 1
+            SELECT 3, NULL, chunk_count, mean_length, (SELECT reltuples FROM pg_class WHERE oid = %(chunks)s::regclass)
+            FROM {CorpusStat._meta.db_table} WHERE id = 1
             """,
             {
                 "config": SEARCH_CONFIG,
                 "text": parsed.ranking_text,
                 "phrases": list(parsed.phrases),
                 "excluded": list(parsed.excluded),
+                "chunks": chunks,
             },
         )
         rows = cursor.fetchall()
-        counts = {value: count for kind, value, count, _ in rows if kind == 0}
-        required = [value for kind, value, nodes, _ in rows if kind == 1 and nodes]
-        excluded = [value for kind, value, nodes, _ in rows if kind == 2 and nodes]
-        corpus = next(((count, mean) for kind, _, count, mean in rows if kind == 3), None)
+        counts = {value: count for kind, value, count, _, _ in rows if kind == 0}
+        required = [value for kind, value, nodes, _, _ in rows if kind == 1 and nodes]
+        excluded = [value for kind, value, nodes, _, _ in rows if kind == 2 and nodes]
+        corpus = next(((count, mean, live) for kind, _, count, mean, live in rows if kind == 3), None)
         if not counts:
             return None  # only stopwords or punctuation
         if corpus is None:
             # Never refreshed: exact numbers from the live table. Cheap for small corpora, but
             # a common lexeme takes ~170 ms to count at 100k chunks, so past a size the
-            # statistics are computed once, here, and every later query reads them.
+            # statistics are computed once, here (~0.1 s per 1000 chunks), and later queries read them.
             cursor.execute(f"SELECT count(*), coalesce(avg(length(search_vector)), 0) FROM {chunks}")
             corpus_size, mean_length = cursor.fetchone()
-            auto_refresh = int(_setting("SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS", 10000))
-            if allow_refresh and corpus_size > auto_refresh and _refresh_quietly():
-                return _prepare(parsed, allow_refresh=False)
-            _warn_missing_stats()
+            auto_refresh = int(_setting("SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS", DEFAULT_STATS_AUTO_REFRESH_CHUNKS))
+            if corpus_size > auto_refresh:
+                if allow_refresh and _refresh_quietly():
+                    return _prepare(parsed, allow_refresh=False)
+                _warn_missing_stats()
             missing, cap = list(counts), None
         else:
-            corpus_size, mean_length = corpus
+            corpus_size, mean_length, estimated_size = corpus
+            if allow_refresh and _grown_apart(corpus_size, estimated_size) and _refresh_quietly():
+                return _prepare(parsed, allow_refresh=False)
             missing = [lexeme for lexeme, count in counts.items() if count is None]
             # Lexemes new since the refresh are rare as a rule; counting stops at the budget so a
             # common one cannot make the count itself slow.
-            cap = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", 4000))
+            cap = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET))
         if missing:
             counts.update(_count_live(cursor, missing, cap))
     corpus_size = max(int(corpus_size), max(counts.values()), 1)
@@ -322,6 +343,17 @@ def _prepare(
     if not terms and not required:
         return None
     return terms, required, excluded, corpus_size, float(mean_length)
+
+
+def _grown_apart(refreshed_size: int, estimated_size: float | None) -> bool:
+    """Has the table's size (the planner's estimate, kept by autovacuum) moved far from the stats'?
+
+    A safety net for deployments that never call ``keyword_stats_refresh`` after ingesting: the
+    statistics follow the corpus in steps of 1.5x. Small differences are not worth a refresh.
+    """
+    if estimated_size is None or estimated_size < 0:
+        return False  # never analyzed: no estimate
+    return estimated_size > 1.5 * refreshed_size + 1000 or estimated_size < refreshed_size / 1.5 - 1000
 
 
 def _refresh_quietly() -> bool:
@@ -342,8 +374,9 @@ def _warn_missing_stats() -> None:
     if not _warned_missing_stats:
         _warned_missing_stats = True
         logger.warning(
-            "Keyword statistics were never computed, so keyword queries count document frequencies live "
-            "(slow beyond ~10k chunks); run search.keyword.keyword_stats_refresh() after ingesting."
+            "Keyword statistics are missing and could not be computed now (another refresh running, or a "
+            "read-only database), so keyword queries count document frequencies live, which is slow on "
+            "large corpora; run search.keyword.keyword_stats_refresh()."
         )
 
 

@@ -314,3 +314,13 @@ def test_statistics_are_computed_on_first_search_of_a_large_corpus(corpus, setti
     hits = keyword_search("coffee", limit=1)
     assert CorpusStat.objects.get().chunk_count == len(corpus)
     assert ids(hits) == [str(corpus["coffee"].id)]
+
+
+def test_statistics_follow_a_corpus_that_grew_far_past_them(corpus):
+    keyword_stats_refresh()
+    CorpusStat.objects.update(chunk_count=1)  # as if refreshed when the corpus was tiny
+    with connection.cursor() as cursor:
+        # What autovacuum's ANALYZE would record once the table holds ~5000 rows.
+        cursor.execute("UPDATE pg_class SET reltuples = 5000 WHERE oid = 'documents_chunk'::regclass")
+    keyword_search("coffee", limit=1)
+    assert CorpusStat.objects.get().chunk_count == len(corpus)
