@@ -219,7 +219,10 @@ def _normalised(text: str) -> str:
 
 
 def answer_context_build(
-    *, question: str, mode: str, results: Sequence[SearchResult], budget_tokens: int, tokenizer=None,
+    *,
+    results: Sequence[SearchResult],
+    budget_tokens: int,
+    tokenizer=None,
     similarities: dict[str, float] | None = None,
 ) -> list[Passage]:
     """Number the results as passages, best first, without duplicates, within ``budget_tokens``.
@@ -298,11 +301,7 @@ def chunk_similarities(*, question: str, chunk_ids: Sequence[str]) -> dict[str, 
 
     if not chunk_ids:
         return {}
-    chunks = list(
-        Chunk.objects.filter(pk__in=list(chunk_ids)).select_related("document").only(
-            "id", "text", "context", "content_hash", "document__id"
-        )
-    )
+    chunks = list(Chunk.objects.filter(pk__in=list(chunk_ids)).only("id", "text", "context", "content_hash"))
     if not chunks:
         return {}
     vectors = embed_chunks(chunks)
@@ -342,8 +341,6 @@ def answer_retrieve(
             floor = float(_setting("ASK_MIN_SIMILARITY", DEFAULT_MIN_SIMILARITY))
             results = [r for r in results if similarities.get(r.chunk_id, -1.0) >= floor]
     passages = answer_context_build(
-        question=question,
-        mode=response.mode,
         results=results,
         budget_tokens=int(settings.ASK_CONTEXT_TOKENS),
         similarities=similarities,
@@ -568,7 +565,9 @@ def llm_error(exc: Exception) -> AnswerError:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return LLMAuthError("The language model refused the credentials; check OPENAI_API_KEY.")
     if isinstance(exc, openai.NotFoundError):
-        return LLMUnavailable(f"The language model server does not know LLM_MODEL={settings.LLM_MODEL!r} (or the URL is wrong).")
+        return LLMUnavailable(
+            f"The language model server does not know LLM_MODEL={settings.LLM_MODEL!r} (or the URL is wrong)."
+        )
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailable("Cannot reach the language model server; check OPENAI_BASE_URL.")
     if isinstance(exc, openai.APIStatusError):
@@ -704,7 +703,8 @@ class ExtractiveProvider(AnswerProvider):
 
         question_weight = sum(idf(t) for t in question_terms) or 1.0
         overlap = np.array(
-            [sum(idf(t) for t in question_terms & terms) / question_weight for terms in sentence_terms], dtype=np.float32
+            [sum(idf(t) for t in question_terms & terms) / question_weight for terms in sentence_terms],
+            dtype=np.float32,
         )
         if len(candidates) > self.max_candidates:
             # Embedding costs about a millisecond a sentence on a CPU; keep the likeliest ones.
@@ -831,7 +831,9 @@ def answer_events(
     yield "done", _done(answer, cleaner.cited, found, warnings, context, started)
 
 
-def _done(answer: str, cited: list[int], found: bool, warnings: list[str], context: AnswerContext, started: float) -> dict:
+def _done(
+    answer: str, cited: list[int], found: bool, warnings: list[str], context: AnswerContext, started: float
+) -> dict:
     return {
         "answer": answer,
         "cited": list(cited),

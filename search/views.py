@@ -49,8 +49,10 @@ def answer_html(text: str) -> SafeString:
     escaped = escape(text)  # markers are digits and brackets, which escaping leaves alone
     return mark_safe(  # noqa: S308 - built from escaped text and digits only
         _MARKER.sub(
-            lambda m: f'<a class="cite" href="#passage-{m.group(1)}" data-n="{m.group(1)}" '
-            f'aria-label="Source {m.group(1)}">[{m.group(1)}]</a>',
+            lambda m: (
+                f'<a class="cite" href="#passage-{m.group(1)}" data-n="{m.group(1)}" '
+                f'aria-label="Source {m.group(1)}">[{m.group(1)}]</a>'
+            ),
             escaped,
         )
     )
@@ -147,7 +149,9 @@ def _search_into(request: HttpRequest, context: dict) -> int:
     offset = params["offset"]
     base = {"q": params["q"], "mode": response.mode} | ({"source": raw["source"]} if raw["source"] else {})
     if offset > 0:
-        context["previous_url"] = "?" + urlencode(base | ({"offset": max(offset - PAGE_SIZE, 0)} if offset > PAGE_SIZE else {}))
+        context["previous_url"] = "?" + urlencode(
+            base | ({"offset": max(offset - PAGE_SIZE, 0)} if offset > PAGE_SIZE else {})
+        )
     if offset + PAGE_SIZE < response.count and offset + PAGE_SIZE <= settings.SEARCH_MAX_OFFSET:
         context["next_url"] = "?" + urlencode(base | {"offset": offset + PAGE_SIZE})
     context["first_rank"] = offset + 1 if response.results else 0

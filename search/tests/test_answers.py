@@ -54,7 +54,9 @@ def markers(text: str) -> list[int]:
 
 
 def test_citations_keep_given_numbers_and_drop_the_rest():
-    text, cited = citations_clean("Tea is steamed [1] and oxidised [9]. Both [1, 3] and [2-4]; see [0] and [x].", count=3)
+    text, cited = citations_clean(
+        "Tea is steamed [1] and oxidised [9]. Both [1, 3] and [2-4]; see [0] and [x].", count=3
+    )
     assert text == "Tea is steamed [1] and oxidised. Both [1][3] and [2][3]; see and [x]."
     assert cited == [1, 3, 2]
 
@@ -91,7 +93,7 @@ def test_passages_are_numbered_in_rank_order_without_duplicate_texts():
         result(2, "Green  TEA is steamed!"),  # the same words under another URL
         result(3, "Black tea is oxidised."),
     ]
-    passages = answer_context_build(question="tea", mode="hybrid", results=results, budget_tokens=1000)
+    passages = answer_context_build(results=results, budget_tokens=1000)
     assert [(p.n, p.chunk_id) for p in passages] == [(1, results[0].chunk_id), (2, results[2].chunk_id)]
     assert passages[1].prompt_text() == "[2] Doc 3\nSource: https://example.com/3\nBlack tea is oxidised."
 
@@ -101,7 +103,7 @@ def test_passages_stop_at_the_token_budget_and_the_last_is_cut_to_fit():
     long_text = " ".join(f"Sentence number {i} talks about tea and water." for i in range(60))
     results = [result(i, f"{i} " + long_text) for i in range(1, 6)]
     budget = 500
-    passages = answer_context_build(question="tea", mode="keyword", results=results, budget_tokens=budget)
+    passages = answer_context_build(results=results, budget_tokens=budget)
     used = sum(len(tokenizer.encode(p.prompt_text(), add_special_tokens=False).ids) + 2 for p in passages)
     assert 1 <= len(passages) < 5 and used <= budget
     assert len(passages[-1].text) < len(results[len(passages) - 1].text)  # cut, not dropped
@@ -109,8 +111,6 @@ def test_passages_stop_at_the_token_budget_and_the_last_is_cut_to_fit():
 
 def test_heading_path_and_title_label_the_passage():
     passages = answer_context_build(
-        question="q",
-        mode="keyword",
         results=[result(1, "Text.", title="Guide", heading_path=["Guide", "Hive", "Frames"])],
         budget_tokens=200,
     )
@@ -156,8 +156,6 @@ def test_the_similarity_floor_is_a_setting(knowledge_base, settings):
 
 def test_sentences_skip_headings_bullets_and_a_cut_first_fragment():
     passage = answer_context_build(
-        question="q",
-        mode="keyword",
         results=[
             result(
                 1,
@@ -224,8 +222,6 @@ def tea_context():
     from search.answers import AnswerContext
 
     passages = answer_context_build(
-        question="How is green tea made?",
-        mode="hybrid",
         results=[result(1, DOCUMENTS["tea"][3], title="Green tea"), result(2, DOCUMENTS["bees"][3], title="Bees")],
         budget_tokens=1000,
     )
@@ -318,8 +314,6 @@ def test_a_slow_llm_times_out_with_a_clear_error(llm):
 def test_an_error_in_the_middle_of_a_stream_ends_it_with_an_error_event(llm):
     llm.chat_answer = "Leaves are steamed soon after picking [1], then rolled and dried."
     llm.chat_stream_error = "The model crashed."
-    events = list(
-        answer_events(context=tea_context(), provider=OpenAIChatProvider.from_settings(), raise_errors=False)
-    )
+    events = list(answer_events(context=tea_context(), provider=OpenAIChatProvider.from_settings(), raise_errors=False))
     assert events[0][0] == "delta" and events[-1][0] == "error"
     assert events[-1][1]["code"] == "llm_unavailable" and "crashed" in events[-1][1]["message"]

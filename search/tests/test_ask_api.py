@@ -188,7 +188,10 @@ def test_a_session_must_send_the_csrf_token_the_page_gives(knowledge_base, djang
     page = client.get("/").content.decode()
     token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
     response = client.post(
-        "/api/ask/", {"question": "How do bees make honey?"}, content_type="application/json", headers={"X-CSRFToken": token}
+        "/api/ask/",
+        {"question": "How do bees make honey?"},
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
     )
     assert response.status_code == 200, response.content
 
