@@ -221,6 +221,13 @@ SEARCH_PUBLIC = env_bool("SEARCH_PUBLIC", False)
 
 # --- Answers ----------------------------------------------------------------------------------
 ASK_CONTEXT_TOKENS = env_int("ASK_CONTEXT_TOKENS", 1500, minimum=100)
+# Cosine floor below which a semantic/hybrid passage does not count as relevant for an answer
+# (measured for all-MiniLM-L6-v2; another embedding model needs its own value).
+ASK_MIN_SIMILARITY = env_float("ASK_MIN_SIMILARITY", 0.30, minimum=-1.0)
+ASK_DEFAULT_LIMIT = env_int("ASK_DEFAULT_LIMIT", 8, minimum=1, maximum=100)
+ASK_MAX_LIMIT = env_int("ASK_MAX_LIMIT", 20, minimum=1, maximum=100)
+ASK_MAX_PER_DOCUMENT = env_int("ASK_MAX_PER_DOCUMENT", 3, minimum=1)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 1, minimum=0)
 
 # --- Crawling ---------------------------------------------------------------------------------
 CRAWL_ALLOW_PRIVATE_ADDRESSES = env_bool("CRAWL_ALLOW_PRIVATE_ADDRESSES", False)
