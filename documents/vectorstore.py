@@ -363,8 +363,14 @@ class VectorStore(abc.ABC):
             self._check_open()
             return {"engine": self.engine, "collection": self.collection, **self._health()}
 
-    def optimize(self) -> bool:
-        """Build search indexes now (edge only; a server optimizes in the background). Slow: see EdgeStore."""
+    def optimize(self, *, min_unindexed: int = 0) -> bool:
+        """Build search indexes now; True if anything changed.
+
+        Only the edge engine needs this (a server optimizes in the background, local mode has no
+        index). It is slow and blocks the process (see vectorstore_edge), so call it from offline
+        commands, e.g. at the end of ``vectors_reindex``; ``min_unindexed`` skips it while fewer
+        points than that still lack the HNSW index.
+        """
         return False
 
     def close(self) -> None:

@@ -271,11 +271,14 @@ class EdgeStore(VectorStore):
             "indexed_vectors": int(info.indexed_vectors_count),
         }
 
-    def optimize(self) -> bool:
+    def optimize(self, *, min_unindexed: int = 0) -> bool:
         """Vacuum deletions and build HNSW for large segments. Blocks the whole process (GIL) meanwhile."""
         with self._lock:
             self._check_open()
             if self._shard is None:
+                return False
+            info = self._edge(self._shard.info)
+            if min_unindexed and info.points_count - info.indexed_vectors_count < min_unindexed:
                 return False
             changed = bool(self._edge(self._shard.optimize))
             self._maybe_flush(force=True)

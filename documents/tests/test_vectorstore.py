@@ -278,6 +278,16 @@ def test_threads_can_write_and_search_at_once(store):
     assert store.count() == 160
 
 
+def test_optimize_keeps_every_point_searchable(store):
+    store.upsert([point(i, document_id=i) for i in range(30)])
+
+    assert store.optimize(min_unindexed=1000) is False  # below the threshold: nothing to do
+    store.optimize()
+
+    assert store.count() == 30
+    assert store.search(unit(5), limit=1, document_ids=[5])[0].id == point(5).id
+
+
 def test_metadata_terms_flatten_values_to_strings():
     terms = metadata_terms({"page": 3, "ok": True, "ratio": 0.5, "n": 2.0, "tags": ["x", 1], "a": {"b": "c"}, "x=y": 1})
 
