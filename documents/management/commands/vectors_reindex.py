@@ -17,8 +17,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--recreate", action="store_true", help="drop and recreate the collection")
         parser.add_argument("--source", help="only this source's chunks (not with --recreate)")
+        parser.add_argument(
+            "--optimize", action="store_true",
+            help="embedded store: build the HNSW index afterwards (minutes at 100k points; blocks the process, "
+            "so run it while the server is stopped)",
+        )
 
-    def handle(self, *args, recreate: bool, source: str | None, **options):
+    def handle(self, *args, recreate: bool, source: str | None, optimize: bool, **options):
         chunks = Chunk.objects.all()
         if source:
             if recreate:
@@ -44,3 +49,7 @@ class Command(BaseCommand):
         self.stdout.write(f"indexed {report.indexed} chunks ({report.cache_hits} from cache), {report.failed} failed")
         if report.stopped_by:
             raise CommandError(f"reindex stopped: {report.stopped_by}")
+        if optimize:
+            self.stdout.write("building the vector index (HNSW)…")
+            built = get_vector_store().optimize()
+            self.stdout.write("index built" if built else "nothing to optimize for this engine")
