@@ -18,7 +18,7 @@ How a query runs (two round trips):
    ``SEARCH_KEYWORD_CANDIDATE_BUDGET``. Common lexemes ("cell", "patient") still score, they just
    do not pull in half the corpus as candidates; a chunk that matches none of the rare words would
    rank low anyway. This bounds the work per query (each candidate costs about 5 us of CPU:
-   ~16 ms per query at 100k chunks) for about -0.007 nDCG@10 and -0.04 Recall@100 there.
+   ~16 ms per query at 100k chunks) for about -0.007 nDCG@10 and -0.05 Recall@100 there.
    A query whose every lexeme is over budget requires its rarest lexemes together instead, and
    a filter that leaves fewer chunks than the budget lets every lexeme bring candidates. Required
    phrases and exclusions are part of the same tsquery, so the index enforces them. The
