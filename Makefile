@@ -11,6 +11,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# Export the packaged embedding model to ONNX (int8) once, into var/models.
+	EMBEDDING_MODEL_DIR=$(CURDIR)/var/models $(PY) manage.py embedder_export
 	touch $@
 
 setup: $(VENV)/.installed

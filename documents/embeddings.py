@@ -132,8 +132,9 @@ def _torch_encoder(*, batch_size: int, threads: int):
 
 
 def onnx_model_dir() -> Path:
-    """Where the ONNX export lives: DATA_DIR/models/all-MiniLM-L6-v2/onnx."""
-    return Path(settings.DATA_DIR) / "models" / LOCAL_MODEL / "onnx"
+    """Where the ONNX export lives: EMBEDDING_MODEL_DIR (default DATA_DIR/models)/all-MiniLM-L6-v2/onnx."""
+    base = getattr(settings, "EMBEDDING_MODEL_DIR", None) or Path(settings.DATA_DIR) / "models"
+    return Path(base) / LOCAL_MODEL / "onnx"
 
 
 def _embedder_key() -> tuple:

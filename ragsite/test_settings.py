@@ -10,6 +10,11 @@ import tempfile
 os.environ.setdefault("DJANGO_ENV", "test")
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="ragsite-test-"))
 os.environ.setdefault("TASKS_BACKEND", "immediate")
+# The ONNX export of the embedder is built once (by `make setup`, or lazily) and shared by every
+# test session and the processes tests start, instead of once per throwaway DATA_DIR.
+os.environ.setdefault(
+    "EMBEDDING_MODEL_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "models")
+)
 os.environ.setdefault("EMBEDDED_WORKER", "false")
 os.environ.setdefault("CRAWL_ALLOW_PRIVATE_ADDRESSES", "true")
 os.environ.setdefault("CRAWL_DEFAULT_DELAY", "0")
