@@ -291,6 +291,9 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
                         help="any database on the server to use; the bench creates ragsite_load_bench there")
     parser.add_argument("--keep", action="store_true", help="keep the database and data folder")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for gunicorn, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    parser.add_argument("--results-name", default="load", help="bench/results/<name>.json and .md (default load)")
     args = parser.parse_args()
 
     corpus = read_jsonl(DATASET / "corpus.jsonl")
@@ -301,6 +304,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="ragsite-load-"))
     database_url = fresh_database(args.database_url, "ragsite_load_bench")
     server = Server(database_url, data_dir, data_dir / "gunicorn.log")
+    server.env.update(dict(item.split("=", 1) for item in args.server_env))
     result: dict = {}
     try:
         print("migrate, export the ONNX embedder, create a key ...", flush=True)
@@ -369,6 +373,7 @@ def main() -> None:
                 "warmup_s": args.warmup,
                 "mix": MIX,
                 "queries": "SciFact train claims",
+                "server_env_extra": dict(item.split("=", 1) for item in args.server_env),
             },
             "machine": {
                 "cpus": os.cpu_count(),
@@ -407,8 +412,8 @@ def main() -> None:
             print(f"kept {database_url} and {data_dir}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "load.md").write_text(markdown(result))
+    (RESULTS / f"{args.results_name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.results_name}.md").write_text(markdown(result))
     print(markdown(result))
 
 
