@@ -346,6 +346,25 @@ def markdown(result: dict) -> str:
                 f"{row.get('cosine_to_torch_mean', '')} / {row.get('cosine_to_torch_min', '')} |"
             )
         lines.append("")
+    runtimes = quality.get("runtimes", {}) if quality else {}
+    speedups = speed.get("speedup_vs_torch_at_chosen_batch", {}) if speed else {}
+    if "onnx-int8" in runtimes and "onnx-int8" in speedups:
+        delta = runtimes["onnx-int8"].get("ndcg@10_delta_vs_torch", 0.0)
+        met = speedups["onnx-int8"] >= 2.0 and abs(delta) <= 0.01
+        cpu_speedup = speed.get("cpu_speedup_vs_torch", {}).get(f"onnx-int8@{speed['batch_size']}", "?")
+        lines += [
+            "## Goal (issue 9): int8 at least 2x torch fp32, nDCG@10 within 0.01",
+            "",
+            f"onnx-int8 vs torch fp32 at batch {speed['batch_size']}: {speedups['onnx-int8']}x (wall), "
+            f"{cpu_speedup}x (CPU time); "
+            f"nDCG@10 delta {delta:+.4f}: {'met' if met else 'NOT met'}.",
+            "",
+        ]
+    lines += [
+        "Re-run: `OMP_NUM_THREADS=2 .venv/bin/python bench/embedder_bench.py` (see its docstring for options; "
+        "embeddings are cached under /tmp/ragsite-embedder-bench).",
+        "",
+    ]
     return "\n".join(lines)
 
 
