@@ -47,10 +47,14 @@ def torch_embedder():
 
 @pytest.fixture(scope="session")
 def onnx_data_dir(tmp_path_factory):
-    """A DATA_DIR whose ONNX export is made once per session, by two racing exporters."""
+    """A fresh DATA_DIR whose ONNX export is made once per session, by two racing exporters."""
     data_dir = tmp_path_factory.mktemp("embeddings-data")
     target = data_dir / "models" / "all-MiniLM-L6-v2" / "onnx"
-    with override_settings(**LOCAL, DATA_DIR=data_dir, EMBEDDING_RUNTIME="onnx-int8"):
+    # EMBEDDING_MODEL_DIR too: the suite otherwise shares one export in var/models, and these
+    # tests are about making one.
+    with override_settings(
+        **LOCAL, DATA_DIR=data_dir, EMBEDDING_MODEL_DIR=data_dir / "models", EMBEDDING_RUNTIME="onnx-int8"
+    ):
         # Like an API process and a worker starting together: the lazy export inside get_embedder()
         # and `manage.py embedder_export` run at once on an empty folder.
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -63,13 +67,17 @@ def onnx_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def int8_embedder(onnx_data_dir):
-    with override_settings(**LOCAL, DATA_DIR=onnx_data_dir, EMBEDDING_RUNTIME="onnx-int8"):
+    with override_settings(
+        **LOCAL, DATA_DIR=onnx_data_dir, EMBEDDING_MODEL_DIR=onnx_data_dir / "models", EMBEDDING_RUNTIME="onnx-int8"
+    ):
         yield get_embedder()
 
 
 @pytest.fixture(scope="session")
 def onnx_fp32_embedder(onnx_data_dir):
-    with override_settings(**LOCAL, DATA_DIR=onnx_data_dir, EMBEDDING_RUNTIME="onnx-fp32"):
+    with override_settings(
+        **LOCAL, DATA_DIR=onnx_data_dir, EMBEDDING_MODEL_DIR=onnx_data_dir / "models", EMBEDDING_RUNTIME="onnx-fp32"
+    ):
         yield get_embedder()
 
 
@@ -126,7 +134,9 @@ def test_no_texts_give_an_empty_matrix(torch_embedder):
 def test_get_embedder_is_cached_per_process_and_keyed_by_settings(torch_embedder, int8_embedder, onnx_data_dir):
     with override_settings(**LOCAL, EMBEDDING_RUNTIME="torch"):
         assert get_embedder() is torch_embedder
-    with override_settings(**LOCAL, DATA_DIR=onnx_data_dir, EMBEDDING_RUNTIME="onnx-int8"):
+    with override_settings(
+        **LOCAL, DATA_DIR=onnx_data_dir, EMBEDDING_MODEL_DIR=onnx_data_dir / "models", EMBEDDING_RUNTIME="onnx-int8"
+    ):
         assert get_embedder() is int8_embedder
     assert int8_embedder is not torch_embedder
 
@@ -152,7 +162,7 @@ def test_export_of_a_current_model_rewrites_nothing(onnx_data_dir, int8_embedder
 
 @pytest.mark.slow
 def test_embedder_export_command_reports_an_existing_export(onnx_data_dir, int8_embedder, capsys):
-    with override_settings(DATA_DIR=onnx_data_dir):
+    with override_settings(DATA_DIR=onnx_data_dir, EMBEDDING_MODEL_DIR=onnx_data_dir / "models"):
         call_command("embedder_export")
 
     assert "already current" in capsys.readouterr().out
