@@ -339,7 +339,7 @@ def answer_retrieve(
             warnings.append("The relevance check is unavailable; answering from keyword matches.")
         else:
             floor = float(_setting("ASK_MIN_SIMILARITY", DEFAULT_MIN_SIMILARITY))
-            results = [r for r in results if similarities.get(r.chunk_id, -1.0) >= floor]
+            results = [r for r in results if _relevant(r, similarities.get(r.chunk_id, -1.0), floor, response.mode)]
     passages = answer_context_build(
         results=results,
         budget_tokens=int(settings.ASK_CONTEXT_TOKENS),
@@ -353,6 +353,19 @@ def answer_retrieve(
         warnings=warnings,
         retrieved=len(response.results),
     )
+
+
+def _relevant(result, similarity: float, floor: float, mode: str) -> bool:
+    """Above the similarity floor; in hybrid mode a top keyword match also counts at half the floor.
+
+    A chunk that covers a whole short document can sit a little under the floor for a precise
+    question it does answer, while BM25 ranks it first (seen on a 160-token guide). Requiring
+    half the floor still keeps off-subject questions out (their best scores sit near 0.19).
+    """
+    if similarity >= floor:
+        return True
+    keyword_rank = getattr(result, "keyword_rank", None)
+    return mode == "hybrid" and keyword_rank is not None and keyword_rank <= 3 and similarity >= floor / 2
 
 
 # --- Citations ------------------------------------------------------------------------------

@@ -317,3 +317,19 @@ def test_an_error_in_the_middle_of_a_stream_ends_it_with_an_error_event(llm):
     events = list(answer_events(context=tea_context(), provider=OpenAIChatProvider.from_settings(), raise_errors=False))
     assert events[0][0] == "delta" and events[-1][0] == "error"
     assert events[-1][1]["code"] == "llm_unavailable" and "crashed" in events[-1][1]["message"]
+
+
+def test_a_top_keyword_match_counts_in_hybrid_mode_at_half_the_similarity_floor():
+    from types import SimpleNamespace
+
+    from search.answers import _relevant
+
+    top_keyword = SimpleNamespace(keyword_rank=1)
+    semantic_only = SimpleNamespace(keyword_rank=None)
+    deep_keyword = SimpleNamespace(keyword_rank=7)
+    assert _relevant(semantic_only, 0.31, 0.30, "semantic")
+    assert not _relevant(semantic_only, 0.25, 0.30, "hybrid")
+    assert _relevant(top_keyword, 0.25, 0.30, "hybrid")
+    assert not _relevant(top_keyword, 0.10, 0.30, "hybrid")  # off-subject despite shared words
+    assert not _relevant(deep_keyword, 0.25, 0.30, "hybrid")
+    assert not _relevant(top_keyword, 0.25, 0.30, "semantic")
