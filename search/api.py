@@ -149,6 +149,7 @@ def search_response_body(response) -> dict:
 
 class SearchView(APIView):
     error_statuses = (503,)  # semantic/hybrid with the vector store or the embedder down
+
     @extend_schema(
         summary="Search chunks",
         description=(
