@@ -284,6 +284,10 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default: one per physical core
         options.inter_op_num_threads = 1
+        # No busy-waiting between ops: the web server, the worker and PostgreSQL share these few
+        # cores, and spinning threads burn CPU they need. Measured on 2 busy cores (int8, batch 32):
+        # 7.4 vs 5.3 chunks/s, and 23.0 vs 20.7 chunks per CPU-second, without spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = load_model_tokenizer()
