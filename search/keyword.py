@@ -183,29 +183,49 @@ def keyword_snippets(
     ids = [str(pk) for pk in chunk_ids]
     if not ids:
         return {}
-    lexemes = _query_lexemes(query)
+    expression, params = snippet_sql(query, max_words=max_words, min_words=min_words, max_fragments=max_fragments)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.id, {expression} FROM {Chunk._meta.db_table} c WHERE c.id = ANY(%(ids)s::uuid[])",
+            {**params, "ids": ids},
+        )
+        return {str(pk): snippet for pk, snippet in cursor.fetchall()}
+
+
+def snippet_sql(
+    query: str, *, text_sql: str = "c.text", max_words: int = 35, min_words: int = 15, max_fragments: int = 2
+) -> tuple[str, dict[str, object]]:
+    """A SQL expression (and its parameters) giving ``keyword_snippets``' snippet of ``text_sql``.
+
+    The query's lexemes become the OR tsquery inside the same statement (an uncorrelated
+    subquery, computed once), quoted exactly as ``_lexeme_tsquery`` quotes them, so a caller can
+    fetch snippets together with the rows they belong to: one round trip instead of three
+    (search.selectors._hydrate; bench/results/search_scale.md).
+    """
     options = (
         f'StartSel="{SNIPPET_START}", StopSel="{SNIPPET_STOP}", MaxWords={int(max_words)}, '
         f'MinWords={int(min_words)}, ShortWord=3, MaxFragments={int(max_fragments)}, FragmentDelimiter=" … "'
     )
-    # An empty query would make ts_headline complain; a lexeme that occurs nowhere gives the
-    # text's opening words instead, which is what a snippet without matches should show.
-    tsquery = _or_tsquery(lexemes) if lexemes else "'\u0001'"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT c.id, ts_headline(%(config)s, translate(c.text, %(markers)s, ''), %(tsquery)s::tsquery, %(options)s)
-            FROM {Chunk._meta.db_table} c WHERE c.id = ANY(%(ids)s::uuid[])
-            """,
-            {
-                "config": SEARCH_CONFIG,
-                "markers": SNIPPET_START + SNIPPET_STOP,
-                "tsquery": tsquery,
-                "options": options,
-                "ids": ids,
-            },
-        )
-        return {str(pk): snippet for pk, snippet in cursor.fetchall()}
+    # chr(39) is a quote, chr(92) a backslash: 'lexeme' with ' doubled and \ escaped. An empty
+    # query would make ts_headline complain; a lexeme that occurs nowhere (\x01) gives the text's
+    # opening words instead, which is what a snippet without matches should show.
+    tsquery = (
+        "(SELECT coalesce(string_agg(chr(39) || replace(replace(l, chr(92), chr(92) || chr(92)), chr(39), "
+        "chr(39) || chr(39)) || chr(39), ' | ' ORDER BY l), %(snippet_nomatch)s)::tsquery "
+        "FROM unnest(tsvector_to_array(to_tsvector(%(snippet_config)s::regconfig, %(snippet_text)s))) AS l)"
+    )
+    expression = (
+        f"ts_headline(%(snippet_config)s::regconfig, translate({text_sql}, %(snippet_markers)s, ''), {tsquery}, "
+        "%(snippet_options)s)"
+    )
+    params = {
+        "snippet_config": SEARCH_CONFIG,
+        "snippet_markers": SNIPPET_START + SNIPPET_STOP,
+        "snippet_nomatch": "'\u0001'",
+        "snippet_text": query_parse(query).ranking_text,
+        "snippet_options": options,
+    }
+    return expression, params
 
 
 def snippet_html(snippet: str) -> str:
@@ -439,17 +459,6 @@ def _filtered_size_at_most(filter_sql: str, params: dict[str, object], size: int
             {**params, "probe": size + 1},
         )
         return cursor.fetchone()[0] <= size
-
-
-def _query_lexemes(query: str) -> list[str]:
-    text = query_parse(query).ranking_text
-    if not text:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT lexeme FROM unnest(to_tsvector(%s::regconfig, %s)) ORDER BY lexeme", [SEARCH_CONFIG, text]
-        )
-        return [row[0] for row in cursor.fetchall()]
 
 
 def _lexeme_tsquery(lexeme: str) -> str:
