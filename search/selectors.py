@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -151,9 +154,18 @@ def chunk_search(
         for i, cand in enumerate(ranked, start=1):
             cand.semantic_rank = i
     else:
-        keyword = keyword_candidates(query, limit=depth, filters=filters)
+        # The semantic side (query embedding + vector search: no database) runs in another thread
+        # while this one waits on PostgreSQL for the keyword side; both release the GIL for most
+        # of their time, so hybrid costs about the slower of the two instead of their sum
+        # (bench/results/search_scale.md).
+        pending = _semantic_executor().submit(semantic_candidates, query, limit=depth, filters=filters)
         try:
-            semantic = semantic_candidates(query, limit=depth, filters=filters)
+            keyword = keyword_candidates(query, limit=depth, filters=filters)
+        except BaseException:
+            pending.cancel()
+            raise
+        try:
+            semantic = pending.result()
         except SearchUnavailable as exc:
             logger.warning("hybrid search fell back to keyword results: %s", exc)
             warnings.append(f"{exc}; showing keyword results only")
@@ -177,6 +189,22 @@ def chunk_search(
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         warnings=warnings,
     )
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+
+
+def _semantic_executor() -> ThreadPoolExecutor:
+    """A process-wide pool for the semantic half of hybrid searches (re-created after a fork)."""
+    global _executor, _executor_pid
+    with _executor_lock:
+        if _executor is None or _executor_pid != os.getpid():
+            workers = int(getattr(settings, "SEARCH_SEMANTIC_THREADS", 8))
+            _executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="search-semantic")
+            _executor_pid = os.getpid()
+        return _executor
 
 
 def _hydrate(page: list[_Candidate], query: str, *, offset: int, with_snippets: bool) -> list[SearchResult]:
