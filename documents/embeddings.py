@@ -209,6 +209,19 @@ def get_embedder() -> Embedder:
     return embedder
 
 
+def embedder_max_tokens() -> int:
+    """The configured embedder's input limit in tokens, without loading a model to learn it."""
+    key = _embedder_key()
+    loaded = _embedders.get(key)
+    if loaded is not None:
+        return loaded.max_tokens
+    if key[0] == "local":
+        return LocalEmbedder.max_tokens
+    from documents.embeddings_openai import OpenAIEmbedder
+
+    return OpenAIEmbedder.max_tokens
+
+
 def embedders_reset() -> None:
     """Forget loaded embedders (tests; after changing settings outside override_settings)."""
     with _embedders_lock:

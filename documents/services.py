@@ -86,11 +86,12 @@ def chunk_token_budget(tokenizer, title: str, parsed) -> int:
     input (256 tokens for all-MiniLM-L6-v2, including two special tokens); without this the
     end of every full chunk would never be embedded.
     """
-    from documents.embeddings import EmbeddingError, get_embedder
+    from documents.embeddings import EmbeddingError, embedder_max_tokens
 
     try:
-        limit = getattr(get_embedder(), "max_tokens", 0) or 0
-    except EmbeddingError:  # storing and keyword indexing must not depend on the embedder
+        # Read without loading the model: storing and keyword indexing never need it.
+        limit = embedder_max_tokens()
+    except EmbeddingError:
         limit = 0
     budget = settings.CHUNK_SIZE_TOKENS
     if limit:
