@@ -10,10 +10,11 @@ What runs, and why this way:
   (``ragsite_load_bench`` on the server DATABASE_URL names, dropped afterwards) and a temporary
   DATA_DIR. The embedder is the production default (EMBEDDING_RUNTIME=onnx-int8, exported first
   as the image build does).
-- There is no Qdrant server here, so the vector store is Qdrant local mode, which only one
-  process may open: gunicorn runs ONE worker process (4 gthread threads), which also runs the
-  embedded task worker. That is the honest configuration without a Qdrant server; Compose's
-  production setup runs 4 workers against a Qdrant server.
+- There is no Qdrant server here, so the vector store is the embedded one (QDRANT_LOCAL_ENGINE:
+  qdrant-edge by default, or qdrant-client's local mode), which only one process may open:
+  gunicorn runs ONE worker process (4 gthread threads), which also runs the embedded task
+  worker. That is the honest configuration without a Qdrant server; Compose's production setup
+  runs 4 workers against a Qdrant server. The settings the server resolved are recorded.
 - Throttling is raised out of the way (THROTTLE_KEY=1000000/min; the default 1200/min per key
   would turn a single-key load test into a throttling test).
 - The corpus (SciFact abstracts) is ingested through the API; the load waits until every chunk
@@ -60,6 +61,13 @@ DATASET = Path("/work/shared/datasets/scifact-train")
 RESULTS = ROOT / "bench" / "results"
 GUNICORN_CMD = [str(VENV_BIN / "gunicorn"), "-c", "ragsite/gunicorn.conf.py", "ragsite.wsgi"]
 MIX = {"keyword": 0.32, "semantic": 0.32, "hybrid": 0.32, "ingest": 0.04}
+
+
+RESOLVED_SETTINGS = (
+    "import json; from django.conf import settings as s; print(json.dumps({n: getattr(s, n, None) for n in "
+    "['QDRANT_LOCAL_ENGINE', 'EMBEDDING_RUNTIME', 'EMBEDDING_BATCH_SIZE', 'DB_POOL_MAX_SIZE', 'SEARCH_DEFAULT_MODE', "
+    "'SEARCH_CANDIDATES']}))"
+)
 
 
 def free_port() -> int:
@@ -311,6 +319,8 @@ def main() -> None:
         server.manage("migrate", "--no-input")
         server.manage("embedder_export")
         key = server.manage("create_api_key", "load-bench", "--scope", "write").strip()
+        # the settings the server will run with, as Django resolves them from this environment
+        resolved = json.loads(server.manage("shell", "-c", RESOLVED_SETTINGS).strip().splitlines()[-1])
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         print(f"start gunicorn on {server.base} ...", flush=True)
         started = time.monotonic()
@@ -365,8 +375,9 @@ def main() -> None:
                 "django_env": "production",
                 "gunicorn_workers": 1,
                 "gunicorn_threads": 4,
-                "vector_store": "Qdrant local mode (embedded; one process owns it)",
-                "embedding_runtime": "onnx-int8",
+                "vector_store": f"embedded, engine {resolved['QDRANT_LOCAL_ENGINE']} (no QDRANT_URL; one process owns it)",
+                "embedding_runtime": resolved["EMBEDDING_RUNTIME"],
+                "settings": resolved,
                 "throttle_key": server.env["THROTTLE_KEY"],
                 "clients": args.clients,
                 "duration_s": round(elapsed, 1),
