@@ -127,8 +127,8 @@ def main() -> None:
     fused = [r for r in rows if "level" in r]
     best = max(fused, key=lambda r: (r["ndcg_at_10"], r["recall_at_100"]))
     current = next(
-        (r for r in fused if r["level"] == "document" and r["k"] == settings.SEARCH_RRF_K
-         and r["keyword_weight"] == settings.SEARCH_KEYWORD_WEIGHT and r["depth"] == min(settings.SEARCH_CANDIDATES, args.depth)),
+        (r for r in fused if r["level"] == "chunk" and r["k"] == settings.SEARCH_RRF_K
+         and r["keyword_weight"] == settings.SEARCH_KEYWORD_WEIGHT and r["depth"] == min(settings.SEARCH_CANDIDATES * 2, args.depth)),  # chunk_search doubles the depth when grouping
         None,
     )
     result = {

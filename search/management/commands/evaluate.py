@@ -36,8 +36,15 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", help="write the results to this file")
         parser.add_argument("--source", help="source name (default: beir-<folder name>)")
         parser.add_argument("--no-sync", action="store_true", help="do not embed pending chunks before searching")
+        parser.add_argument(
+            "--through-api", action="store_true",
+            help="send every query as GET /api/search/ through Django's full HTTP stack (latency includes "
+            "authentication, serialisation and snippets)",
+        )
 
-    def handle(self, *args, dataset_dir, split, mode, limit_queries, json_path, source, no_sync, **options):
+    def handle(
+        self, *args, dataset_dir, split, mode, limit_queries, json_path, source, no_sync, through_api, **options
+    ):
         if limit_queries < 0:
             raise CommandError("--limit-queries must be a positive number")
         try:
@@ -69,10 +76,17 @@ class Command(BaseCommand):
             query_ids = query_ids[:limit_queries]
         filters = SearchFilters(source_ids=[src.pk])
 
+        client = self._api_client() if through_api else None
         results = []
         for m in modes:
             def search(text: str, m=m):
                 started = time.perf_counter()
+                if client is not None:
+                    response = client.get("/api/search/", {"q": text, "mode": m, "limit": 100, "source": src.pk})
+                    took = (time.perf_counter() - started) * 1000
+                    if response.status_code != 200:
+                        raise CommandError(f"{m}: /api/search/ answered {response.status_code}: {response.content[:300]!r}")
+                    return [id_of.get(r["document_id"], "") for r in response.json()["results"]], took
                 response = chunk_search(text, mode=m, limit=100, filters=filters, max_per_document=1, with_snippets=False)
                 took = (time.perf_counter() - started) * 1000
                 return [id_of.get(r.document_id, "") for r in response.results], took
@@ -94,6 +108,7 @@ class Command(BaseCommand):
             from django.conf import settings
 
             payload = {
+                "through_api": through_api,
                 "dataset": dataset.name,
                 "split": split,
                 "documents": len(dataset.corpus),
@@ -102,6 +117,7 @@ class Command(BaseCommand):
                     for name in (
                         "EMBEDDING_MODEL", "EMBEDDING_RUNTIME", "CHUNK_SIZE_TOKENS", "CHUNK_OVERLAP_TOKENS",
                         "SEARCH_RRF_K", "SEARCH_KEYWORD_WEIGHT", "SEARCH_SEMANTIC_WEIGHT", "SEARCH_CANDIDATES",
+                        "SEARCH_MAX_PER_DOCUMENT", "SEARCH_BM25_K1", "SEARCH_BM25_B",
                     )
                 },
                 "results": [
@@ -111,6 +127,18 @@ class Command(BaseCommand):
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
             self.stdout.write(f"wrote {json_path}")
+
+    def _api_client(self):
+        """A test client with a throwaway read key: the real URL, authentication and serializers."""
+        from django.test import Client
+
+        from documents.auth import api_key_create
+
+        row, key = api_key_create(name="evaluate (temporary)")
+        import atexit
+
+        atexit.register(lambda: type(row).objects.filter(pk=row.pk).delete())
+        return Client(HTTP_AUTHORIZATION=f"Bearer {key}", SERVER_NAME="localhost")
 
     def _load(self, dataset, src: Source) -> None:
         prefix = f"{URL_PREFIX}{dataset.name}/"
