@@ -37,3 +37,10 @@ def test_ready_answers_503_naming_the_database_when_it_is_unreachable(manage, tm
     body = json.loads(lines[-1])
     assert "database" in body["failed"]
     assert body["checks"]["database"]["status"] == "error"
+
+
+def test_the_api_docs_page_loads_its_assets_from_this_server(db, client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "drf_spectacular_sidecar" in page and "cdn." not in page.lower()
