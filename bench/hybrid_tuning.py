@@ -118,7 +118,11 @@ def main() -> None:
                 for depth in (50, 100, 200):
                     if depth > args.depth:
                         continue
-                    n, r = score(lambda kw, sem: fuse(kw, sem, k=k, wk=wk, ws=1.0, depth=depth, level=level))
+                    n, r = score(
+                        lambda kw, sem, k=k, wk=wk, depth=depth, level=level: fuse(
+                            kw, sem, k=k, wk=wk, ws=1.0, depth=depth, level=level
+                        )
+                    )
                     rows.append({
                         "config": f"rrf level={level} k={k} keyword_weight={wk} semantic_weight=1 depth={depth}",
                         "level": level, "k": k, "keyword_weight": wk, "depth": depth,

@@ -22,6 +22,6 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 os.environ.setdefault("THROTTLE_ANON", "100000/min")
 os.environ.setdefault("THROTTLE_KEY", "100000/min")
 
-from ragsite.settings import *  # noqa: E402, F403
+from ragsite.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

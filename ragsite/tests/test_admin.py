@@ -21,10 +21,10 @@ def objects(db):
 
 def _urls(objects):
     for model in admin.site._registry:
-        info = (model._meta.app_label, model._meta.model_name)
-        yield reverse("admin:%s_%s_changelist" % info)
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        yield reverse(f"{prefix}_changelist")
         if model in objects:
-            yield reverse("admin:%s_%s_change" % info, args=[objects[model].pk])
+            yield reverse(f"{prefix}_change", args=[objects[model].pk])
 
 
 def test_every_admin_page_answers_200_for_staff(staff_client, objects):

@@ -83,7 +83,7 @@ def test_evaluate_matches_metrics_recomputed_from_the_api_rankings(api, fresh_st
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_beir_dataset(tmp_path):
-    with pytest.raises(CommandError, match="corpus.jsonl"):
+    with pytest.raises(CommandError, match=r"corpus\.jsonl"):
         call_command("evaluate", str(tmp_path))
     with pytest.raises(CommandError, match="splits here: test"):
         call_command("evaluate", str(TINY), "--split", "dev")

@@ -37,4 +37,4 @@ class Command(BaseCommand):
         argv.append("ragsite.wsgi:application")
         self.stdout.write(f"ragsite at http://{host}:{port}/  (admin: /admin/, API docs: /api/docs/)")
         self.stdout.flush()
-        os.execvpe(argv[0], argv, env)
+        os.execvpe(argv[0], argv, env)  # noqa: S606 - replace this process with gunicorn, no shell
