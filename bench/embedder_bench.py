@@ -205,6 +205,7 @@ def measure_speed(args, texts: list[str], runtimes: list[str], batch_sizes: list
     }
     for encode in encoders.values():
         encode(texts[:8])  # warm-up: first-run allocations and lazy initialisation
+    load_at_start = os.getloadavg()
     best = dict.fromkeys(encoders, float("inf"))
     best_cpu = dict.fromkeys(encoders, float("inf"))
     for round_no in range(args.rounds):
@@ -240,6 +241,7 @@ def measure_speed(args, texts: list[str], runtimes: list[str], batch_sizes: list
         "docs": len(texts),
         "tokens": tokens,
         "rounds": args.rounds,
+        "load_average": {"start": load_at_start[0], "end": os.getloadavg()[0]},
         "batch_size": chosen,
         "rows": rows,
         "speedup_vs_torch": {
@@ -298,12 +300,13 @@ def measure_quality(args, runtimes, doc_ids, texts, queries, qrels, onnx_dir, ba
 def markdown(result: dict) -> str:
     speed, quality, memory = result.get("speed", {}), result.get("quality", {}), result.get("memory", {})
     m = result["machine"]
+    load = speed.get("load_average") or {"start": m["load_average_at_start"][0], "end": m["load_average_at_end"][0]}
     lines = [
         "# Local embedder: torch fp32 vs ONNX Runtime fp32 / int8",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads per runtime; load average "
-        f"{m['load_average_at_start'][0]:.1f} at start, {m['load_average_at_end'][0]:.1f} at end (the cores are "
-        "shared: compare ratios, which are measured side by side in interleaved rounds, not absolute figures).",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads per runtime; 1-minute load average "
+        f"during the speed runs {load['start']:.1f} at start, {load['end']:.1f} at end (the cores are shared with "
+        "other processes: compare ratios, measured side by side in interleaved rounds, not absolute figures).",
         f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}. "
         f"int8 recipe: dynamic, ops {result['int8_recipe']['op_types']}, per-channel={result['int8_recipe']['per_channel']}.",
         "",
