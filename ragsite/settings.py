@@ -190,6 +190,10 @@ EMBEDDING_RUNTIME = env_choice("EMBEDDING_RUNTIME", "onnx-int8", ["torch", "onnx
 # Where the ONNX export of the packaged model lives (built by `manage.py embedder_export`).
 EMBEDDING_MODEL_DIR = Path(env_str("EMBEDDING_MODEL_DIR", str(DATA_DIR / "models"))).resolve()
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32, minimum=1, maximum=2048)
+# Threads per process for the local model (0 = the runtime's default). Under a container CPU quota
+# set it to the real core count, or ONNX Runtime may start one thread per host core.
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0, maximum=256)
+OPENAI_RETRY_BASE_DELAY = env_float("OPENAI_RETRY_BASE_DELAY", 0.5, minimum=0.0)
 EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 0, minimum=0)
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
