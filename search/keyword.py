@@ -144,20 +144,24 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
             " || setweight(ts_filter(c.search_vector, '{b}'), 'D', %(lexemes)s::text[]), '{c,d}')"
         )
         term_frequency = "cardinality(u.weights) + %(context_extra)s * cardinality(array_positions(u.weights, 'C'))"
+    # Scores come from one grouped aggregate over (candidate, query lexeme) rows: ~17% faster at
+    # 100k chunks than a correlated scoring subquery per candidate, same results
+    # (bench/results/search_scale.md). LEFT JOIN keeps a candidate none of whose lexemes is
+    # scored (a phrase-only match): its score is NULL and it sorts last, as before.
     sql = f"""
         SELECT s.id, s.document_id, s.score FROM (
-            SELECT c.id, c.document_id, (
-                SELECT sum((%(idfs)s::float8[])[array_position(%(lexemes)s::text[], t.lexeme)]
-                           * t.tf * %(k1_plus_1)s
-                           / (t.tf + %(k1)s * (%(one_minus_b)s + %(b_per_mean_length)s * c.length)))
-                FROM (SELECT u.lexeme, {term_frequency} AS tf FROM unnest({restricted}) u) t
-            ) AS score
+            SELECT c.id, c.document_id,
+                   sum((%(idfs)s::float8[])[array_position(%(lexemes)s::text[], t.lexeme)]
+                       * t.tf * %(k1_plus_1)s
+                       / (t.tf + %(k1)s * (%(one_minus_b)s + %(b_per_mean_length)s * c.length))) AS score
             FROM (
                 SELECT c.id, c.document_id, c.search_vector, length(c.search_vector) AS length
                 FROM {Chunk._meta.db_table} c
                 WHERE c.search_vector @@ ({" && ".join(match_parts)}) AND {filter_sql}
                 LIMIT %(cap)s
             ) c
+            LEFT JOIN LATERAL (SELECT u.lexeme, {term_frequency} AS tf FROM unnest({restricted}) u) t ON true
+            GROUP BY c.id, c.document_id, c.length
         ) s
         ORDER BY s.score DESC NULLS LAST, s.id
         LIMIT %(limit)s
