@@ -594,9 +594,14 @@ def phase_soak(args: argparse.Namespace) -> dict:
     stop = threading.Event()
     t_start = time.perf_counter()
 
+    split: list[tuple[float, float, float]] = []  # (seconds, anonymous MB, file-backed MB)
+
     def sampler() -> None:
         while not stop.is_set():
-            samples.append((round(time.perf_counter() - t_start, 1), round(proc_status()["VmRSS"], 1)))
+            now = round(time.perf_counter() - t_start, 1)
+            samples.append((now, round(proc_status()["VmRSS"], 1)))
+            anon, file = rss_split()
+            split.append((now, anon, file))
             stop.wait(args.soak_interval)
 
     thread = threading.Thread(target=sampler, daemon=True)
@@ -632,8 +637,24 @@ def phase_soak(args: argparse.Namespace) -> dict:
         "slope_mb_per_min": slope(samples),
         "slope_second_half_mb_per_min": slope(half),
         "samples": samples,
+        # Anonymous memory is the heap (a leak shows there); file-backed is mapped files such as
+        # the vector store's segments, which fill up to their size on disk as queries touch them.
+        "rss_anon_file_samples": split,
+        "anon_slope_mb_per_min": slope([(t, a) for t, a, _ in split]),
+        "anon_slope_second_half_mb_per_min": slope([(t, a) for t, a, _ in split[len(split) // 2 :]]),
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def rss_split() -> tuple[float, float]:
+    """(RssAnon, RssFile) of this process in MB."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) / 1024
+    return round(out.get("RssAnon", 0.0), 1), round(out.get("RssFile", 0.0), 1)
 
 
 def slope(samples: list[tuple[float, float]]) -> float | None:
@@ -840,6 +861,13 @@ def markdown(report: dict) -> str:
             f"{soak['slope_second_half_mb_per_min']} MB/min over its second half. Load average at the end: "
             f"{soak['load_average_end'][0]}. Samples (MB): {', '.join(str(r) for r in rss)}.",
         ]
+        split = soak.get("rss_anon_file_samples")
+        if split:
+            lines[-1] += (
+                f" Of which anonymous (heap): {split[0][1]} -> {split[-1][1]} MB, slope "
+                f"{soak['anon_slope_mb_per_min']} MB/min ({soak['anon_slope_second_half_mb_per_min']} over the second "
+                f"half); file-backed (mapped store segments and libraries): {split[0][2]} -> {split[-1][2]} MB."
+            )
     lines += [
         "",
         f"Versions: {json.dumps(report.get('versions', {}))}; CPU: {report.get('cpu', '')}; "
