@@ -364,12 +364,12 @@ class VectorStore(abc.ABC):
             return {"engine": self.engine, "collection": self.collection, **self._health()}
 
     def optimize(self, *, min_unindexed: int = 0) -> bool:
-        """Build search indexes now; True if anything changed.
+        """Build search indexes now and wait; True if anything changed.
 
         Only the edge engine needs this (a server optimizes in the background, local mode has no
-        index). It is slow and blocks the process (see vectorstore_edge), so call it from offline
-        commands, e.g. at the end of ``vectors_reindex``; ``min_unindexed`` skips it while fewer
-        points than that still lack the HNSW index.
+        index; edge also builds in the background by itself, see vectorstore_edge). It takes
+        minutes at 100k points; ``min_unindexed`` skips it while fewer points than that still
+        lack the HNSW index.
         """
         return False
 
@@ -436,8 +436,14 @@ def vector_store_open(
     timeout: int = 10,
     path: Path | str | None = None,
     engine: str = DEFAULT_LOCAL_ENGINE,
+    index_threshold: int = 0,
+    index_idle: float = 30.0,
 ) -> VectorStore:
-    """Open a store explicitly (tests, benchmarks); the application uses get_vector_store()."""
+    """Open a store explicitly (tests, benchmarks); the application uses get_vector_store().
+
+    ``index_threshold``/``index_idle`` (edge only): build the HNSW index in the background once
+    that many points lack it and no write came for that many seconds; 0 = only on request.
+    """
     if url:
         from documents.vectorstore_qdrant import QdrantClientStore
 
@@ -447,7 +453,7 @@ def vector_store_open(
     if engine == "edge":
         from documents.vectorstore_edge import EdgeStore
 
-        return EdgeStore(collection=collection, path=Path(path))
+        return EdgeStore(collection=collection, path=Path(path), index_threshold=index_threshold, index_idle=index_idle)
     if engine == "client":
         from documents.vectorstore_qdrant import QdrantClientStore
 
@@ -468,6 +474,8 @@ def _open_from_settings() -> VectorStore:
         timeout=int(getattr(settings, "QDRANT_TIMEOUT", 10) or 10),
         path=path,
         engine=(getattr(settings, "QDRANT_LOCAL_ENGINE", DEFAULT_LOCAL_ENGINE) or DEFAULT_LOCAL_ENGINE).lower(),
+        index_threshold=int(getattr(settings, "QDRANT_EDGE_INDEX_THRESHOLD", 0) or 0),
+        index_idle=float(getattr(settings, "QDRANT_EDGE_INDEX_IDLE", 30.0)),
     )
 
 

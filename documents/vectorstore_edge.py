@@ -9,11 +9,20 @@ Behaviour worth knowing (qdrant-edge-py 0.9, measured in bench/results/vectorsto
 - Every update goes to the write-ahead log before update() returns, so a killed process loses
   nothing; flush() writes segments and lets the log be truncated. We flush at most every
   FLUSH_INTERVAL seconds of writes and on close, which bounds log replay at the next start.
-- New points land in an appendable segment scored by brute force (SIMD; ~9 ms a query at 100k
+- New points land in an appendable segment scored by brute force (SIMD; ~13 ms a query at 100k
   points, ~1 ms when a source/document filter narrows the candidates through a payload index).
-  HNSW is built only by optimize(), which is CPU-heavy (minutes at 100k on two cores) and holds
-  the GIL throughout, freezing every other thread of the process; so it never runs implicitly.
-  Call it from an offline command (e.g. after ``vectors_reindex``) when the speed-up is wanted.
+  HNSW is built by the shard's optimize(), which is CPU-heavy (minutes at 100k on two cores) and
+  holds the GIL throughout, which would freeze every other thread of the process. So the store
+  never calls it in-process: an *index build* copies the shard, optimizes the copy in a child
+  process at a lower CPU priority (documents/edge_index.py) while this process keeps serving from
+  the original, then swaps the indexed copy in under the store's lock (a reload, ~1 s at 100k
+  points) and replays the writes that arrived meanwhile (kept in a journal).
+- Builds start by themselves (``index_threshold``, QDRANT_EDGE_INDEX_THRESHOLD) once that many
+  points lack the index and no write came for ``index_idle`` seconds, so a long ingest is not
+  slowed by a build racing it; ``optimize()`` runs one and waits (``vectors_reindex --optimize``).
+- A crash mid-swap is undone at the next open: while ``edge/.replaced/<collection>`` exists, the
+  swap has not finished and that old shard (complete, thanks to its WAL) is put back; a copy left
+  in ``edge/.indexing/`` is deleted.
 - Calls into the engine hold the GIL too; the store's lock serialises them, which costs nothing
   extra and keeps close()/recreate() from racing a query.
 """
@@ -22,9 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import re
 import shutil
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,8 +74,15 @@ from documents.vectorstore import (
     public_payload,
 )
 
+logger = logging.getLogger(__name__)
+
 FLUSH_INTERVAL = 5.0  # seconds; the WAL already makes each update survive a crash
 UPDATE_BATCH = 1000
+DEFAULT_INDEX_THRESHOLD = 20_000  # points without HNSW before a background build starts
+DEFAULT_INDEX_IDLE = 30.0  # seconds without writes before it starts
+JOURNAL_MAX_POINTS = 200_000  # writes during one build beyond this: give the build up, start again later
+QDRANT_INDEXING_THRESHOLD_KB = 10_000  # Qdrant's own default: segments above this get HNSW
+BUILD_NICE = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -81,7 +102,14 @@ def edge_filter(conditions: Conditions) -> Filter | None:
 class EdgeStore(VectorStore):
     engine = "edge"
 
-    def __init__(self, *, collection: str, path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        collection: str,
+        path: Path,
+        index_threshold: int = 0,
+        index_idle: float = DEFAULT_INDEX_IDLE,
+    ) -> None:
         super().__init__(collection=collection)
         if not _NAME.match(collection) or collection in (".", ".."):
             raise VectorStoreError(
@@ -94,13 +122,32 @@ class EdgeStore(VectorStore):
         self._shard: EdgeShard | None = None
         self._meta: dict | None = None
         self._last_flush = time.monotonic()
+        self.indexing_dir = path / "edge" / ".indexing" / collection
+        self.replaced_dir = path / "edge" / ".replaced" / collection
+        self.index_threshold = max(0, int(index_threshold))
+        self.index_idle = max(0.0, float(index_idle))
+        self._last_write = time.monotonic()
+        self._dirty = True  # the unindexed count may have changed since the monitor last looked
+        self._journal: list[tuple[str, Any]] | None = None  # writes during a build, replayed after the swap
+        self._journal_points = 0
+        self._build_thread: threading.Thread | None = None
+        self._build_proc: subprocess.Popen | None = None
+        self._build_cancelled = False
+        self._build_done = threading.Condition(self._lock)
+        self._index_state: dict[str, Any] = {"state": "idle"}
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
         try:
+            self._recover_swap()
             if (self.shard_dir / "edge_config.json").exists():
                 self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
             self._meta = self._read_sidecar()
         except BaseException:
             self._owner.release()
             raise
+        if self.index_threshold:
+            self._monitor = threading.Thread(target=self._monitor_loop, name="edge-index-monitor", daemon=True)
+            self._monitor.start()
 
     # engine plumbing --------------------------------------------------------------------------
 
@@ -188,6 +235,7 @@ class EdgeStore(VectorStore):
         self._create(dimension=dimension, model_id=model_id)
 
     def _drop_shard(self) -> None:
+        self._build_cancel("the collection was dropped")
         if self._shard is not None:
             with contextlib.suppress(Exception):
                 self._shard.close()
@@ -212,6 +260,7 @@ class EdgeStore(VectorStore):
 
     def _upsert(self, points: list[tuple[str, list[float], dict]]) -> None:
         shard = self._require_shard()
+        self._wrote("upsert", points, len(points))
         for start in range(0, len(points), UPDATE_BATCH):
             batch = [Point(pid, vector, payload) for pid, vector, payload in points[start : start + UPDATE_BATCH]]
             self._edge(shard.update, UpdateOperation.upsert_points(batch))
@@ -220,6 +269,7 @@ class EdgeStore(VectorStore):
     def _delete_ids(self, ids: list[str]) -> None:
         if self._shard is None:
             return
+        self._wrote("delete_ids", ids, len(ids))
         for start in range(0, len(ids), UPDATE_BATCH):
             self._edge(self._shard.update, UpdateOperation.delete_points(ids[start : start + UPDATE_BATCH]))
         self._maybe_flush()
@@ -227,6 +277,7 @@ class EdgeStore(VectorStore):
     def _delete_where(self, conditions: Conditions) -> None:
         if self._shard is None:
             return
+        self._wrote("delete_where", conditions, 1)
         self._edge(self._shard.update, UpdateOperation.delete_points_by_filter(edge_filter(conditions)))
         self._maybe_flush()
 
@@ -269,22 +320,214 @@ class EdgeStore(VectorStore):
             "model_id": meta.get("model_id"),
             "segments": int(info.segments_count),
             "indexed_vectors": int(info.indexed_vectors_count),
+            "index_build": dict(self._index_state),
         }
 
     def optimize(self, *, min_unindexed: int = 0) -> bool:
-        """Vacuum deletions and build HNSW for large segments. Blocks the whole process (GIL) meanwhile."""
+        """Build the HNSW index now, in a child process, and wait for it; True if the shard changed.
+
+        Serving goes on meanwhile (see the module docstring). ``min_unindexed`` skips the build
+        while fewer points than that lack the index.
+        """
         with self._lock:
             self._check_open()
             if self._shard is None:
                 return False
-            info = self._edge(self._shard.info)
-            if min_unindexed and info.points_count - info.indexed_vectors_count < min_unindexed:
+            if min_unindexed and self._unindexed() < min_unindexed:
                 return False
-            changed = bool(self._edge(self._shard.optimize))
-            self._maybe_flush(force=True)
-            return changed
+            if self._build_thread is None:
+                self._build_start(reason="requested")
+            while self._build_thread is not None:
+                self._build_done.wait()
+            state = self._index_state
+            if state.get("state") == "failed":
+                raise VectorStoreError(f"the index build failed: {state.get('error')}")
+            return bool(state.get("changed"))
+
+    def index_build_start(self) -> bool:
+        """Start a background index build now if none is running; True if one started."""
+        with self._lock:
+            self._check_open()
+            if self._shard is None or self._build_thread is not None:
+                return False
+            self._build_start(reason="requested")
+            return True
+
+    def index_build_wait(self, timeout: float | None = None) -> dict:
+        """Wait for a running build to end; returns the index state (state, seconds, points...)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._build_thread is not None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._build_done.wait(remaining)
+            return dict(self._index_state)
+
+    # background index builds --------------------------------------------------------------------
+
+    def _wrote(self, kind: str, payload: Any, points: int) -> None:
+        """Every write passes here (under the lock): the idle clock, and the journal during a build."""
+        self._last_write = time.monotonic()
+        self._dirty = True
+        if self._journal is not None:
+            self._journal.append((kind, payload))
+            self._journal_points += points
+            if self._journal_points > JOURNAL_MAX_POINTS:
+                self._build_cancel(f"more than {JOURNAL_MAX_POINTS} points were written during the build")
+
+    def _unindexed(self) -> int:
+        info = self._edge(self._require_shard().info)
+        return max(0, int(info.points_count) - int(info.indexed_vectors_count))
+
+    def _monitor_loop(self) -> None:
+        interval = min(5.0, max(0.05, self.index_idle / 2 or 0.05))
+        while not self._stop.wait(interval):
+            try:
+                self._maybe_build()
+            except Exception:  # a monitor that dies silently would never index again
+                logger.exception("edge index monitor: check failed")
+
+    def _maybe_build(self) -> None:
+        with self._lock:
+            if self._closed or self._shard is None or self._build_thread is not None or not self._dirty:
+                return
+            if time.monotonic() - self._last_write < self.index_idle:
+                return
+            self._dirty = False
+            unindexed = self._unindexed()
+            if unindexed >= self.index_threshold:
+                self._build_start(reason=f"{unindexed} points without the index")
+
+    def _indexing_threshold_kb(self) -> int:
+        """Qdrant's per-segment threshold: ours in points, as KB of vectors, capped at Qdrant's default."""
+        dimension = self._stored_dimension() or 1
+        wanted = self.index_threshold or 1
+        return max(1, min(QDRANT_INDEXING_THRESHOLD_KB, math.ceil(wanted * dimension * 4 / 1024)))
+
+    def _build_start(self, *, reason: str) -> None:
+        """Copy the shard and start the child (under the lock; the copy is ~0.5 s at 100k points)."""
+        shard = self._require_shard()
+        self._edge(shard.flush)
+        self._last_flush = time.monotonic()
+        shutil.rmtree(self.indexing_dir, ignore_errors=True)
+        self.indexing_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.shard_dir, self.indexing_dir)
+        self._journal, self._journal_points = [], 0
+        self._build_cancelled = False
+        self._index_state = {"state": "running", "reason": reason, "started_at": time.time()}
+        logger.info("edge index build started (%s)", reason)
+        cmd = [
+            sys.executable,
+            str(Path(__file__).with_name("edge_index.py")),
+            str(self.indexing_dir),
+            "--indexing-threshold-kb",
+            str(self._indexing_threshold_kb()),
+        ]
+        self._build_proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with contextlib.suppress(OSError):  # serving keeps the CPU first (not preexec_fn: unsafe with threads)
+            os.setpriority(os.PRIO_PROCESS, self._build_proc.pid, BUILD_NICE)
+        self._build_thread = threading.Thread(target=self._build_wait, name="edge-index-build", daemon=True)
+        self._build_thread.start()
+
+    def _build_cancel(self, why: str) -> None:
+        """Stop a running build (under the lock); its thread cleans up when the child has gone."""
+        if self._build_thread is None or self._build_cancelled:
+            return
+        self._build_cancelled = True
+        self._journal = None
+        self._index_state = {**self._index_state, "state": "cancelled", "error": why}
+        logger.info("edge index build cancelled: %s", why)
+        if self._build_proc is not None and self._build_proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._build_proc.kill()
+
+    def _build_wait(self) -> None:
+        proc = self._build_proc
+        assert proc is not None
+        out, err = proc.communicate()
+        with self._lock:
+            try:
+                if self._build_cancelled or self._closed:
+                    shutil.rmtree(self.indexing_dir, ignore_errors=True)
+                    if self._index_state.get("state") == "running":
+                        self._index_state = {**self._index_state, "state": "cancelled"}
+                elif proc.returncode != 0:
+                    message = (err or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+                    self._build_failed(message[0])
+                else:
+                    self._swap(json.loads(out.strip().splitlines()[-1]))
+            except Exception as exc:
+                logger.exception("edge index build: swap failed")
+                self._build_failed(str(exc))
+            finally:
+                self._journal = None
+                self._build_proc = None
+                self._build_thread = None
+                self._build_done.notify_all()
+
+    def _build_failed(self, message: str) -> None:
+        shutil.rmtree(self.indexing_dir, ignore_errors=True)
+        self._index_state = {**self._index_state, "state": "failed", "error": message, "ended_at": time.time()}
+        logger.warning("edge index build failed: %s", message)
+
+    def _swap(self, report: dict) -> None:
+        """Put the indexed copy in place of the live shard and replay the journal (under the lock)."""
+        started = time.monotonic()
+        journal = self._journal or []
+        self._journal = None
+        assert self._shard is not None
+        self._edge(self._shard.flush)
+        self._shard.close()
+        self._shard = None
+        shutil.rmtree(self.replaced_dir, ignore_errors=True)
+        self.replaced_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.shard_dir, self.replaced_dir)  # from here until the rmtree below, a crash rolls back
+        os.replace(self.indexing_dir, self.shard_dir)
+        try:
+            self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
+            for kind, payload in journal:
+                {"upsert": self._upsert, "delete_ids": self._delete_ids, "delete_where": self._delete_where}[kind](
+                    payload
+                )
+            self._edge(self._shard.flush)
+        except Exception:
+            if self._shard is not None:
+                with contextlib.suppress(Exception):
+                    self._shard.close()
+                self._shard = None
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
+            os.replace(self.replaced_dir, self.shard_dir)
+            self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
+            raise
+        self._last_flush = time.monotonic()
+        shutil.rmtree(self.replaced_dir, ignore_errors=True)
+        self._index_state = {
+            **self._index_state,
+            **report,
+            "state": "done",
+            "replayed_writes": len(journal),
+            "swap_seconds": round(time.monotonic() - started, 3),
+            "ended_at": time.time(),
+        }
+        logger.info("edge index build done: %s", self._index_state)
+
+    def _recover_swap(self) -> None:
+        """Undo an index swap a crash interrupted; drop a half-built copy (see the module docstring)."""
+        if self.replaced_dir.exists():
+            logger.warning("edge store: restoring %s after an interrupted index swap", self.shard_dir)
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
+            os.replace(self.replaced_dir, self.shard_dir)
+        shutil.rmtree(self.indexing_dir, ignore_errors=True)
 
     def _close(self) -> None:
+        self._stop.set()
+        self._build_cancel("the store was closed")
         try:
             if self._shard is not None:
                 try:

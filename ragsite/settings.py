@@ -179,6 +179,11 @@ QDRANT_TIMEOUT = env_int("QDRANT_TIMEOUT", 10, minimum=1)
 # Embedded engine when QDRANT_URL is unset: edge (qdrant-edge-py, Qdrant's engine in-process; measured
 # 25-1000x faster than client) or client (qdrant-client's pure-Python local mode).
 QDRANT_LOCAL_ENGINE = env_choice("QDRANT_LOCAL_ENGINE", "edge", ["edge", "client"])
+# edge only: build the HNSW index in a background child process once this many points lack it and
+# no write came for QDRANT_EDGE_INDEX_IDLE seconds (0 = only on `vectors_reindex --optimize`).
+# Brute force costs ~13 ms a query at 100k points, HNSW ~2 ms (bench/results/search_scale.md).
+QDRANT_EDGE_INDEX_THRESHOLD = env_int("QDRANT_EDGE_INDEX_THRESHOLD", 20000, minimum=0)
+QDRANT_EDGE_INDEX_IDLE = env_float("QDRANT_EDGE_INDEX_IDLE", 30.0, minimum=0.0)
 
 EMBEDDING_BACKEND = env_choice("EMBEDDING_BACKEND", "local", ["local", "openai"])
 EMBEDDING_MODEL = env_str(

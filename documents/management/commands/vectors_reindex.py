@@ -19,8 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--source", help="only this source's chunks (not with --recreate)")
         parser.add_argument(
             "--optimize", action="store_true",
-            help="embedded store: build the HNSW index afterwards (minutes at 100k points; blocks the process, "
-            "so run it while the server is stopped)",
+            help="embedded edge store: build the HNSW index afterwards and wait for it (minutes at 100k points, "
+            "in a child process; the serving process builds it by itself, see QDRANT_EDGE_INDEX_THRESHOLD)",
         )
 
     def handle(self, *args, recreate: bool, source: str | None, optimize: bool, **options):

@@ -1,0 +1,203 @@
+"""The edge store's HNSW index builds: in a child process, beside serving, swapped in with the
+writes that arrived meanwhile, undone after a crash mid-swap. Real qdrant-edge shards on temp dirs."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from documents.tests.test_vectorstore import MODEL, point, unit
+from documents.vectorstore import vector_store_open
+
+DIM = 8
+
+
+def open_store(path, **options):
+    store = vector_store_open(collection="chunks", path=path, engine="edge", **options)
+    store.ensure_collection(dimension=DIM, model_id=MODEL)
+    return store
+
+
+def wait_for(predicate, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def top_ids(store, seeds, limit=5):
+    return {s: [h.id for h in store.search(unit(s), limit=limit)] for s in seeds}
+
+
+def test_a_build_starts_by_itself_once_enough_points_lack_the_index(tmp_path):
+    store = open_store(tmp_path, index_threshold=100, index_idle=0.0)
+    try:
+        store.upsert([point(i, document_id=i) for i in range(60)])
+        time.sleep(0.5)
+        assert store.health()["index_build"]["state"] == "idle"  # 60 < 100: brute force is fine
+
+        store.upsert([point(i, document_id=i) for i in range(60, 300)])
+        state = wait_for(lambda: (s := store.health()["index_build"])["state"] == "done" and s)
+
+        health = store.health()
+        assert health["points"] == 300 and health["indexed_vectors"] == 300
+        assert state["reason"].endswith("points without the index")
+        after = top_ids(store, range(0, 300, 7))
+        assert all(after[s][0] == point(s).id for s in after)  # each point is still its own nearest
+    finally:
+        store.close()
+
+
+def test_no_build_starts_while_writes_keep_coming(tmp_path):
+    store = open_store(tmp_path, index_threshold=10, index_idle=3600.0)
+    try:
+        store.upsert([point(i) for i in range(50)])
+        time.sleep(0.5)
+        assert store.health()["index_build"]["state"] == "idle"
+    finally:
+        store.close()
+
+
+def test_searches_are_served_while_the_child_builds(tmp_path):
+    store = open_store(tmp_path)
+    try:
+        store.upsert([point(i, document_id=i) for i in range(500)])
+        assert store.index_build_start() is True
+        assert store.index_build_start() is False  # one at a time
+
+        hits = store.search(unit(7), limit=3)
+
+        assert hits[0].id == point(7).id
+        assert store.health()["index_build"]["state"] == "running"  # the search did not wait for it
+        assert store.index_build_wait(timeout=120)["state"] == "done"
+    finally:
+        store.close()
+
+
+def test_writes_during_a_build_are_replayed_onto_the_indexed_copy(tmp_path):
+    store = open_store(tmp_path)
+    try:
+        store.upsert([point(i, document_id=i % 50) for i in range(400)])
+        store.index_build_start()
+        # These reach the live shard while the child indexes its copy taken before them.
+        store.upsert([point(i, document_id=999) for i in range(1000, 1020)])
+        store.delete([point(i).id for i in range(0, 10)])
+        store.delete_where(document_id=49)  # points 49, 99, ..., 399
+        state = store.index_build_wait(timeout=120)
+
+        assert state["state"] == "done" and state["replayed_writes"] == 3
+        assert store.health()["indexed_vectors"] > 0
+        assert store.count() == 400 + 20 - 10 - 8
+        assert store.search(unit(1005), limit=1)[0].id == point(1005).id
+        assert point(3).id not in {h.id for h in store.search(unit(3), limit=20)}
+        assert store.search(unit(99), limit=5, document_ids=[49]) == []
+    finally:
+        store.close()
+    reopened = open_store(tmp_path)  # and it all survives a restart
+    try:
+        assert reopened.count() == 402
+        assert reopened.search(unit(1005), limit=1)[0].id == point(1005).id
+    finally:
+        reopened.close()
+
+
+def test_optimize_waits_for_the_build_and_reports_it(tmp_path):
+    store = open_store(tmp_path)
+    try:
+        store.upsert([point(i) for i in range(200)])
+        assert store.optimize(min_unindexed=1000) is False  # below the threshold: nothing to do
+        assert store.optimize() is True
+        health = store.health()
+        assert health["indexed_vectors"] == 200 and health["index_build"]["state"] == "done"
+    finally:
+        store.close()
+
+
+def test_closing_during_a_build_stops_the_child_and_leaves_no_copy(tmp_path):
+    store = open_store(tmp_path)
+    store.upsert([point(i) for i in range(300)])
+    store.index_build_start()
+    child = store._build_proc
+    store.close()
+
+    assert child.wait(timeout=30) is not None
+    reopened = open_store(tmp_path)
+    try:
+        assert reopened.count() == 300
+        assert not reopened.indexing_dir.exists()
+    finally:
+        reopened.close()
+
+
+def test_a_swap_interrupted_by_a_crash_is_rolled_back_at_the_next_open(tmp_path):
+    store = open_store(tmp_path)
+    store.upsert([point(i) for i in range(120)])
+    shard_dir, replaced_dir, indexing_dir = store.shard_dir, store.replaced_dir, store.indexing_dir
+    store.close()
+    # The state a crash between the two renames (or before the replay was flushed) leaves behind:
+    # the complete old shard under .replaced, and in its place an incomplete one.
+    replaced_dir.parent.mkdir(parents=True)
+    shutil.copytree(shard_dir, replaced_dir)
+    other = open_store(tmp_path / "other")
+    other.upsert([point(i) for i in range(5)])
+    other.close()
+    shutil.rmtree(shard_dir)
+    shutil.copytree(other.shard_dir, shard_dir)
+    indexing_dir.mkdir(parents=True)
+    (indexing_dir / "half-built").write_text("x")
+
+    store = open_store(tmp_path)
+    try:
+        assert store.count() == 120
+        assert not replaced_dir.exists() and not indexing_dir.exists()
+    finally:
+        store.close()
+
+
+def test_a_failed_build_is_reported_and_leaves_the_store_serving(tmp_path, monkeypatch):
+    store = open_store(tmp_path)
+    try:
+        store.upsert([point(i) for i in range(50)])
+        monkeypatch.setattr("documents.vectorstore_edge.sys.executable", "/bin/false")
+        store.index_build_start()
+        state = store.index_build_wait(timeout=30)
+
+        assert state["state"] == "failed" and "exit status 1" in state["error"]
+        assert store.count() == 50 and not store.indexing_dir.exists()
+        assert store.search(unit(3), limit=1)[0].id == point(3).id
+    finally:
+        store.close()
+
+
+@pytest.mark.django_db
+def test_search_through_the_api_uses_the_background_index(api, settings, fresh_store, run_commit_hooks):
+    from documents.models import Source
+    from documents.services import document_ingest
+    from documents.vectorstore import get_vector_store, vector_store_reset
+
+    vector_store_reset()
+    settings.QDRANT_EDGE_INDEX_THRESHOLD = 3
+    settings.QDRANT_EDGE_INDEX_IDLE = 0
+    store = get_vector_store()
+    source = Source.objects.create(name="docs")
+    texts = {
+        "Tides": "The gravitational pull of the moon raises the oceans twice a day.",
+        "Bread": "Yeast ferments the dough, producing gas that makes the loaf rise.",
+        "Kettles": "Water boils at 100 degrees Celsius at sea level.",
+        "Cars": "A motor vehicle with four wheels, an engine and seats for passengers.",
+    }
+    with run_commit_hooks():
+        for title, text in texts.items():
+            document_ingest(source=source, title=title, text=text, url=f"https://example.com/{title}")
+
+    wait_for(lambda: store.health()["index_build"]["state"] == "done")
+    assert store.health()["indexed_vectors"] == 4
+    response = api.get("/api/search/", {"q": "automobile on the road", "mode": "semantic"})
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["title"] == "Cars"
