@@ -6,14 +6,18 @@ Run from the project root; it creates (and drops first) its own database and dat
     .venv/bin/python bench/ingest_bench.py --runtimes onnx-int8,torch       # both runtimes
     .venv/bin/python bench/ingest_bench.py --docs 1000 --runtimes torch     # a quicker subset
 
-Pipeline = what `manage.py ingest` does: ``document_ingest`` for every SciFact document (title,
-abstract as text/plain, url, metadata; parse, chunk, diff, one transaction each) inside
-``vector_sync_deferred``, then ``vectors_sync_pending`` (embedding cache lookups, embedding,
-cache writes, upserts into a fresh embedded qdrant-edge store, status updates), on a fresh
-PostgreSQL database. Raw = ``embedder.embed_documents`` alone (the same process-wide embedder
-object, so the same runtime, threads and batch size) on exactly the inputs the pipeline
-embedded (context line + chunk text, read back from the chunk rows), in the order the sync takes
-them, in calls of ``documents.sync.SYNC_BATCH`` texts like the sync's.
+Pipeline ``alongside`` = what `manage.py ingest` does: ``document_ingest`` for every SciFact
+document (title, abstract as text/plain, url, metadata; parse, chunk, diff, one transaction
+each) inside ``vector_sync_deferred``, with a ``documents.sync.SyncAlongside`` told about each
+document's new chunks: every full batch of ``SYNC_BATCH`` pending chunks goes to the embedding
+thread while the next documents are stored, and the sync's database work (cache lookups and
+writes, status updates) and the upserts into a fresh embedded qdrant-edge store run in the
+storing thread between documents; ``finish()`` embeds the rest. Pipeline ``sequential`` = what
+the command did before: store every document, then ``vectors_sync_pending``. Fresh PostgreSQL
+database. Raw = ``embedder.embed_documents`` alone (the same process-wide embedder object, so
+the same runtime, threads and batch size) on exactly the inputs the pipeline embedded (context
+line + chunk text, read back from the chunk rows), in document order, in calls of
+``SYNC_BATCH`` texts like the sync's. The pipelines alternate slice by slice (--variants).
 
 The corpus is processed in --slices slices; each slice runs the pipeline and the raw embedder on
 that slice's chunks back to back, raw first on even slices (its inputs are planned with the
@@ -211,7 +215,7 @@ def run_child(args: argparse.Namespace) -> dict:
     from documents.models import Chunk, Source
     from documents.services import IngestError, document_ingest, embedding_input, source_get_or_create
     from documents.signals import vector_sync_deferred
-    from documents.sync import SYNC_BATCH, vectors_sync_pending
+    from documents.sync import SYNC_BATCH, sync_alongside_start, vectors_sync_pending
     from documents.vectorstore import get_vector_store
 
     corpus = [json.loads(line) for line in open(DATASET / "corpus.jsonl")]
@@ -238,7 +242,7 @@ def run_child(args: argparse.Namespace) -> dict:
     db_cpu = PostgresCpu(db_name)
     source = source_get_or_create(name="scifact", kind=Source.Kind.UPLOAD)
     get_vector_store()  # open (not create) the store: part of process start, not of ingesting
-    variants = ["sequential"]
+    variants = args.variants.split(",")
     rows = []
     keys = (
         "pipe_s",
@@ -257,24 +261,25 @@ def run_child(args: argparse.Namespace) -> dict:
     failed = cache_hits = embedded = 0
     load_before = os.getloadavg()
 
-    def ingest(docs: list[dict], added: list) -> None:
+    def ingest(docs: list[dict], added: list, alongside=None) -> None:
         nonlocal failed
-        with vector_sync_deferred(enqueue_sync=False):
-            for doc in docs:
-                text = doc["text"] if doc["text"].strip() else doc["title"]
-                try:  # as `manage.py ingest` calls it: document_ingest is its own transaction
-                    result = document_ingest(
-                        source=source,
-                        title=doc["title"],
-                        url=URL_PREFIX + str(doc["_id"]),
-                        text=text,
-                        mime="text/plain",
-                        metadata={"beir_id": str(doc["_id"])},
-                    )
-                except IngestError:
-                    failed += 1
-                    continue
-                added.extend(result.added_chunk_ids)
+        for doc in docs:
+            text = doc["text"] if doc["text"].strip() else doc["title"]
+            try:  # as `manage.py ingest` calls it: document_ingest is its own transaction
+                result = document_ingest(
+                    source=source,
+                    title=doc["title"],
+                    url=URL_PREFIX + str(doc["_id"]),
+                    text=text,
+                    mime="text/plain",
+                    metadata={"beir_id": str(doc["_id"])},
+                )
+            except IngestError:
+                failed += 1
+                continue
+            added.extend(result.added_chunk_ids)
+            if alongside is not None:
+                alongside.stored(result.chunks_added)
 
     def planned_inputs(docs: list[dict]) -> list[str]:
         """What the pipeline will embed for these documents (checked against the stored chunks after)."""
@@ -324,9 +329,18 @@ def run_child(args: argparse.Namespace) -> dict:
             embed_seconds[0] = 0.0
             added: list = []
             cpu0, db0, t0 = time.process_time(), db_cpu.total(), time.perf_counter()
-            ingest(docs, added)  # what `manage.py ingest` does: store every document, then embed
-            t_ingested = time.perf_counter()
-            report = vectors_sync_pending()
+            if variant == "alongside":
+                # What `manage.py ingest` does: embed full batches while storing, then the rest.
+                alongside = sync_alongside_start()
+                with vector_sync_deferred(enqueue_sync=False):
+                    ingest(docs, added, alongside)
+                    t_ingested = time.perf_counter()
+                    report = alongside.finish()
+            else:  # the command before: store every document, then embed
+                with vector_sync_deferred(enqueue_sync=False):
+                    ingest(docs, added)
+                t_ingested = time.perf_counter()
+                report = vectors_sync_pending()
             t1, cpu1 = time.perf_counter(), time.process_time()
             db1 = db_cpu.total()
             embedder.embed_documents = original_embed
@@ -489,8 +503,11 @@ def markdown(report: dict) -> str:
         "object (runtime, threads, batch size), same call size as the sync. Measured slice by slice in one "
         "run, pipeline and raw back to back on each slice's chunks, in alternating order (raw first on even "
         "slices), so both see the same load on the 2 shared cores and a load that drifts favours neither. "
-        "`sequential` = store every document of the slice, then `vectors_sync_pending`, as `manage.py ingest` "
-        "does. Script: `bench/ingest_bench.py`.",
+        "`alongside` = what `manage.py ingest` does: store the documents one by one while a "
+        "`SyncAlongside` embeds each full batch of 256 new chunks in a thread (cache, upsert and status updates "
+        "in the storing thread between documents), then embed the rest; `sequential` = what it did before: store "
+        "every document of the slice, then `vectors_sync_pending`. The variants alternate slice by slice. "
+        "Script: `bench/ingest_bench.py`.",
         "",
         "| runtime | pipeline | docs | chunks | pipeline chunks/s | pipeline tokens/s | raw chunks/s | raw tokens/s | "
         "**ratio pipeline/raw (wall)** | ratio (CPU) | slice ratios min / median / max | embedder share of "
@@ -509,8 +526,8 @@ def markdown(report: dict) -> str:
         "",
         "Where the time goes (seconds, summed over the variant's slices):",
         "",
-        "| runtime | pipeline | pipeline s | storing (document_ingest loop) | after storing | embedding inside the "
-        "sync | raw s | CPU s pipeline: process + PostgreSQL | CPU s raw |",
+        "| runtime | pipeline | pipeline s | storing (document_ingest loop; alongside: embedding meanwhile) | "
+        "after storing | embedding inside the pipeline | raw s | CPU s pipeline: process + PostgreSQL | CPU s raw |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for rt, r in report["runtimes"].items():
@@ -573,6 +590,11 @@ def main() -> None:
     parser.add_argument("--runtimes", default="onnx-int8", help="comma-separated: onnx-int8, onnx-fp32, torch")
     parser.add_argument("--docs", type=int, default=0, help="first N documents (0 = all 5,183)")
     parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument(
+        "--variants",
+        default="alongside,sequential",
+        help="pipelines, alternating slice by slice: alongside (the command), sequential (store, then embed)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="EMBEDDING_BATCH_SIZE")
     parser.add_argument("--db", default="ragsite_perf_ingest", help="database name prefix (dropped and recreated)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB_URL))
@@ -609,6 +631,8 @@ def main() -> None:
             str(args.docs),
             "--slices",
             str(args.slices),
+            "--variants",
+            args.variants,
             "--batch-size",
             str(args.batch_size),
             "--db",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,42 +69,59 @@ def point_payload(chunk: Chunk) -> dict:
 def embed_chunks(chunks: list[Chunk], report: SyncReport | None = None) -> np.ndarray:
     """Vectors for the chunks, reusing cached ones; raises before storing anything partial."""
     embedder = get_embedder()
-    hashes = [c.content_hash for c in chunks]
+    cached, missing_hashes, missing_texts = _cache_lookup(chunks, embedder)
+    if missing_texts:
+        vectors = embedder.embed_documents(missing_texts)
+        _cache_store(embedder, missing_hashes, missing_texts, vectors, cached)
+    if report is not None:
+        report.embedded += len(missing_texts)
+        report.cache_hits += len(chunks) - len(missing_texts)
+    return np.stack([cached[c.content_hash] for c in chunks])
+
+
+def _cache_lookup(chunks: list[Chunk], embedder, *, skip: Iterable[str] = ()) -> tuple[dict, list[str], list[str]]:
+    """Cached vectors of the chunks, and the hashes and inputs still to embed (each once).
+
+    Hashes in ``skip`` are neither looked up nor embedded: another batch is embedding them.
+    """
+    skip = set(skip)
+    hashes = {c.content_hash for c in chunks} - skip
     cached = {
         row.content_hash: np.frombuffer(bytes(row.vector), dtype="<f4")
-        for row in EmbeddingCache.objects.filter(model=embedder.model_id, content_hash__in=set(hashes))
+        for row in EmbeddingCache.objects.filter(model=embedder.model_id, content_hash__in=hashes)
         if row.dimension == embedder.dimension
     }
     missing_hashes: list[str] = []
     missing_texts: list[str] = []
     for chunk in chunks:
-        if chunk.content_hash not in cached and chunk.content_hash not in missing_hashes:
-            missing_hashes.append(chunk.content_hash)
+        digest = chunk.content_hash
+        if digest not in cached and digest not in skip and digest not in missing_hashes:
+            missing_hashes.append(digest)
             missing_texts.append(embedding_input(chunk, chunk.context))
-    if missing_texts:
-        vectors = np.asarray(embedder.embed_documents(missing_texts), dtype=np.float32)
-        if vectors.shape != (len(missing_texts), embedder.dimension) or not np.all(np.isfinite(vectors)):
-            raise EmbeddingError(
-                f"The embedder returned vectors of shape {vectors.shape}; expected "
-                f"({len(missing_texts)}, {embedder.dimension})."
-            )
-        EmbeddingCache.objects.bulk_create(
-            [
-                EmbeddingCache(
-                    model=embedder.model_id,
-                    content_hash=digest,
-                    dimension=embedder.dimension,
-                    vector=vector.astype("<f4").tobytes(),
-                )
-                for digest, vector in zip(missing_hashes, vectors, strict=True)
-            ],
-            ignore_conflicts=True,
+    return cached, missing_hashes, missing_texts
+
+
+def _cache_store(embedder, missing_hashes: list[str], missing_texts: list[str], vectors, cached: dict) -> None:
+    """Check the embedder's answer, write it to the cache and add it to ``cached``."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(missing_texts), embedder.dimension) or not np.all(np.isfinite(vectors)):
+        raise EmbeddingError(
+            f"The embedder returned vectors of shape {vectors.shape}; expected "
+            f"({len(missing_texts)}, {embedder.dimension})."
         )
-        cached.update(zip(missing_hashes, vectors, strict=True))
-    if report is not None:
-        report.embedded += len(missing_texts)
-        report.cache_hits += len(chunks) - len(missing_texts)
-    return np.stack([cached[c.content_hash] for c in chunks])
+    EmbeddingCache.objects.bulk_create(
+        [
+            EmbeddingCache(
+                model=embedder.model_id,
+                content_hash=digest,
+                dimension=embedder.dimension,
+                vector=vector.astype("<f4").tobytes(),
+            )
+            for digest, vector in zip(missing_hashes, vectors, strict=True)
+        ],
+        ignore_conflicts=True,
+    )
+    cached.update(zip(missing_hashes, vectors, strict=True))
 
 
 def _mark(chunks: Iterable[Chunk], status: str, error: str = "") -> int:
@@ -204,6 +223,253 @@ def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: i
         logger.debug("synced %d chunks in %.2fs", len(batch), time.perf_counter() - started)
         if progress:
             progress(len(batch))
+
+
+@dataclass
+class _Flight:
+    """One batch whose new inputs are with the embedding thread."""
+
+    batch: list[Chunk]
+    cached: dict
+    missing_hashes: list[str]
+    missing_texts: list[str]
+    borrowed: set[str]  # hashes an earlier flight is embedding
+    future: Future
+
+
+class SyncAlongside:
+    """Embed and upsert pending chunks while the caller goes on storing documents.
+
+    For bulk commands (``manage.py ingest``): the caller stores documents in this thread and
+    calls ``stored(chunks_added)`` after each. Once a full batch is pending, its chunks are read
+    and their new inputs handed to one embedding thread; a later ``stored`` call that finds them
+    done writes the cache, upserts the points and marks the chunks. So the embedder (ONNX
+    Runtime's own threads outside the GIL, or a remote API) computes while this thread parses,
+    chunks and writes, instead of after it; and it computes batch n+1 while this thread writes
+    batch n. Every database statement stays in the caller's thread, on its connection (and, in
+    tests, inside its transaction); only ``embedder.embed_documents`` runs in the other thread.
+
+    The guarantees are ``vectors_sync_pending``'s: one sync at a time (the advisory lock, held
+    from ``start`` to ``finish``), the embedding cache, and a chunk is marked indexed only if its
+    content is still what was embedded. A crash or an interrupt leaves the chunks pending; the
+    next sync embeds them. Call ``finish`` (embeds the rest, releases the lock) in any case.
+    """
+
+    MAX_IN_FLIGHT = 2  # one computing, one queued behind it: the embedder never waits for us
+
+    def __init__(self, *, batch_size: int = SYNC_BATCH) -> None:
+        self.report = SyncReport()
+        self.batch_size = batch_size
+        self.progress: Progress | None = None
+        self._locked = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._flights: deque[_Flight] = deque()
+        self._new_since_fetch = 0
+        self._seen_failed: set = set()
+        self._recent: dict[str, np.ndarray] = {}  # vectors the last completed flight embedded
+        self._embedder = None
+        self._store = None
+
+    @property
+    def active(self) -> bool:
+        return self._locked and not self.report.stopped_by
+
+    def start(self) -> bool:
+        """Take the sync lock and check the collection; False if another sync runs or the store fails."""
+        if not _try_lock():
+            self.report.skipped_locked = True
+            return False
+        self._locked = True
+        self._embedder = get_embedder()
+        self._store = get_vector_store()
+        try:
+            self._store.ensure_collection(dimension=self._embedder.dimension, model_id=self._embedder.model_id)
+        except VectorStoreError as exc:
+            self._stop(f"{type(exc).__name__}: {exc}", pending_chunks())
+            self._release()
+            return False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragsite-embed")
+        return True
+
+    def stored(self, chunks_added: int) -> None:
+        """The caller committed a document with this many new chunks; never waits for the embedder."""
+        if not self.active:
+            return
+        self._new_since_fetch += chunks_added
+        while self._flights and self._flights[0].future.done():
+            self._complete(self._flights.popleft())
+        while self.active and len(self._flights) < self.MAX_IN_FLIGHT and self._new_since_fetch >= self.batch_size:
+            if not self._launch():
+                break
+
+    def finish(self, *, progress: Progress | None = None) -> SyncReport:
+        """Embed every pending chunk, release the lock; then sync what others committed meanwhile."""
+        if progress is not None:
+            self.progress = progress
+        try:
+            while self.active:
+                while self.active and len(self._flights) < self.MAX_IN_FLIGHT and self._launch():
+                    pass
+                if not self._flights:
+                    break
+                self._complete(self._flights.popleft())
+        finally:
+            self._release()
+        if self._locked_once and not self.report.stopped_by and pending_chunks().exists():
+            # Chunks committed by other processes while we held the lock had their own sync skipped.
+            more = vectors_sync_pending(progress=self.progress, batch_size=self.batch_size)
+            for name in ("indexed", "failed", "embedded", "cache_hits"):
+                setattr(self.report, name, getattr(self.report, name) + getattr(more, name))
+            self.report.stopped_by = more.stopped_by
+            self.report.errors += more.errors
+        return self.report
+
+    def abort(self) -> None:
+        """Stop without embedding more (an interrupt): batches in flight stay pending."""
+        self._abort_flights()
+        self._release()
+
+    # --- internals ---
+
+    _locked_once = False
+
+    def _release(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._locked:
+            self._locked = False
+            self._locked_once = True
+            _unlock()
+
+    def _launch(self) -> bool:
+        busy = {c.pk for f in self._flights for c in f.batch}
+        batch = list(
+            pending_chunks()
+            .exclude(pk__in=self._seen_failed | busy)
+            .select_related("document__source")
+            .order_by("created_at", "id")[: self.batch_size]
+        )
+        self._new_since_fetch = max(0, self._new_since_fetch - self.batch_size)
+        if not batch:
+            return False
+        embedding = {h for f in self._flights for h in f.missing_hashes}
+        cached, missing_hashes, missing_texts = _cache_lookup(batch, self._embedder, skip=embedding)
+        if missing_texts:
+            future = self._executor.submit(self._embedder.embed_documents, missing_texts)
+        else:
+            future = Future()
+            future.set_result(np.empty((0, self._embedder.dimension), dtype=np.float32))
+        borrowed = {c.content_hash for c in batch} & embedding
+        self._flights.append(_Flight(batch, cached, missing_hashes, missing_texts, borrowed, future))
+        return True
+
+    def _complete(self, flight: _Flight) -> None:
+        batch = flight.batch
+        try:
+            vectors = flight.future.result()
+            if flight.missing_texts:
+                _cache_store(self._embedder, flight.missing_hashes, flight.missing_texts, vectors, flight.cached)
+            for digest in flight.borrowed:
+                if digest in self._recent:
+                    flight.cached[digest] = self._recent[digest]
+            if any(c.content_hash not in flight.cached for c in batch):
+                # The flight that was embedding them failed: embed them here, through the cache.
+                late = [c for c in batch if c.content_hash not in flight.cached]
+                flight.cached.update(zip((c.content_hash for c in late), embed_chunks(late), strict=True))
+            self._recent = dict(zip(flight.missing_hashes, (flight.cached[h] for h in flight.missing_hashes), strict=True))
+            self._store.upsert(
+                [
+                    VectorPoint(id=str(chunk.pk), vector=flight.cached[chunk.content_hash], payload=point_payload(chunk))
+                    for chunk in batch
+                ]
+            )
+        except (EmbeddingAuthError, VectorStoreUnavailable, VectorStoreMismatch) as exc:
+            waiting = [c for f in self._flights for c in f.batch]
+            self._abort_flights()
+            self._stop(f"{type(exc).__name__}: {exc}", batch + waiting)
+            return
+        except (EmbeddingError, VectorStoreError) as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            self.report.failed += _mark(batch, Chunk.IndexStatus.FAILED, message)
+            self.report.errors.append(message)
+            self._seen_failed.update(c.pk for c in batch)
+            self._recent = {}
+            logger.warning("vector sync batch failed: %s", message)
+            return
+        self.report.indexed += _mark(batch, Chunk.IndexStatus.INDEXED)
+        self.report.embedded += len(flight.missing_texts)
+        self.report.cache_hits += len(batch) - len(flight.missing_texts)
+        if self.progress:
+            self.progress(len(batch))
+
+    def _abort_flights(self) -> None:
+        for flight in self._flights:
+            flight.future.cancel()
+        self._flights.clear()
+
+    def _stop(self, reason: str, chunks) -> None:
+        # Nothing will succeed until someone fixes the configuration or the outage: leave the
+        # chunks pending and say why on each of them.
+        self.report.stopped_by = reason
+        _mark_pending_error(chunks, reason)
+        logger.error("vector sync stopped: %s", reason)
+
+
+def embed_pending_foreground(
+    stdout, stderr, *, alongside: SyncAlongside | None = None, progress_bar=None
+) -> SyncReport | None:
+    """The end of a bulk command (`ingest`, `crawl`): embed what is pending, with a progress bar.
+
+    ``alongside`` is the command's ``SyncAlongside`` if it embedded while storing. If the vector
+    store is unreachable, a sync is queued for the worker instead. Writes one summary line.
+    """
+    if progress_bar is None:
+        from documents.management.commands._progress import progress_bar
+    if alongside is not None and not alongside.active:
+        # It never got the lock (another sync runs) or it stopped (an outage): say so.
+        return _report_foreground(stdout, stderr, alongside.finish())
+    pending = pending_chunks().count()
+    if alongside is None:
+        if not pending:
+            return None
+        try:
+            get_vector_store().health()
+        except VectorStoreError as exc:
+            from documents.signals import enqueue_vector_sync
+
+            enqueue_vector_sync()
+            stdout.write(f"{pending} chunks are queued for embedding; the running worker will index them ({exc})")
+            return None
+    with progress_bar(pending, "embed", "chunk") as bar:
+        if alongside is None:
+            report = vectors_sync_pending(progress=bar.update)
+        else:
+            report = alongside.finish(progress=bar.update)
+    return _report_foreground(stdout, stderr, report)
+
+
+def sync_alongside_start() -> SyncAlongside | None:
+    """A started ``SyncAlongside`` for a bulk command, or None if the vector store is unreachable
+    (the command then queues a sync for the worker at the end, as before)."""
+    try:
+        get_vector_store().health()
+    except VectorStoreError:
+        return None
+    alongside = SyncAlongside()
+    alongside.start()
+    return alongside
+
+
+def _report_foreground(stdout, stderr, report: SyncReport) -> SyncReport:
+    if report.skipped_locked:
+        stdout.write("another process is already embedding; it will index the new chunks")
+    elif report.stopped_by:
+        stderr.write(f"embedding stopped: {report.stopped_by}; chunks stay pending (run vectors_sync later)")
+    else:
+        failed = Chunk.objects.filter(index_status=Chunk.IndexStatus.FAILED).count()
+        stdout.write(f"embedded {report.indexed} chunks ({report.cache_hits} from cache); {failed} failed")
+    return report
 
 
 def _mark_pending_error(chunks, message: str) -> None:

@@ -147,22 +147,6 @@ class Command(BaseCommand):
         )
 
     def _embed(self) -> None:
-        from documents.sync import pending_chunks, vectors_sync_pending
-        from documents.vectorstore import VectorStoreError, get_vector_store
+        from documents.sync import embed_pending_foreground
 
-        pending = pending_chunks().count()
-        if not pending:
-            return
-        try:
-            get_vector_store().health()
-        except VectorStoreError as exc:
-            self.stdout.write(f"{pending} chunks are queued for embedding; the running worker will index them ({exc})")
-            return
-        with progress_bar(pending, "embed", "chunk") as bar:
-            report = vectors_sync_pending(progress=bar.update)
-        if report.skipped_locked:
-            self.stdout.write("another process is already embedding; it will index the new chunks")
-        elif report.stopped_by:
-            self.stderr.write(f"embedding stopped: {report.stopped_by}; chunks stay pending (run vectors_sync later)")
-        else:
-            self.stdout.write(f"embedded {report.indexed} chunks ({report.cache_hits} from cache)")
+        embed_pending_foreground(self.stdout, self.stderr)

@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from documents.management.commands._progress import progress_bar
-from documents.models import Chunk, Source
+from documents.models import Source
 from documents.services import IngestError, document_ingest, source_get_or_create
 from documents.signals import vector_sync_deferred
+from documents.sync import embed_pending_foreground, sync_alongside_start
 
 
 class Command(BaseCommand):
@@ -35,56 +36,43 @@ class Command(BaseCommand):
 
         counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "chunks_added": 0}
         failures: list[str] = []
-        with vector_sync_deferred(enqueue_sync=no_embed), progress_bar(len(items), "ingest", "file") as bar:
-            for label, load in items:
-                try:
-                    kwargs = load()
-                    result = document_ingest(source=src, **kwargs)
-                except (IngestError, OSError, CommandError) as exc:
-                    counts["failed"] += 1
-                    failures.append(f"{label}: {getattr(exc, 'message', exc)}")
-                else:
-                    key = "created" if result.created else ("updated" if result.changed else "unchanged")
-                    counts[key] += 1
-                    counts["chunks_added"] += result.chunks_added
-                bar.update(1)
-        for line in failures:
-            self.stderr.write(f"failed: {line}")
-        self.stdout.write(
-            "ingested into source {!r}: {created} created, {updated} updated, {unchanged} unchanged, "
-            "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
-        )
-        if not no_embed:
-            self._embed()
+        # Embedding runs alongside storing: full batches of new chunks go to the embedder while
+        # the next files are parsed and stored (documents.sync.SyncAlongside).
+        alongside = None if no_embed else sync_alongside_start()
+        try:
+            with vector_sync_deferred(enqueue_sync=no_embed):
+                with progress_bar(len(items), "ingest", "file") as bar:
+                    if alongside is not None:
+                        alongside.progress = lambda n: bar.set_postfix(embedded=alongside.report.indexed, refresh=False)
+                    for label, load in items:
+                        try:
+                            kwargs = load()
+                            result = document_ingest(source=src, **kwargs)
+                        except (IngestError, OSError, CommandError) as exc:
+                            counts["failed"] += 1
+                            failures.append(f"{label}: {getattr(exc, 'message', exc)}")
+                        else:
+                            key = "created" if result.created else ("updated" if result.changed else "unchanged")
+                            counts[key] += 1
+                            counts["chunks_added"] += result.chunks_added
+                            if alongside is not None:
+                                alongside.stored(result.chunks_added)
+                        bar.update(1)
+                for line in failures:
+                    self.stderr.write(f"failed: {line}")
+                self.stdout.write(
+                    "ingested into source {!r}: {created} created, {updated} updated, {unchanged} unchanged, "
+                    "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
+                )
+                if not no_embed:
+                    # Before the deferred point deletions are queued, so none can overtake an upsert.
+                    embed_pending_foreground(self.stdout, self.stderr, alongside=alongside)
+        except BaseException:
+            if alongside is not None:
+                alongside.abort()  # what is stored stays; its chunks stay pending for the next sync
+            raise
         if counts["failed"] and not (counts["created"] or counts["updated"] or counts["unchanged"]):
             raise CommandError("every input failed")
-
-    def _embed(self) -> None:
-        from documents.sync import pending_chunks, vectors_sync_pending
-        from documents.vectorstore import VectorStoreError, get_vector_store
-
-        pending = pending_chunks().count()
-        if not pending:
-            return
-        try:
-            get_vector_store().health()
-        except VectorStoreError as exc:
-            from documents.signals import enqueue_vector_sync
-
-            enqueue_vector_sync()
-            self.stdout.write(
-                f"{pending} chunks are queued for embedding; the running worker will index them ({exc})"
-            )
-            return
-        with progress_bar(pending, "embed", "chunk") as bar:
-            report = vectors_sync_pending(progress=bar.update)
-        if report.skipped_locked:
-            self.stdout.write("another process is already embedding; it will index the new chunks")
-        elif report.stopped_by:
-            self.stderr.write(f"embedding stopped: {report.stopped_by}; chunks stay pending (run vectors_sync later)")
-        else:
-            failed = Chunk.objects.filter(index_status=Chunk.IndexStatus.FAILED).count()
-            self.stdout.write(f"embedded {report.indexed} chunks ({report.cache_hits} from cache); {failed} failed")
 
     def _collect(self, targets: list[str], recursive: bool):
         items = []
