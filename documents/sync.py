@@ -427,9 +427,13 @@ def embed_pending_foreground(
     if progress_bar is None:
         from documents.management.commands._progress import progress_bar
     if alongside is not None and not alongside.active:
-        # It never got the lock (another sync runs) or it stopped (an outage): say so.
-        return _report_foreground(stdout, stderr, alongside.finish())
+        # It never got the lock (another sync was running) or it stopped (an outage, a bad key):
+        # try once more now, as the command did before it embedded alongside.
+        alongside.finish()
+        alongside = None
     pending = pending_chunks().count()
+    if alongside is not None and not pending:
+        return _report_foreground(stdout, stderr, alongside.finish())
     if alongside is None:
         if not pending:
             return None

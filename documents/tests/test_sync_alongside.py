@@ -161,3 +161,23 @@ def test_the_sync_lock_is_held_from_start_to_finish(source, fresh_store):
 def _conninfo(connection) -> dict:
     info = connection.connection.info
     return {"host": info.host, "port": info.port, "user": info.user}
+
+
+def test_ingest_command_while_another_sync_runs_leaves_the_chunks_to_it(source, fresh_store, tmp_path):
+    from io import StringIO
+
+    import psycopg
+    from django.core.management import call_command
+    from django.db import connection
+
+    from documents.sync import SYNC_LOCK_KEY
+
+    (tmp_path / "a.txt").write_text("Notes on bees. Two sentences here.")
+    connection.ensure_connection()
+    with psycopg.connect(dbname=connection.settings_dict["NAME"], **_conninfo(connection), autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK_KEY]).fetchone()[0]
+        out = StringIO()
+        call_command("ingest", str(tmp_path), "--source", "locked", stdout=out, stderr=StringIO())
+    assert "1 created" in out.getvalue()
+    assert "another process is already embedding" in out.getvalue()
+    assert Chunk.objects.filter(document__source__name="locked", index_status=Chunk.IndexStatus.PENDING).exists()
