@@ -408,6 +408,7 @@ class EdgeStore(VectorStore):
     def _build_start(self, *, reason: str) -> None:
         """Copy the shard and start the child (under the lock; the copy is ~0.5 s at 100k points)."""
         shard = self._require_shard()
+        started = time.monotonic()
         self._edge(shard.flush)
         self._last_flush = time.monotonic()
         shutil.rmtree(self.indexing_dir, ignore_errors=True)
@@ -415,7 +416,12 @@ class EdgeStore(VectorStore):
         shutil.copytree(self.shard_dir, self.indexing_dir)
         self._journal, self._journal_points = [], 0
         self._build_cancelled = False
-        self._index_state = {"state": "running", "reason": reason, "started_at": time.time()}
+        self._index_state = {
+            "state": "running",
+            "reason": reason,
+            "started_at": time.time(),
+            "copy_seconds": round(time.monotonic() - started, 3),
+        }
         logger.info("edge index build started (%s)", reason)
         cmd = [
             sys.executable,

@@ -201,3 +201,5 @@ def test_search_through_the_api_uses_the_background_index(api, settings, fresh_s
 
     assert response.status_code == 200
     assert response.json()["results"][0]["title"] == "Cars"
+    qdrant = api.get("/ready").json()["checks"]["qdrant"]
+    assert qdrant["indexed_vectors"] == 4 and qdrant["index_build"]["state"] == "done"
