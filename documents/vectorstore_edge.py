@@ -53,6 +53,7 @@ from qdrant_edge import (
     Filter,
     MatchAny,
     PayloadSchemaType,
+    PayloadSelector,
     Point,
     Query,
     QueryRequest,
@@ -281,14 +282,16 @@ class EdgeStore(VectorStore):
         self._edge(self._shard.update, UpdateOperation.delete_points_by_filter(edge_filter(conditions)))
         self._maybe_flush()
 
-    def _search(self, vector: list[float], *, limit: int, conditions: Conditions) -> list[VectorHit]:
+    def _search(
+        self, vector: list[float], *, limit: int, conditions: Conditions, payload_fields: list[str] | None
+    ) -> list[VectorHit]:
         if self._shard is None:
             return []
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector),
             filter=edge_filter(conditions),
-            with_payload=True,
+            with_payload=True if payload_fields is None else PayloadSelector.Include(payload_fields),
             with_vector=False,
         )
         points = self._edge(self._shard.query, request)

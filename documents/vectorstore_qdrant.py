@@ -228,7 +228,9 @@ class QdrantClientStore(VectorStore):
             if not self._is_missing(exc):
                 raise
 
-    def _search(self, vector: list[float], *, limit: int, conditions: Conditions) -> list[VectorHit]:
+    def _search(
+        self, vector: list[float], *, limit: int, conditions: Conditions, payload_fields: list[str] | None
+    ) -> list[VectorHit]:
         try:
             response = self._call(
                 self.client.query_points,
@@ -236,7 +238,7 @@ class QdrantClientStore(VectorStore):
                 query=vector,
                 query_filter=qdrant_filter(conditions),
                 limit=limit,
-                with_payload=True,
+                with_payload=True if payload_fields is None else payload_fields,
                 with_vectors=False,
             )
         except VectorStoreError as exc:

@@ -80,6 +80,7 @@ def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> li
             source_ids=filters.source_ids,
             document_ids=filters.document_ids,
             metadata=filters.metadata,
+            payload_fields=["document_id"],  # all the ranking needs; hydration reads the rest from PostgreSQL
         )
     except (EmbeddingError, VectorStoreError, OSError) as exc:
         raise SearchUnavailable(f"semantic search is unavailable: {exc}") from exc

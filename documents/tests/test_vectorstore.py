@@ -88,6 +88,16 @@ def test_upserted_point_is_found_with_its_payload(store):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def test_search_can_return_only_some_payload_fields(store):
+    p = point(7, document_id=3, source_id=2, metadata={"page": 4})
+    store.upsert([p, point(8)])
+
+    hits = store.search(unit(7), limit=2, payload_fields=["document_id"])
+
+    assert hits[0].id == p.id and hits[0].payload == {"document_id": 3}
+    assert store.search(unit(7), limit=1, payload_fields=[])[0].payload == {}
+
+
 def test_upsert_of_an_existing_id_replaces_the_point(store):
     store.upsert([point(1, document_id=1)])
     store.upsert([VectorPoint(id=point(1).id, vector=unit(50), payload={"document_id": 99, "source_id": 1})])
