@@ -143,27 +143,35 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
             "ts_filter(setweight(ts_filter(c.search_vector, '{a}'), 'C', %(lexemes)s::text[])"
             " || setweight(ts_filter(c.search_vector, '{b}'), 'D', %(lexemes)s::text[]), '{c,d}')"
         )
-        term_frequency = "cardinality(u.weights) + %(context_extra)s * cardinality(array_positions(u.weights, 'C'))"
-    # Scores come from one grouped aggregate over (candidate, query lexeme) rows: ~17% faster at
-    # 100k chunks than a correlated scoring subquery per candidate, same results
-    # (bench/results/search_scale.md). LEFT JOIN keeps a candidate none of whose lexemes is
-    # scored (a phrase-only match): its score is NULL and it sorts last, as before.
+        term_frequency = (
+            "(cardinality(u.weights) + %(context_extra)s::float8 * cardinality(array_positions(u.weights, 'C')))"
+        )
+    # Each candidate is scored by an aggregate over its own query lexemes, in a LATERAL subquery,
+    # with its length normalisation computed once per candidate; every constant is cast to float8:
+    # psycopg sends a Python float as a bare literal (1.9), which PostgreSQL reads as numeric, and
+    # numeric arithmetic on every (candidate, lexeme) row cost about a third of the query. Against
+    # one grouped aggregate over all (candidate, lexeme) rows with numeric constants: backend CPU
+    # 12.6 -> 9.3 ms per query at 100k chunks, identical rankings on 200 SciFact claims. A
+    # candidate none of whose lexemes is scored (a phrase-only match) sums to NULL and sorts last.
     sql = f"""
-        SELECT s.id, s.document_id, s.score FROM (
-            SELECT c.id, c.document_id,
-                   sum((%(idfs)s::float8[])[array_position(%(lexemes)s::text[], t.lexeme)]
-                       * t.tf * %(k1_plus_1)s
-                       / (t.tf + %(k1)s * (%(one_minus_b)s + %(b_per_mean_length)s * c.length))) AS score
+        SELECT c.id, c.document_id, s.score
+        FROM (
+            SELECT c.id, c.document_id, c.search_vector,
+                   %(k1)s::float8 * (%(one_minus_b)s::float8 + %(b_per_mean_length)s::float8 * length(c.search_vector))
+                       AS norm
+            FROM {Chunk._meta.db_table} c
+            WHERE c.search_vector @@ ({" && ".join(match_parts)}) AND {filter_sql}
+            LIMIT %(cap)s
+        ) c
+        CROSS JOIN LATERAL (
+            SELECT sum(t.idf * t.tf * %(k1_plus_1)s::float8 / (t.tf + c.norm)) AS score
             FROM (
-                SELECT c.id, c.document_id, c.search_vector, length(c.search_vector) AS length
-                FROM {Chunk._meta.db_table} c
-                WHERE c.search_vector @@ ({" && ".join(match_parts)}) AND {filter_sql}
-                LIMIT %(cap)s
-            ) c
-            LEFT JOIN LATERAL (SELECT u.lexeme, {term_frequency} AS tf FROM unnest({restricted}) u) t ON true
-            GROUP BY c.id, c.document_id, c.length
+                SELECT (%(idfs)s::float8[])[array_position(%(lexemes)s::text[], u.lexeme)] AS idf,
+                       {term_frequency} AS tf
+                FROM unnest({restricted}) u
+            ) t
         ) s
-        ORDER BY s.score DESC NULLS LAST, s.id
+        ORDER BY s.score DESC NULLS LAST, c.id
         LIMIT %(limit)s
     """
     with connection.cursor() as cursor:
