@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
@@ -58,6 +59,27 @@ class ApiKeyUser(AnonymousUser):
         return hash(self.api_key.pk)
 
 
+def _key_by_hash(key_hash: str) -> ApiKey | None:
+    """The key row with this hash, by one plain indexed SELECT.
+
+    Runs on every API request, so not through the ORM: compiling
+    ``filter(...).select_related("user").first()`` cost ~0.7 ms of Python per request, more than
+    the query itself. The user (most keys have none) is loaded lazily by ``key.user``.
+    """
+    columns = [field.column for field in ApiKey._meta.concrete_fields]
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(ApiKey._meta.db_table)} WHERE "
+            f"{quote('key_hash')} = %s",
+            [key_hash],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return ApiKey.from_db(connection.alias, [field.attname for field in ApiKey._meta.concrete_fields], row)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keywords = ("bearer", "api-key")
 
@@ -70,13 +92,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Malformed Authorization header: expected 'Bearer <key>'.")
-        key = ApiKey.objects.filter(key_hash=_hash(parts[1])).select_related("user").first()
+        key = _key_by_hash(_hash(parts[1]))
         if key is None or not key.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         now = timezone.now()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        user = key.user if key.user is not None and key.user.is_active else ApiKeyUser(api_key=key)
+        user = key.user if key.user_id is not None and key.user.is_active else ApiKeyUser(api_key=key)
         return (user, key)
 
     def authenticate_header(self, request):
