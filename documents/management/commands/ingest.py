@@ -1,4 +1,8 @@
-"""`manage.py ingest PATH|URL ... [--source NAME] [--recursive]`."""
+"""`manage.py ingest PATH|URL ... [--source NAME] [--recursive] [--no-embed]`.
+
+Files are stored one by one (each its own transaction); unless --no-embed, every full batch of
+new chunks is embedded in a thread meanwhile (documents.sync.SyncAlongside) and the rest at the end.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from documents.sync import embed_pending_foreground, sync_alongside_start
 
 
 class Command(BaseCommand):
-    help = "Ingest files, folders or URLs into a source; then embed the new chunks."
+    help = "Ingest files, folders or URLs into a source, embedding the new chunks while storing."
 
     def add_arguments(self, parser):
         parser.add_argument("targets", nargs="+", metavar="PATH|URL")
