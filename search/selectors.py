@@ -92,8 +92,7 @@ def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> li
 
 def keyword_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
     return [
-        _Candidate(chunk_id=str(hit.chunk_id), document_id=int(hit.document_id), score=float(hit.score))
-        for hit in keyword_search(query, limit=limit, filters=filters)
+        _Candidate(hit.chunk_id, hit.document_id, hit.score) for hit in keyword_search(query, limit=limit, filters=filters)
     ]
 
 
