@@ -261,6 +261,9 @@ def keyword_stats_refresh(*, force: bool = True, max_drift: float = 0.1) -> bool
     refresh is over an hour old. Readers keep seeing the previous numbers until it commits; a
     second refresh running at the same time returns False instead of waiting. Returns True when
     it refreshed.
+
+    Either way it first merges the chunk GIN index's pending list (``keyword_index_flush``), which
+    is why the background task calls it after every ingestion, even when the statistics are fresh.
     """
     chunks = Chunk._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
@@ -268,6 +271,7 @@ def keyword_stats_refresh(*, force: bool = True, max_drift: float = 0.1) -> bool
         cursor.execute("SELECT pg_try_advisory_xact_lock(7461626)")
         if not cursor.fetchone()[0]:
             return False
+        keyword_index_flush()
         current = CorpusStat.objects.filter(pk=1).first()
         if not force and current is not None and not _stats_stale(cursor, current, max_drift):
             return False
@@ -286,6 +290,27 @@ def keyword_stats_refresh(*, force: bool = True, max_drift: float = 0.1) -> bool
             defaults={"chunk_count": count, "mean_length": float(mean_length), "refreshed_at": timezone.now()},
         )
     return True
+
+
+def keyword_index_flush() -> None:
+    """Merge the pending list of the chunk GIN index into the index proper.
+
+    With GIN's default ``fastupdate``, new chunks' lexemes go to an unsorted pending list that
+    every keyword query scans in full until (auto)vacuum or the 4 MB ``gin_pending_list_limit``
+    merges it. Right after an ingestion that is up to ~500 pages per query: with 308 pending pages
+    at 100k chunks a keyword query's SQL cost ~1.5 ms more backend CPU (11.2 vs 9.7 ms).
+    Merging is work the index needs anyway. Needs to own the index; if not, the list stays for
+    vacuum to merge (logged at debug level).
+    """
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT gin_clean_pending_list(%s::regclass)", [_CHUNK_GIN_INDEX])
+    except DatabaseError as exc:
+        logger.debug("could not merge the GIN pending list of %s: %s", _CHUNK_GIN_INDEX, exc)
+
+
+# The GIN index on Chunk.search_vector (documents.models.Chunk.Meta.indexes).
+_CHUNK_GIN_INDEX = "chunk_search_vector_gin"
 
 
 def _stats_stale(cursor, current: CorpusStat, max_drift: float) -> bool:

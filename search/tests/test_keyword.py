@@ -324,3 +324,15 @@ def test_statistics_follow_a_corpus_that_grew_far_past_them(corpus):
         cursor.execute("UPDATE pg_class SET reltuples = 5000 WHERE oid = 'documents_chunk'::regclass")
     keyword_search("coffee", limit=1)
     assert CorpusStat.objects.get().chunk_count == len(corpus)
+
+
+def test_stats_refresh_merges_the_gin_pending_list(corpus):
+    """The background refresh also empties the index's pending list, even with fresh statistics."""
+    assert keyword_stats_refresh() is True
+    make_chunk(Source.objects.get(name="notes"), "Later", "A chunk added after the refresh goes to the pending list.")
+    keyword_stats_refresh(force=False)
+    with connection.cursor() as cursor:
+        # Returns how many pending pages it merged: none are left.
+        cursor.execute("SELECT gin_clean_pending_list('chunk_search_vector_gin'::regclass)")
+        assert cursor.fetchone()[0] == 0
+    assert ids(keyword_search("pending list", limit=5))  # and the new chunk is found
