@@ -40,6 +40,9 @@ operation ingests a new document and embeds it in-process, as the embedded worke
 --soak-seconds, RSS sampled every 10 s; start/end/max and the least-squares slope are reported,
 with anonymous and file-backed RSS apart. The soak calls Django's WSGI handler directly (as
 gunicorn does), not the test Client, whose per-request signal receivers leak ~1 KB a request.
+--soak-trace adds a diagnosis of any growth to the JSON (tracemalloc diff by source line, object
+counts by type, anonymous RSS before/after malloc_trim: freed-but-kept heap vs live memory);
+it slows the process, so its RSS figures are for finding a cause, not for reporting.
 
 Writes bench/results/search_scale.json (merged per size), search_scale.md and search_latency.png.
 """
@@ -130,7 +133,11 @@ def run_child(args: argparse.Namespace, phase: str, **extra) -> dict:
         str(args.soak_seconds),
     ]
     for key, value in extra.items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            cmd += [flag] if value else []
+        else:
+            cmd += [flag, str(value)]
     subprocess.run(cmd, check=True, env=child_env(args))
     result = json.loads(out.read_text())
     out.unlink()
@@ -640,6 +647,7 @@ def phase_soak(args: argparse.Namespace) -> dict:
     ingest(0)  # warm-up of the ingest path too: parsing, chunking, the sync's first batch
     ingest(-1)
 
+    trace = HeapTrace() if args.soak_trace else None
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     t_start = time.perf_counter()
@@ -674,6 +682,7 @@ def phase_soak(args: argparse.Namespace) -> dict:
     samples.append((round(time.perf_counter() - t_start, 1), round(proc_status()["VmRSS"], 1)))
     rss = [r for _, r in samples]
     half = samples[len(samples) // 2 :]
+    diagnosis = trace.report() if trace else None
     return {
         "seconds": round(time.perf_counter() - t_start, 1),
         "interval_s": args.soak_interval,
@@ -693,7 +702,69 @@ def phase_soak(args: argparse.Namespace) -> dict:
         "anon_slope_mb_per_min": slope([(t, a) for t, a, _ in split]),
         "anon_slope_second_half_mb_per_min": slope([(t, a) for t, a, _ in split[len(split) // 2 :]]),
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        **({"diagnosis": diagnosis} if diagnosis else {}),
     }
+
+
+class HeapTrace:
+    """--soak-trace: what grew between the start and the end of the soak, to tell a leak from noise.
+
+    - Python heap: tracemalloc snapshots (started after the warm-up) diffed by source line.
+    - Live objects: gc.get_objects() counted by type, start vs end.
+    - glibc: anonymous RSS before and after malloc_trim(0) at the end. What the trim gives back
+      was free memory kept by the allocator (fragmentation, not a leak); what stays is in use.
+    tracemalloc slows Python allocations and its own traces add to RSS: use it to find the
+    cause, not for the soak's reported numbers.
+    """
+
+    def __init__(self) -> None:
+        import gc
+        import tracemalloc
+
+        tracemalloc.start(8)
+        gc.collect()
+        self.types = self._type_counts()
+        self.snapshot = tracemalloc.take_snapshot()
+        self.anon_start = rss_split()[0]
+
+    @staticmethod
+    def _type_counts() -> dict[str, int]:
+        import collections
+        import gc
+
+        return dict(collections.Counter(type(o).__qualname__ for o in gc.get_objects()))
+
+    def report(self) -> dict:
+        import ctypes
+        import gc
+        import tracemalloc
+
+        gc.collect()
+        end = tracemalloc.take_snapshot()
+        filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        by_line = end.filter_traces(filters).compare_to(self.snapshot.filter_traces(filters), "lineno")
+        by_trace = end.filter_traces(filters).compare_to(self.snapshot.filter_traces(filters), "traceback")
+        traced_now, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        types = self._type_counts()
+        grown = sorted(((types.get(k, 0) - self.types.get(k, 0), k) for k in types | self.types), reverse=True)
+        anon_before_trim = rss_split()[0]
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        anon_after_trim = rss_split()[0]
+        return {
+            "python_heap_growth_mb": round(sum(d.size_diff for d in by_line) / 2**20, 2),
+            "python_traced_mb": round(traced_now / 2**20, 1),
+            "top_lines": [
+                {"kb": round(d.size_diff / 1024, 1), "count": d.count_diff, "where": str(d.traceback[0])}
+                for d in by_line[:15]
+            ],
+            "top_tracebacks": [
+                {"kb": round(d.size_diff / 1024, 1), "count": d.count_diff, "stack": [str(f) for f in d.traceback]}
+                for d in by_trace[:5]
+            ],
+            "object_count_growth": {k: n for n, k in grown[:15] if n > 0},
+            "anon_mb": {"start": self.anon_start, "end": anon_before_trim, "after_malloc_trim": anon_after_trim},
+        }
 
 
 def rss_split() -> tuple[float, float]:
@@ -950,6 +1021,9 @@ def main() -> None:
         "--soak-ingest-every", type=int, default=20, help="every Nth soak operation ingests (0: searches only)"
     )
     parser.add_argument("--soak-key", default="soak", help="where the soak's result goes in the JSON")
+    parser.add_argument(
+        "--soak-trace", action="store_true", help="diagnose growth: tracemalloc, object counts, malloc_trim"
+    )
     parser.add_argument("--base-db", help="database left by `ingest_bench.py --keep` (the real chunks)")
     parser.add_argument("--base-data-dir", type=Path, help="its data folder (the vector store)")
     parser.add_argument("--reuse", action="store_true", help="keep growing the corpus of an earlier run")
@@ -1026,7 +1100,13 @@ def main() -> None:
             print(json.dumps({k: measured[k] for k in ("chunks", "wall", "cpu", "goals", "rss_mb")}), flush=True)
             report[args.results_key][str(size)] = measured
     if "soak" in phases:
-        soak = run_child(args, "soak", soak_interval=args.soak_interval, soak_ingest_every=args.soak_ingest_every)
+        soak = run_child(
+            args,
+            "soak",
+            soak_interval=args.soak_interval,
+            soak_ingest_every=args.soak_ingest_every,
+            soak_trace=args.soak_trace,
+        )
         soak["chunks_at_start"] = max((r["chunks"] for r in report["sizes"].values()), default=0)
         print(json.dumps({k: v for k, v in soak.items() if k != "samples"}), flush=True)
         report[args.soak_key] = soak
