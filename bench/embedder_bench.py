@@ -12,6 +12,13 @@ measured in interleaved rounds (best round kept) so that load from other process
 runtime alike. Quality: nDCG@10 and Recall@100 on SciFact train (all 5,183 documents, queries
 with qrels), brute-force cosine in numpy over whole-document embeddings.
 
+ONNX Runtime's CPU memory arena: a runtime name may end in /keep or /off (e.g. onnx-int8/keep) to
+run the encoder with the arena kept as it grew (ORT's default) or turned off, beside the
+service's policy (shrink the arena after each call that ran document batches); the speed table
+compares them side by side and the memory table shows what each holds after one call:
+
+    .venv/bin/python bench/embedder_bench.py --skip-quality --runtimes torch,onnx-fp32,onnx-int8,onnx-int8/keep,onnx-int8/off
+
 Writes bench/results/embedder.json and bench/results/embedder.md.
 """
 
@@ -79,13 +86,14 @@ def make_encoder(runtime: str, *, threads: int, batch_size: int, onnx_dir: Path)
         return lambda texts: model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
+    runtime, _, arena = runtime.partition("/")
     if runtime in EXTRA_INT8:
         path = onnx_dir / f"{runtime}.onnx"
         if not path.exists():
             embeddings_onnx._quantize(onnx_dir / embeddings_onnx.FP32_FILE, path, **EXTRA_INT8[runtime])
     else:
         path = onnx_dir / embeddings_onnx.onnx_file_for(runtime)
-    return embeddings_onnx.OnnxEncoder(path, threads=threads, batch_size=batch_size).encode
+    return embeddings_onnx.OnnxEncoder(path, threads=threads, batch_size=batch_size, arena=arena or "shrink").encode
 
 
 def ndcg_recall(scores: np.ndarray, query_ids: list[str], doc_ids: list[str], qrels: dict[str, dict[str, int]]):
@@ -103,13 +111,18 @@ def ndcg_recall(scores: np.ndarray, query_ids: list[str], doc_ids: list[str], qr
 
 
 def rss_probe(runtime: str, threads: int, batch_size: int, onnx_dir: Path) -> None:
-    """Child process: load one runtime, embed a batch, print peak RSS (MB) as JSON."""
+    """Child process: load one runtime, embed a batch, print peak RSS and RSS after the call (MB) as JSON."""
     _, texts = load_corpus(DATASET)
     encode = make_encoder(runtime, threads=threads, batch_size=batch_size, onnx_dir=onnx_dir)
     encode(texts[:batch_size])
     # VmHWM, not ru_maxrss: the latter survives execve, so a child would report the parent's peak.
-    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
-    print(json.dumps({"peak_rss_mb": int(hwm.split()[1]) / 1024}))
+    status = {
+        line.split(":")[0]: int(line.split()[1]) / 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith(("VmHWM:", "VmRSS:"))
+    }
+    # RSS after the call is what a long-running process keeps between batches (the arena's hold).
+    print(json.dumps({"peak_rss_mb": status["VmHWM"], "rss_after_mb": status["VmRSS"]}))
 
 
 def main() -> None:
@@ -331,10 +344,32 @@ def markdown(result: dict) -> str:
         lines += [
             "## Peak RSS (fresh process: load the runtime, embed one batch)",
             "",
-            "| runtime | peak RSS MB |",
-            "| --- | ---: |",
+            "| runtime | peak RSS MB | RSS after the call MB |",
+            "| --- | ---: | ---: |",
         ]
-        lines += [f"| {rt} | {row['peak_rss_mb']:.0f} |" for rt, row in memory.items()]
+        lines += [
+            f"| {rt} | {row['peak_rss_mb']:.0f} | {row['rss_after_mb']:.0f} |"
+            if "rss_after_mb" in row
+            else f"| {rt} | {row['peak_rss_mb']:.0f} | |"
+            for rt, row in memory.items()
+        ]
+        lines.append("")
+    arenas = [rt for rt in speed.get("rows", {}) if "/" in rt.split("@")[0]] if speed else []
+    if arenas:
+        lines += [
+            "## ONNX Runtime CPU arena (int8 runs side by side; the service shrinks the arena after each call)",
+            "",
+            "| variant | batch | chunks/s vs shrink (wall) | chunks per CPU-s vs shrink |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for key in arenas:
+            row = speed["rows"][key]
+            base = speed["rows"].get(f"{row['runtime'].split('/')[0]}@{row['batch_size']}")
+            if base:
+                lines.append(
+                    f"| {row['runtime']} | {row['batch_size']} | {row['chunks_per_s'] / base['chunks_per_s']:.2f}x | "
+                    f"{row['chunks_per_cpu_s'] / base['chunks_per_cpu_s']:.2f}x |"
+                )
         lines.append("")
     if quality:
         lines += [
