@@ -19,7 +19,7 @@ from documents.embeddings import (
     get_embedder,
     get_tokenizer,
 )
-from documents.embeddings_onnx import FP32_FILE, INT8_FILE, MANIFEST_FILE, export_onnx_model
+from documents.embeddings_onnx import FP32_FILE, INT8_FILE, MANIFEST_FILE, OnnxEncoder, export_onnx_model
 from documents.tests.openai_server import (  # noqa: F401 - fixtures
     hashed_embedding,
     openai_server_fixture,
@@ -188,6 +188,24 @@ def test_onnx_int8_stays_close_to_fp32_and_is_recorded_as_another_model(torch_em
     np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
     assert (fp32 * int8).sum(axis=1).min() > 0.98
     assert int8_embedder.model_id == "all-MiniLM-L6-v2+onnx-int8"
+
+
+def test_shrinking_the_onnx_arena_after_a_document_batch_changes_no_vector(onnx_data_dir):
+    # The service returns ONNX Runtime's arena blocks to the system after each call that ran a
+    # document batch (memory: see OnnxEncoder); batches and queries must embed exactly as with
+    # the arena kept, in any order, including a query right after a shrink.
+    path = onnx_data_dir / "models" / "all-MiniLM-L6-v2" / "onnx" / INT8_FILE
+    kept = OnnxEncoder(path, threads=1, batch_size=4, arena="keep")
+    shrunk = OnnxEncoder(path, threads=1, batch_size=4)
+    documents = [t * 20 for t in SAMPLES]  # three batches of padded, longer-than-a-query texts
+    for texts in (documents, SAMPLES[:1], documents[:3], SAMPLES[1:2]):
+        np.testing.assert_array_equal(shrunk.encode(texts), kept.encode(texts))
+
+
+def test_an_unknown_onnx_arena_policy_is_a_clear_error(onnx_data_dir):
+    path = onnx_data_dir / "models" / "all-MiniLM-L6-v2" / "onnx" / INT8_FILE
+    with pytest.raises(EmbeddingError, match="arena policy"):
+        OnnxEncoder(path, arena="grow")
 
 
 def test_an_unknown_local_model_is_a_clear_error():
