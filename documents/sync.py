@@ -453,6 +453,21 @@ def embed_pending_foreground(
     return _report_foreground(stdout, stderr, report)
 
 
+def embeds_alongside() -> bool:
+    """Whether bulk commands should embed while they store: only with a remote embedder.
+
+    Storing is CPU work, not waiting: ~4 ms of Python (Django) and ~3 ms of PostgreSQL backend
+    per SciFact document, for ~7.5 ms of wall time. A local model already keeps every core busy
+    (ONNX Runtime, one thread per core), so overlapping takes that CPU from the embedder instead
+    of hiding idle time, and costs more in all: on the 2 shared cores of bench/results/ingest.md
+    the overlapped pipeline used more CPU than store-then-embed in 8 of 8 slice pairs (CPU ratio
+    0.896 vs 0.934) and was no faster. A remote API leaves the cores to storing.
+    """
+    from django.conf import settings
+
+    return settings.EMBEDDING_BACKEND != "local"
+
+
 def sync_alongside_start() -> SyncAlongside | None:
     """A started ``SyncAlongside`` for a bulk command, or None if the vector store is unreachable
     (the command then queues a sync for the worker at the end, as before)."""

@@ -181,3 +181,38 @@ def test_ingest_command_while_another_sync_runs_leaves_the_chunks_to_it(source, 
     assert "1 created" in out.getvalue()
     assert "another process is already embedding" in out.getvalue()
     assert Chunk.objects.filter(document__source__name="locked", index_status=Chunk.IndexStatus.PENDING).exists()
+
+
+def test_ingest_command_with_a_remote_embedder_embeds_while_storing(
+    source, fresh_store, tmp_path, settings, openai_server, monkeypatch
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from documents import sync
+
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_MODEL = "text-embedding-3-small"
+    settings.OPENAI_BASE_URL = openai_server.base_url
+    settings.OPENAI_API_KEY = "test-key"
+    settings.OPENAI_MAX_RETRIES = 0
+    assert sync.embeds_alongside()
+    monkeypatch.setitem(SyncAlongside.__init__.__kwdefaults__, "batch_size", 2)
+    started = []
+    original_launch = SyncAlongside._launch
+
+    def launch(self):
+        started.append(self._locked and self._executor is not None)
+        return original_launch(self)
+
+    monkeypatch.setattr(SyncAlongside, "_launch", launch)
+    for topic in TOPICS:
+        (tmp_path / f"{topic}.txt").write_text(f"Notes on {topic}. Two sentences here.")
+    out = StringIO()
+    call_command("ingest", str(tmp_path), "--source", "remote", stdout=out, stderr=StringIO())
+    assert f"{len(TOPICS)} created" in out.getvalue()
+    assert f"embedded {len(TOPICS)} chunks" in out.getvalue()
+    assert len(started) > 1 and all(started)
+    chunks = Chunk.objects.filter(document__source__name="remote")
+    assert chunks.count() == len(TOPICS) and not chunks.exclude(index_status=Chunk.IndexStatus.INDEXED).exists()

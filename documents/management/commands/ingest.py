@@ -1,7 +1,9 @@
 """`manage.py ingest PATH|URL ... [--source NAME] [--recursive] [--no-embed]`.
 
-Files are stored one by one (each its own transaction); unless --no-embed, every full batch of
-new chunks is embedded in a thread meanwhile (documents.sync.SyncAlongside) and the rest at the end.
+Files are stored one by one (each its own transaction), then the new chunks are embedded (unless
+--no-embed). With a remote embedder (EMBEDDING_BACKEND=openai) every full batch of new chunks is
+embedded in a thread while the next files are stored (documents.sync.embeds_alongside says why
+not with the local model).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from documents.management.commands._progress import progress_bar
 from documents.models import Source
 from documents.services import IngestError, document_ingest, source_get_or_create
 from documents.signals import vector_sync_deferred
-from documents.sync import embed_pending_foreground, sync_alongside_start
+from documents.sync import embed_pending_foreground, embeds_alongside, sync_alongside_start
 
 
 class Command(BaseCommand):
-    help = "Ingest files, folders or URLs into a source, embedding the new chunks while storing."
+    help = "Ingest files, folders or URLs into a source; then (or, with a remote embedder, meanwhile) embed the new chunks."
 
     def add_arguments(self, parser):
         parser.add_argument("targets", nargs="+", metavar="PATH|URL")
@@ -40,9 +42,10 @@ class Command(BaseCommand):
 
         counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "chunks_added": 0}
         failures: list[str] = []
-        # Embedding runs alongside storing: full batches of new chunks go to the embedder while
-        # the next files are parsed and stored (documents.sync.SyncAlongside).
-        alongside = None if no_embed else sync_alongside_start()
+        # With a remote embedder, full batches of new chunks go to it while the next files are
+        # parsed and stored (documents.sync.SyncAlongside); a local model embeds after storing,
+        # because storing would take its CPU (documents.sync.embeds_alongside).
+        alongside = sync_alongside_start() if not no_embed and embeds_alongside() else None
         try:
             with vector_sync_deferred(enqueue_sync=no_embed):
                 with progress_bar(len(items), "ingest", "file") as bar:
