@@ -715,6 +715,8 @@ def phase_soak(args: argparse.Namespace) -> dict:
         "rss_start_mb": rss[0],
         "rss_end_mb": rss[-1],
         "rss_max_mb": max(rss),
+        # The sampling misses short peaks (an ingest's embedding batch): VmHWM does not.
+        "rss_peak_mb": round(proc_status()["VmHWM"], 1),
         "slope_mb_per_min": slope(samples),
         "slope_second_half_mb_per_min": slope(half),
         "samples": samples,
@@ -1000,7 +1002,8 @@ def markdown(report: dict) -> str:
             f"- **{kind}**: {soak['seconds']} s of back-to-back operations in one serving process ({ops}; {lat}; "
             f"{soak['chunks_added']} chunks added), RSS sampled every {soak['interval_s']} s: start "
             f"{soak['rss_start_mb']} MB, {after_warmup} MB after 30 s, end {soak['rss_end_mb']} MB, max "
-            f"{soak['rss_max_mb']} MB; slope {soak['slope_mb_per_min']} MB/min over the run, "
+            f"{soak['rss_max_mb']} MB (peak {soak.get('rss_peak_mb', '?')} MB); slope {soak['slope_mb_per_min']} "
+            "MB/min over the run, "
             f"{soak['slope_second_half_mb_per_min']} MB/min over its second half. Load average at the end: "
             f"{soak['load_average_end'][0]}. Samples (MB): {', '.join(str(r) for r in rss)}.",
         ]
