@@ -37,9 +37,10 @@ Corpus (what is real and what is synthetic):
 Queries: SciFact train claims (queries.jsonl, first --queries, after a warm-up pass).
 Soak: at the last size, a mixed load (keyword, semantic, hybrid searches in turn; every 20th
 operation ingests a new document and embeds it in-process, as the embedded worker would) for
---soak-seconds, RSS sampled every 10 s; start/end/max and the least-squares slope are reported,
-with anonymous and file-backed RSS apart. The soak calls Django's WSGI handler directly (as
-gunicorn does), not the test Client, whose per-request signal receivers leak ~1 KB a request.
+--soak-seconds, RSS sampled every 10 s between operations (the peak, VmHWM, is reported apart);
+start/end/max and the least-squares slope are reported, with anonymous and file-backed RSS apart.
+The soak calls Django's WSGI handler directly (as gunicorn does), not the test Client, whose
+per-request signal receivers leak ~1 KB a request.
 --soak-trace adds a diagnosis of any growth to the JSON (tracemalloc diff by source line, object
 counts by type, anonymous RSS before/after malloc_trim: freed-but-kept heap vs live memory);
 it slows the process, so its RSS figures are for finding a cause, not for reporting.
@@ -61,7 +62,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 from pathlib import Path
@@ -671,25 +671,27 @@ def phase_soak(args: argparse.Namespace) -> dict:
 
     trace = HeapTrace() if args.soak_trace else None
     samples: list[tuple[float, float]] = []
-    stop = threading.Event()
-    t_start = time.perf_counter()
-
     split: list[tuple[float, float, float]] = []  # (seconds, anonymous MB, file-backed MB)
 
-    def sampler() -> None:
-        while not stop.is_set():
-            now = round(time.perf_counter() - t_start, 1)
-            samples.append((now, round(proc_status()["VmRSS"], 1)))
-            anon, file = rss_split()
-            split.append((now, anon, file))
-            stop.wait(args.soak_interval)
+    def sample() -> None:
+        # Between operations, never during one: a sample taken while an ingest embeds holds the
+        # embedder's working memory (up to ~70 MB for a moment), which hides the trend; the
+        # peak is reported apart (VmHWM).
+        now = round(time.perf_counter() - t_start, 1)
+        samples.append((now, round(proc_status()["VmRSS"], 1)))
+        anon, file = rss_split()
+        split.append((now, anon, file))
 
-    thread = threading.Thread(target=sampler, daemon=True)
-    thread.start()
     ops = {m: [] for m in (*MODES, "ingest")}
     n = 0
     chunks_before = Chunk.objects.count()
+    t_start = time.perf_counter()
+    sample()
+    next_sample = args.soak_interval
     while time.perf_counter() - t_start < args.soak_seconds:
+        if time.perf_counter() - t_start >= next_sample:
+            sample()
+            next_sample += args.soak_interval
         n += 1
         t0 = time.perf_counter()
         if args.soak_ingest_every and n % args.soak_ingest_every == 0:
@@ -699,9 +701,7 @@ def phase_soak(args: argparse.Namespace) -> dict:
             mode = MODES[n % 3]
             _search(client, rng.choice(queries), mode)
             ops[mode].append((time.perf_counter() - t0) * 1000)
-    stop.set()
-    thread.join()
-    samples.append((round(time.perf_counter() - t_start, 1), round(proc_status()["VmRSS"], 1)))
+    sample()
     rss = [r for _, r in samples]
     half = samples[len(samples) // 2 :]
     diagnosis = trace.report() if trace else None
