@@ -123,6 +123,12 @@ if DATABASE_URL:
     if not _db.get("NAME"):
         raise ImproperlyConfigured("DATABASE_URL names no database (expected postgresql://user@host:port/dbname).")
     _db["ENGINE"] = "django.db.backends.postgresql"
+    if "%" in str(_db.get("HOST") or ""):
+        # libpq's convention for a Unix socket directory: postgresql://user@%2Fvar%2Frun%2Fpostgresql/db
+        # (django-environ leaves the host percent-encoded).
+        from urllib.parse import unquote
+
+        _db["HOST"] = unquote(_db["HOST"])
 else:
     from ragsite.embedded import embedded_database_config
 

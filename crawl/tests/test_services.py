@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from django.db import connection
@@ -388,7 +388,9 @@ def test_killing_the_worker_process_mid_crawl_and_restarting_finishes_without_re
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
         "DJANGO_SETTINGS_MODULE": "ragsite.test_settings",
-        "DATABASE_URL": f"postgres://{db['USER']}{':' + db['PASSWORD'] if db['PASSWORD'] else ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        # the host is a socket directory with the embedded server: percent-encoded, as URLs want it
+        "DATABASE_URL": f"postgres://{db['USER']}{':' + db['PASSWORD'] if db['PASSWORD'] else ''}"
+        f"@{quote(db['HOST'] or '', safe='')}:{db['PORT']}/{db['NAME']}",
         "DATA_DIR": str(tmp_path / "worker-data"),
         # the killed worker only queues vector syncs; embedding is not what this test is about
         "TASKS_BACKEND": "database",

@@ -11,6 +11,21 @@ def test_malformed_database_url_stops_startup_naming_the_variable(manage):
     assert "DATABASE_URL" in result.stderr
 
 
+def test_database_url_with_a_percent_encoded_socket_directory_connects(manage, tmp_path):
+    """libpq's form for a Unix socket: the host is the directory, percent-encoded."""
+    import os
+
+    socket_dir = "/var/run/postgresql"
+    if not os.path.exists(f"{socket_dir}/.s.PGSQL.5432"):
+        pytest.skip("needs a local PostgreSQL server listening on its Unix socket")
+    result = manage(
+        "shell", "-c", "from django.db import connection; connection.ensure_connection(); print(connection.settings_dict['HOST'])",
+        env={"DATABASE_URL": "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql:5432/postgres", "DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == socket_dir
+
+
 def test_database_url_without_a_database_name_is_refused(manage):
     result = manage("check", env={"DATABASE_URL": "postgres://postgres@127.0.0.1:5432"})
     assert result.returncode != 0
