@@ -336,3 +336,23 @@ def test_stats_refresh_merges_the_gin_pending_list(corpus):
         cursor.execute("SELECT gin_clean_pending_list('chunk_search_vector_gin'::regclass)")
         assert cursor.fetchone()[0] == 0
     assert ids(keyword_search("pending list", limit=5))  # and the new chunk is found
+
+
+def test_a_bulk_ingest_queues_one_statistics_refresh_not_one_per_document(monkeypatch, run_commit_hooks):
+    from documents.services import document_ingest
+    from documents.signals import vector_sync_deferred
+
+    calls: list[int] = []
+    monkeypatch.setattr("search.signals.enqueue_stats_refresh", lambda: calls.append(1))
+    source = Source.objects.create(name="bulk")
+
+    with run_commit_hooks():
+        document_ingest(source=source, title="Single", text="One document on its own.", url="https://e.com/0")
+    assert calls == [1]  # outside a bulk operation: after each commit, as before
+
+    calls.clear()
+    with run_commit_hooks(), vector_sync_deferred(enqueue_sync=False):
+        for n in range(1, 4):
+            document_ingest(source=source, title=f"Doc {n}", text=f"Bulk document number {n}.", url=f"https://e.com/{n}")
+        assert calls == []
+    assert calls == [1]
