@@ -57,11 +57,29 @@ def build(path: str, *, indexing_threshold_kb: int | None = None) -> dict:
     }
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """A build for a process that is gone is wasted CPU: have Linux kill us when the parent dies."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: the parent's close() still kills us
+        pass
+    if os.getppid() != parent_pid:  # it died before the prctl took effect
+        sys.exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path")
     parser.add_argument("--indexing-threshold-kb", type=int, default=None)
+    parser.add_argument("--parent-pid", type=int, default=None, help="stop if this process goes away")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _die_with_parent(args.parent_pid)
     try:
         report = build(args.path, indexing_threshold_kb=args.indexing_threshold_kb)
     except Exception as exc:  # the parent reads the message from stderr

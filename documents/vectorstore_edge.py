@@ -133,6 +133,7 @@ class EdgeStore(VectorStore):
         self._journal_points = 0
         self._build_thread: threading.Thread | None = None
         self._build_proc: subprocess.Popen | None = None
+        self._build_dir: Path | None = None  # this build's copy, under indexing_dir
         self._build_cancelled = False
         self._build_done = threading.Condition(self._lock)
         self._index_state: dict[str, Any] = {"state": "idle"}
@@ -414,9 +415,12 @@ class EdgeStore(VectorStore):
         started = time.monotonic()
         self._edge(shard.flush)
         self._last_flush = time.monotonic()
+        # A folder of its own per build: a child orphaned by a killed parent may still be writing
+        # into an older one (it also stops itself when its parent dies, see edge_index.py).
         shutil.rmtree(self.indexing_dir, ignore_errors=True)
-        self.indexing_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.shard_dir, self.indexing_dir)
+        self.indexing_dir.mkdir(parents=True, exist_ok=True)
+        self._build_dir = self.indexing_dir / f"{os.getpid()}-{time.monotonic_ns()}"
+        shutil.copytree(self.shard_dir, self._build_dir)
         self._journal, self._journal_points = [], 0
         self._build_cancelled = False
         self._index_state = {
@@ -429,19 +433,16 @@ class EdgeStore(VectorStore):
         cmd = [
             sys.executable,
             str(Path(__file__).with_name("edge_index.py")),
-            str(self.indexing_dir),
+            str(self._build_dir),
             "--indexing-threshold-kb",
             str(self._indexing_threshold_kb()),
+            "--parent-pid",
+            str(os.getpid()),
         ]
-        self._build_proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        with contextlib.suppress(OSError):  # serving keeps the CPU first (not preexec_fn: unsafe with threads)
-            os.setpriority(os.PRIO_PROCESS, self._build_proc.pid, BUILD_NICE)
-        self._build_thread = threading.Thread(target=self._build_wait, name="edge-index-build", daemon=True)
+        # The waiting thread starts the child itself: the child asks Linux to kill it when its
+        # parent goes (PR_SET_PDEATHSIG), which fires when the *thread* that forked it ends, and
+        # this thread lives exactly as long as the build.
+        self._build_thread = threading.Thread(target=self._build_wait, args=(cmd,), name="edge-index-build", daemon=True)
         self._build_thread.start()
 
     def _build_cancel(self, why: str) -> None:
@@ -456,18 +457,28 @@ class EdgeStore(VectorStore):
             with contextlib.suppress(ProcessLookupError):
                 self._build_proc.kill()
 
-    def _build_wait(self) -> None:
-        proc = self._build_proc
-        assert proc is not None
-        out, err = proc.communicate()
+    def _build_wait(self, cmd: list[str]) -> None:
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            proc, out, err = None, "", f"could not start the index build: {exc}"
+        else:
+            with contextlib.suppress(OSError):  # serving keeps the CPU first (not preexec_fn: unsafe with threads)
+                os.setpriority(os.PRIO_PROCESS, proc.pid, BUILD_NICE)
+            with self._lock:
+                self._build_proc = proc
+                if self._build_cancelled or self._closed:
+                    proc.kill()
+            out, err = proc.communicate()
         with self._lock:
             try:
                 if self._build_cancelled or self._closed:
                     shutil.rmtree(self.indexing_dir, ignore_errors=True)
                     if self._index_state.get("state") == "running":
                         self._index_state = {**self._index_state, "state": "cancelled"}
-                elif proc.returncode != 0:
-                    message = (err or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+                elif proc is None or proc.returncode != 0:
+                    status = "not started" if proc is None else f"exit status {proc.returncode}"
+                    message = (err or "").strip().splitlines()[-1:] or [status]
                     self._build_failed(message[0])
                 else:
                     self._swap(json.loads(out.strip().splitlines()[-1]))
@@ -477,6 +488,7 @@ class EdgeStore(VectorStore):
             finally:
                 self._journal = None
                 self._build_proc = None
+                self._build_dir = None
                 self._build_thread = None
                 self._build_done.notify_all()
 
@@ -497,7 +509,8 @@ class EdgeStore(VectorStore):
         shutil.rmtree(self.replaced_dir, ignore_errors=True)
         self.replaced_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.shard_dir, self.replaced_dir)  # from here until the rmtree below, a crash rolls back
-        os.replace(self.indexing_dir, self.shard_dir)
+        assert self._build_dir is not None
+        os.replace(self._build_dir, self.shard_dir)
         try:
             self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
             for kind, payload in journal:

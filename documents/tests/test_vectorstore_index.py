@@ -122,7 +122,7 @@ def test_closing_during_a_build_stops_the_child_and_leaves_no_copy(tmp_path):
     store = open_store(tmp_path)
     store.upsert([point(i) for i in range(300)])
     store.index_build_start()
-    child = store._build_proc
+    child = wait_for(lambda: store._build_proc)
     store.close()
 
     assert child.wait(timeout=30) is not None
@@ -203,3 +203,94 @@ def test_search_through_the_api_uses_the_background_index(api, settings, fresh_s
     assert response.json()["results"][0]["title"] == "Cars"
     qdrant = api.get("/ready").json()["checks"]["qdrant"]
     assert qdrant["indexed_vectors"] == 4 and qdrant["index_build"]["state"] == "done"
+
+
+def test_the_build_child_stops_when_its_parent_is_killed(tmp_path):
+    """No orphaned index build burning CPU (or writing into a folder) after the server died."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from documents.tests.test_vectorstore import ROOT
+
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from documents.tests.test_vectorstore import MODEL, point
+        from documents.vectorstore import vector_store_open
+        store = vector_store_open(collection="chunks", path={str(tmp_path)!r}, engine="edge")
+        store.ensure_collection(dimension=8, model_id=MODEL)
+        store.upsert([point(i) for i in range(3000)])
+        store.index_build_start()
+        while store._build_proc is None:
+            time.sleep(0.01)
+        print(store._build_proc.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    child_pid = int(parent.stdout.readline())
+    time.sleep(0.5)  # let the child get past its start-up check
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+
+    wait_for(lambda: _gone(child_pid), timeout=30)
+    store = open_store(tmp_path)  # and the next open cleans up its copy
+    try:
+        assert store.count() == 3000 and not store.indexing_dir.exists()
+    finally:
+        store.close()
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for init to reap it is gone too
+            return fh.read().split(") ", 1)[1].startswith("Z")
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+
+
+def test_a_build_child_is_killed_by_the_kernel_when_its_parent_dies(tmp_path):
+    """edge_index's PR_SET_PDEATHSIG, with a child that would otherwise live for a minute."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from documents.tests.test_vectorstore import ROOT
+
+    child = f"import os, sys, time; sys.path.insert(0, {str(ROOT)!r}); from documents.edge_index import _die_with_parent; _die_with_parent(os.getppid()); print('armed', flush=True); time.sleep(60)"
+    script = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "armed"
+        print(child.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert not _gone(child_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+
+    wait_for(lambda: _gone(child_pid), timeout=10)
+
+
+def test_a_build_for_a_parent_that_is_already_gone_does_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from documents.tests.test_vectorstore import ROOT
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "documents" / "edge_index.py"), str(tmp_path), "--parent-pid", "1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 3 and result.stdout == ""
