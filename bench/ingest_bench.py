@@ -62,15 +62,20 @@ URL_PREFIX = "beir://scifact-train/"
 # --- helpers shared by parent and child ---------------------------------------------------------
 
 
-def proc_status() -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of this process in MB."""
+def proc_fields(*keys: str) -> dict[str, float]:
+    """These kB fields of /proc/self/status (VmRSS, VmHWM, RssAnon...), in MB."""
     out = {}
     with open("/proc/self/status") as fh:
         for line in fh:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in keys:
                 out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def proc_status() -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of this process in MB."""
+    return proc_fields("VmRSS", "VmHWM")
 
 
 def database_url(base: str, name: str) -> str:

@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest_bench import PostgresCpu, database_url, proc_status, recreate_database  # noqa: E402
+from ingest_bench import PostgresCpu, database_url, proc_fields, proc_status, recreate_database  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact-train"
 RESULTS = ROOT / "bench" / "results"
@@ -803,12 +803,7 @@ class HeapTrace:
 
 def rss_split() -> tuple[float, float]:
     """(RssAnon, RssFile) of this process in MB."""
-    out = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("RssAnon", "RssFile"):
-                out[key] = int(value.split()[0]) / 1024
+    out = proc_fields("RssAnon", "RssFile")
     return round(out.get("RssAnon", 0.0), 1), round(out.get("RssFile", 0.0), 1)
 
 

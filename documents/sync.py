@@ -176,48 +176,63 @@ def vectors_sync_pending(*, progress: Progress | None = None, batch_size: int = 
             return report
 
 
+def _next_batch(batch_size: int, *, exclude: set) -> list[Chunk]:
+    """The oldest pending chunks, with what their point payload needs."""
+    return list(
+        pending_chunks()
+        .exclude(pk__in=exclude)
+        .select_related("document__source")
+        .order_by("created_at", "id")[:batch_size]
+    )
+
+
+def _upsert_batch(store, batch: list[Chunk], vectors) -> None:
+    store.upsert(
+        [
+            VectorPoint(id=str(chunk.pk), vector=vector, payload=point_payload(chunk))
+            for chunk, vector in zip(batch, vectors, strict=True)
+        ]
+    )
+
+
+def _stop(report: SyncReport, exc: Exception, chunks) -> None:
+    """Nothing will succeed until someone fixes the configuration or the outage: stop, leave the
+    chunks pending, and say why on each of them."""
+    report.stopped_by = f"{type(exc).__name__}: {exc}"
+    _mark_pending_error(chunks, report.stopped_by)
+    logger.error("vector sync stopped: %s", report.stopped_by)
+
+
+def _fail_batch(report: SyncReport, exc: Exception, batch: list[Chunk], seen_failed: set) -> None:
+    """This batch failed (a bad input, a rejected upsert): mark it failed and go on with the rest."""
+    message = f"{type(exc).__name__}: {exc}"
+    report.failed += _mark(batch, Chunk.IndexStatus.FAILED, message)
+    report.errors.append(message)
+    seen_failed.update(c.pk for c in batch)
+    logger.warning("vector sync batch failed: %s", message)
+
+
 def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: int) -> None:
     embedder = get_embedder()
     store = get_vector_store()
     try:
         store.ensure_collection(dimension=embedder.dimension, model_id=embedder.model_id)
     except VectorStoreError as exc:
-        report.stopped_by = f"{type(exc).__name__}: {exc}"
-        _mark_pending_error(pending_chunks(), report.stopped_by)
-        logger.error("vector sync stopped: %s", report.stopped_by)
+        _stop(report, exc, pending_chunks())
         return
     seen_failed: set = set()
     while True:
-        batch = list(
-            pending_chunks()
-            .exclude(pk__in=seen_failed)
-            .select_related("document__source")
-            .order_by("created_at", "id")[:batch_size]
-        )
+        batch = _next_batch(batch_size, exclude=seen_failed)
         if not batch:
             return
         started = time.perf_counter()
         try:
-            vectors = embed_chunks(batch, report)
-            store.upsert(
-                [
-                    VectorPoint(id=str(chunk.pk), vector=vector, payload=point_payload(chunk))
-                    for chunk, vector in zip(batch, vectors, strict=True)
-                ]
-            )
+            _upsert_batch(store, batch, embed_chunks(batch, report))
         except (EmbeddingAuthError, VectorStoreUnavailable, VectorStoreMismatch) as exc:
-            # Nothing will succeed until someone fixes the configuration or the outage: stop,
-            # leave the chunks pending, and say why on each of them.
-            report.stopped_by = f"{type(exc).__name__}: {exc}"
-            _mark_pending_error(batch, report.stopped_by)
-            logger.error("vector sync stopped: %s", report.stopped_by)
+            _stop(report, exc, batch)
             return
         except (EmbeddingError, VectorStoreError) as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            report.failed += _mark(batch, Chunk.IndexStatus.FAILED, message)
-            report.errors.append(message)
-            seen_failed.update(c.pk for c in batch)
-            logger.warning("vector sync batch failed: %s", message)
+            _fail_batch(report, exc, batch, seen_failed)
             continue
         report.indexed += _mark(batch, Chunk.IndexStatus.INDEXED)
         logger.debug("synced %d chunks in %.2fs", len(batch), time.perf_counter() - started)
@@ -285,7 +300,7 @@ class SyncAlongside:
         try:
             self._store.ensure_collection(dimension=self._embedder.dimension, model_id=self._embedder.model_id)
         except VectorStoreError as exc:
-            self._stop(f"{type(exc).__name__}: {exc}", pending_chunks())
+            _stop(self.report, exc, pending_chunks())
             self._release()
             return False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragsite-embed")
@@ -344,12 +359,7 @@ class SyncAlongside:
 
     def _launch(self) -> bool:
         busy = {c.pk for f in self._flights for c in f.batch}
-        batch = list(
-            pending_chunks()
-            .exclude(pk__in=self._seen_failed | busy)
-            .select_related("document__source")
-            .order_by("created_at", "id")[: self.batch_size]
-        )
+        batch = _next_batch(self.batch_size, exclude=self._seen_failed | busy)
         self._new_since_fetch = max(0, self._new_since_fetch - self.batch_size)
         if not batch:
             return False
@@ -378,24 +388,15 @@ class SyncAlongside:
                 late = [c for c in batch if c.content_hash not in flight.cached]
                 flight.cached.update(zip((c.content_hash for c in late), embed_chunks(late), strict=True))
             self._recent = dict(zip(flight.missing_hashes, (flight.cached[h] for h in flight.missing_hashes), strict=True))
-            self._store.upsert(
-                [
-                    VectorPoint(id=str(chunk.pk), vector=flight.cached[chunk.content_hash], payload=point_payload(chunk))
-                    for chunk in batch
-                ]
-            )
+            _upsert_batch(self._store, batch, [flight.cached[chunk.content_hash] for chunk in batch])
         except (EmbeddingAuthError, VectorStoreUnavailable, VectorStoreMismatch) as exc:
             waiting = [c for f in self._flights for c in f.batch]
             self._abort_flights()
-            self._stop(f"{type(exc).__name__}: {exc}", batch + waiting)
+            _stop(self.report, exc, batch + waiting)
             return
         except (EmbeddingError, VectorStoreError) as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            self.report.failed += _mark(batch, Chunk.IndexStatus.FAILED, message)
-            self.report.errors.append(message)
-            self._seen_failed.update(c.pk for c in batch)
+            _fail_batch(self.report, exc, batch, self._seen_failed)
             self._recent = {}
-            logger.warning("vector sync batch failed: %s", message)
             return
         self.report.indexed += _mark(batch, Chunk.IndexStatus.INDEXED)
         self.report.embedded += len(flight.missing_texts)
@@ -407,13 +408,6 @@ class SyncAlongside:
         for flight in self._flights:
             flight.future.cancel()
         self._flights.clear()
-
-    def _stop(self, reason: str, chunks) -> None:
-        # Nothing will succeed until someone fixes the configuration or the outage: leave the
-        # chunks pending and say why on each of them.
-        self.report.stopped_by = reason
-        _mark_pending_error(chunks, reason)
-        logger.error("vector sync stopped: %s", reason)
 
 
 def embed_pending_foreground(
@@ -459,9 +453,10 @@ def embeds_alongside() -> bool:
     Storing is CPU work, not waiting: ~4 ms of Python (Django) and ~3 ms of PostgreSQL backend
     per SciFact document, for ~7.5 ms of wall time. A local model already keeps every core busy
     (ONNX Runtime, one thread per core), so overlapping takes that CPU from the embedder instead
-    of hiding idle time, and costs more in all: on the 2 shared cores of bench/results/ingest.md
-    the overlapped pipeline used more CPU than store-then-embed in 8 of 8 slice pairs (CPU ratio
-    0.896 vs 0.934) and was no faster. A remote API leaves the cores to storing.
+    of hiding idle time. On the 2 shared cores of bench/results/ingest.md it was no clear win:
+    one full run had the overlapped pipeline use more CPU than store-then-embed in 8 of 8 slice
+    pairs (wall ratio 0.768 vs 0.813), the next run 4 of 8 (0.983 vs 0.885), so the simpler
+    order stays the default. A remote API leaves the cores to storing.
     """
     from django.conf import settings
 

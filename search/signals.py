@@ -35,12 +35,8 @@ def enqueue_stats_refresh() -> None:
 def _on_document_changed(sender, **kwargs) -> None:
     from documents.signals import after_bulk
 
-    if not after_bulk(_enqueue_stats_refresh_later):
-        transaction.on_commit(_enqueue_stats_refresh_later)
-
-
-def _enqueue_stats_refresh_later() -> None:
-    enqueue_stats_refresh()  # looked up at call time (tests count the calls)
+    if not after_bulk(enqueue_stats_refresh):
+        transaction.on_commit(enqueue_stats_refresh)
 
 
 def _on_worker_started(sender, **kwargs) -> None:
