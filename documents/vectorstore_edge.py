@@ -40,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ class EdgeStore(VectorStore):
         self.index_idle = max(0.0, float(index_idle))
         self._last_write = time.monotonic()
         self._dirty = True  # the unindexed count may have changed since the monitor last looked
-        self._journal: list[tuple[str, Any]] | None = None  # writes during a build, replayed after the swap
+        self._journal: list[tuple[Callable, Any]] | None = None  # writes during a build, replayed after the swap
         self._journal_points = 0
         self._build_thread: threading.Thread | None = None
         self._build_proc: subprocess.Popen | None = None
@@ -262,7 +263,7 @@ class EdgeStore(VectorStore):
 
     def _upsert(self, points: list[tuple[str, list[float], dict]]) -> None:
         shard = self._require_shard()
-        self._wrote("upsert", points, len(points))
+        self._wrote(self._upsert, points, len(points))
         for start in range(0, len(points), UPDATE_BATCH):
             batch = [Point(pid, vector, payload) for pid, vector, payload in points[start : start + UPDATE_BATCH]]
             self._edge(shard.update, UpdateOperation.upsert_points(batch))
@@ -271,7 +272,7 @@ class EdgeStore(VectorStore):
     def _delete_ids(self, ids: list[str]) -> None:
         if self._shard is None:
             return
-        self._wrote("delete_ids", ids, len(ids))
+        self._wrote(self._delete_ids, ids, len(ids))
         for start in range(0, len(ids), UPDATE_BATCH):
             self._edge(self._shard.update, UpdateOperation.delete_points(ids[start : start + UPDATE_BATCH]))
         self._maybe_flush()
@@ -279,7 +280,7 @@ class EdgeStore(VectorStore):
     def _delete_where(self, conditions: Conditions) -> None:
         if self._shard is None:
             return
-        self._wrote("delete_where", conditions, 1)
+        self._wrote(self._delete_where, conditions, 1)
         self._edge(self._shard.update, UpdateOperation.delete_points_by_filter(edge_filter(conditions)))
         self._maybe_flush()
 
@@ -370,12 +371,12 @@ class EdgeStore(VectorStore):
 
     # background index builds --------------------------------------------------------------------
 
-    def _wrote(self, kind: str, payload: Any, points: int) -> None:
+    def _wrote(self, write: Callable, payload: Any, points: int) -> None:
         """Every write passes here (under the lock): the idle clock, and the journal during a build."""
         self._last_write = time.monotonic()
         self._dirty = True
         if self._journal is not None:
-            self._journal.append((kind, payload))
+            self._journal.append((write, payload))
             self._journal_points += points
             if self._journal_points > JOURNAL_MAX_POINTS:
                 self._build_cancel(f"more than {JOURNAL_MAX_POINTS} points were written during the build")
@@ -411,10 +412,9 @@ class EdgeStore(VectorStore):
 
     def _build_start(self, *, reason: str) -> None:
         """Copy the shard and start the child (under the lock; the copy is ~0.5 s at 100k points)."""
-        shard = self._require_shard()
+        self._require_shard()
         started = time.monotonic()
-        self._edge(shard.flush)
-        self._last_flush = time.monotonic()
+        self._maybe_flush(force=True)
         # A folder of its own per build: a child orphaned by a killed parent may still be writing
         # into an older one (it also stops itself when its parent dies, see edge_index.py).
         shutil.rmtree(self.indexing_dir, ignore_errors=True)
@@ -503,7 +503,7 @@ class EdgeStore(VectorStore):
         journal = self._journal or []
         self._journal = None
         assert self._shard is not None
-        self._edge(self._shard.flush)
+        self._maybe_flush(force=True)
         self._shard.close()
         self._shard = None
         shutil.rmtree(self.replaced_dir, ignore_errors=True)
@@ -513,11 +513,9 @@ class EdgeStore(VectorStore):
         os.replace(self._build_dir, self.shard_dir)
         try:
             self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
-            for kind, payload in journal:
-                {"upsert": self._upsert, "delete_ids": self._delete_ids, "delete_where": self._delete_where}[kind](
-                    payload
-                )
-            self._edge(self._shard.flush)
+            for write, payload in journal:
+                write(payload)
+            self._maybe_flush(force=True)
         except Exception:
             if self._shard is not None:
                 with contextlib.suppress(Exception):
@@ -527,7 +525,6 @@ class EdgeStore(VectorStore):
             os.replace(self.replaced_dir, self.shard_dir)
             self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
             raise
-        self._last_flush = time.monotonic()
         shutil.rmtree(self.replaced_dir, ignore_errors=True)
         self._index_state = {
             **self._index_state,
