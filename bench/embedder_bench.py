@@ -59,20 +59,11 @@ def load_corpus(dataset: Path) -> tuple[list[str], list[str]]:
 
 
 def load_queries(dataset: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(dataset / "qrels" / "train.tsv") as f:
-        next(f)
-        for line in f:
-            qid, did, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                qrels.setdefault(qid, {})[did] = int(score)
-    queries = {}
-    with open(dataset / "queries.jsonl") as f:
-        for line in f:
-            q = json.loads(line)
-            if q["_id"] in qrels:
-                queries[q["_id"]] = q["text"]
-    return queries, qrels
+    """The judged train queries and their qrels, read by the app's own BEIR loader."""
+    from search.evaluation import load_dataset
+
+    loaded = load_dataset(dataset, "train")
+    return loaded.queries, loaded.qrels
 
 
 def make_encoder(runtime: str, *, threads: int, batch_size: int, onnx_dir: Path):

@@ -106,16 +106,12 @@ def configs_100k() -> dict[str, dict]:
 
 
 def load_dataset(dataset: Path):
-    corpus = [json.loads(line) for line in open(dataset / "corpus.jsonl")]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, open(dataset / "queries.jsonl"))}
-    qrels: dict[str, dict[str, int]] = {}
-    with open(dataset / "qrels" / "train.tsv") as f:
-        next(f)
-        for line in f:
-            qid, did, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                qrels.setdefault(qid, {})[did] = int(score)
-    return corpus, {qid: queries[qid] for qid in qrels}, qrels
+    """Corpus rows (with their ``_id``), judged train queries and qrels, via the app's BEIR loader."""
+    from search.evaluation import load_dataset as load_beir
+
+    loaded = load_beir(dataset, "train")
+    corpus = [{"_id": doc_id, **doc} for doc_id, doc in loaded.corpus.items()]
+    return corpus, loaded.queries, loaded.qrels
 
 
 def load_corpus(corpus: list[dict], copies: int) -> None:
