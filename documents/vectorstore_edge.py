@@ -293,7 +293,9 @@ class EdgeStore(VectorStore):
             limit=limit,
             query=Query.Nearest(vector),
             filter=edge_filter(conditions),
-            with_payload=True if payload_fields is None else PayloadSelector.Include(payload_fields),
+            with_payload=(
+                True if payload_fields is None else PayloadSelector.Include(payload_fields) if payload_fields else False
+            ),
             with_vector=False,
         )
         points = self._edge(self._shard.query, request)

@@ -238,7 +238,7 @@ class QdrantClientStore(VectorStore):
                 query=vector,
                 query_filter=qdrant_filter(conditions),
                 limit=limit,
-                with_payload=True if payload_fields is None else payload_fields,
+                with_payload=True if payload_fields is None else (payload_fields or False),
                 with_vectors=False,
             )
         except VectorStoreError as exc:

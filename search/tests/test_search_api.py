@@ -112,9 +112,36 @@ def test_one_document_does_not_fill_the_page(api, db, fresh_store, run_commit_ho
             f"Glaciers carve valleys, paragraph {i}, as ice moves slowly downhill under its own weight." for i in range(12)
         ))
         document_ingest(source=source, title="Rivers", text="Rivers carve valleys too, with water instead of ice.")
-    body = search(api, q="glaciers carve valleys ice", mode="keyword")
     assert Document.objects.get(title="Glaciers").chunks.count() > 2
-    assert titles(body).count("Glaciers") == 1 and "Rivers" in titles(body)
+    for mode in ("keyword", "semantic", "hybrid"):
+        body = search(api, q="glaciers carve valleys ice", mode=mode)
+        assert titles(body).count("Glaciers") == 1 and "Rivers" in titles(body), mode
+        assert body["count"] == 2, mode
+    settings.SEARCH_MAX_PER_DOCUMENT = 0  # no grouping: every chunk may take a place
+    for mode in ("keyword", "semantic", "hybrid"):
+        body = search(api, q="glaciers carve valleys ice", mode=mode, limit=50)
+        assert titles(body).count("Glaciers") == Document.objects.get(title="Glaciers").chunks.count(), mode
+        assert body["count"] == len(body["results"]) and [r["rank"] for r in body["results"]] == list(
+            range(1, len(body["results"]) + 1)
+        ), mode
+
+
+def test_a_chunk_gone_from_postgresql_takes_no_place_on_the_page(api, corpus):
+    # The vector store can answer with a chunk that was deleted a moment ago (its point is removed
+    # after the commit): it must not leave a hole in the page or count as a result.
+    before = search(api, q="moon oceans tides", mode="semantic", limit=3)
+    assert before["results"][0]["title"] == "Tides" and before["count"] == len(PASSAGES)
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # behind the ORM's back: no signal, the point stays
+        cursor.execute("DELETE FROM documents_chunk WHERE document_id = %s", [corpus["tides"].pk])
+    for mode in ("semantic", "hybrid"):
+        after = search(api, q="moon oceans tides", mode=mode, limit=3)
+        assert "Tides" not in titles(after) and len(after["results"]) == 3, mode
+        assert after["count"] == len(PASSAGES) - 1, mode
+        assert [r["rank"] for r in after["results"]] == [1, 2, 3], mode
+    past_the_end = search(api, q="moon oceans tides", mode="semantic", offset=50)
+    assert past_the_end["results"] == [] and past_the_end["count"] == len(PASSAGES) - 1
 
 
 def test_hybrid_degrades_to_keyword_results_when_qdrant_is_down(api, corpus, settings):
