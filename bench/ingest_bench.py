@@ -6,12 +6,12 @@ Run from the project root; it creates (and drops first) its own database and dat
     .venv/bin/python bench/ingest_bench.py --runtimes onnx-int8,torch       # both runtimes
     .venv/bin/python bench/ingest_bench.py --docs 1000 --runtimes torch     # a quicker subset
 
-Pipeline ``sequential`` = what `manage.py ingest` does with the local model: ``document_ingest``
-for every SciFact document (title, abstract as text/plain, url, metadata; parse, chunk, diff, one
-transaction each) inside ``vector_sync_deferred``, then ``vectors_sync_pending`` (embedding cache
+Pipeline ``sequential`` = what `manage.py ingest` does with the local model: ``document_ingest_many``
+over every SciFact document (title, abstract as text/plain, url, metadata; parse, chunk, diff) in
+the command's batches (BATCH_FILES documents, one transaction each) inside ``vector_sync_deferred``, then ``vectors_sync_pending`` (embedding cache
 lookups, embedding, cache writes, upserts into a fresh embedded qdrant-edge store, status
 updates). Pipeline ``alongside`` = what it does with a remote embedder, measured here with the
-local one to decide between them: the same ``document_ingest`` loop, with a
+local one to decide between them: the same ``document_ingest_many`` loop, with a
 ``documents.sync.SyncAlongside`` told about each
 document's new chunks: every full batch of ``SYNC_BATCH`` pending chunks goes to the embedding
 thread while the next documents are stored, and the sync's database work (cache lookups and
@@ -220,8 +220,9 @@ def run_child(args: argparse.Namespace) -> dict:
 
     from documents.embeddings import get_embedder
     from documents.embeddings_onnx import load_model_tokenizer
+    from documents.management.commands.ingest import BATCH_FILES
     from documents.models import Chunk, Source
-    from documents.services import IngestError, document_ingest, embedding_input, source_get_or_create
+    from documents.services import IngestError, document_ingest_many, embedding_input, source_get_or_create
     from documents.signals import vector_sync_deferred
     from documents.sync import SYNC_BATCH, SyncAlongside, vectors_sync_pending
     from documents.vectorstore import get_vector_store
@@ -271,23 +272,26 @@ def run_child(args: argparse.Namespace) -> dict:
 
     def ingest(docs: list[dict], added: list, alongside=None) -> None:
         nonlocal failed
-        for doc in docs:
-            text = doc["text"] if doc["text"].strip() else doc["title"]
-            try:  # as `manage.py ingest` calls it: document_ingest is its own transaction
-                result = document_ingest(
-                    source=source,
-                    title=doc["title"],
-                    url=URL_PREFIX + str(doc["_id"]),
-                    text=text,
-                    mime="text/plain",
-                    metadata={"beir_id": str(doc["_id"])},
-                )
-            except IngestError:
-                failed += 1
-                continue
-            added.extend(result.added_chunk_ids)
-            if alongside is not None:
-                alongside.stored(result.chunks_added)
+        # As `manage.py ingest` stores files: batches of BATCH_FILES, one transaction each.
+        for start in range(0, len(docs), BATCH_FILES):
+            batch = docs[start : start + BATCH_FILES]
+            items = [
+                {
+                    "title": doc["title"],
+                    "url": URL_PREFIX + str(doc["_id"]),
+                    "text": doc["text"] if doc["text"].strip() else doc["title"],
+                    "mime": "text/plain",
+                    "metadata": {"beir_id": str(doc["_id"])},
+                }
+                for doc in batch
+            ]
+            for result in document_ingest_many(source=source, items=items):
+                if isinstance(result, IngestError):
+                    failed += 1
+                    continue
+                added.extend(result.added_chunk_ids)
+                if alongside is not None:
+                    alongside.stored(result.chunks_added)
 
     def planned_inputs(docs: list[dict]) -> list[str]:
         """What the pipeline will embed for these documents (checked against the stored chunks after)."""
@@ -527,7 +531,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# Ingestion throughput: pipeline vs raw embedder (SciFact)",
         "",
-        "Whole pipeline (`document_ingest` for every document inside `vector_sync_deferred`, embedding through "
+        "Whole pipeline (`document_ingest_many` over every document, in `manage.py ingest`'s batches of "
+        "`BATCH_FILES`, inside `vector_sync_deferred`, embedding through "
         "`documents.sync` into a fresh embedded qdrant-edge store; fresh PostgreSQL database) beside "
         "`embedder.embed_documents` alone on exactly the chunk inputs the pipeline embedded, same embedder "
         "object (runtime, threads, batch size), same call size as the sync. Measured slice by slice in one "
@@ -556,7 +561,7 @@ def markdown(report: dict) -> str:
         "",
         "Where the time goes (seconds, summed over the variant's slices):",
         "",
-        "| runtime | pipeline | pipeline s | storing (document_ingest loop; alongside: embedding meanwhile) | "
+        "| runtime | pipeline | pipeline s | storing (document_ingest_many loop; alongside: embedding meanwhile) | "
         "after storing | embedding inside the pipeline | raw s | CPU s pipeline: process + PostgreSQL | CPU s raw |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

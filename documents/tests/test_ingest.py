@@ -326,3 +326,86 @@ def test_ingest_command_reads_folders_and_reports_counts(source, fresh_store, tm
     with run_commit_hooks():
         call_command("ingest", str(tmp_path), "--recursive", "--source", "folder", stdout=out, stderr=StringIO())
     assert "0 created, 0 updated, 2 unchanged, 1 failed" in out.getvalue()
+
+
+def test_ingest_many_stores_a_batch_like_one_by_one(source, fresh_store, run_commit_hooks):
+    from documents.services import document_ingest_many
+
+    one = Source.objects.create(name="one-by-one")
+    items = [
+        {"title": f"Note {n}", "url": f"https://example.com/{n}", "text": f"Note {n} is about topic {n}. " * (20 + n)}
+        for n in range(5)
+    ] + [{"title": "No url", "text": "A document without a url is identified by its content."}]
+    with run_commit_hooks():
+        results = document_ingest_many(source=source, items=items)
+        singles = [document_ingest(source=one, **item) for item in items]
+    assert [r.created for r in results] == [True] * len(items)
+    assert [r.document.title for r in results] == [item["title"] for item in items]
+
+    def stored(src):
+        return [
+            (d.title, d.url, d.content_hash, [(c.ordinal, c.text, c.content_hash, c.index_status) for c in d.chunks.order_by("ordinal")])
+            for d in Document.objects.filter(source=src).order_by("title")
+        ]
+
+    assert stored(source) == stored(one)
+    assert [r.chunks_added for r in results] == [s.chunks_added for s in singles]
+    assert {str(i) for r in results for i in r.added_chunk_ids} == set(
+        str(i) for i in Chunk.objects.filter(document__source=source).values_list("pk", flat=True)
+    )
+    # The receivers heard of every new document: the chunks were embedded after commit.
+    assert not Chunk.objects.exclude(index_status="indexed").exists()
+    assert len(point_ids(fresh_store)) == Chunk.objects.count()
+    # Keyword search sees the batch at commit.
+    assert Chunk.objects.filter(search_vector=SearchQuery("topic", config="english")).count() >= 5
+
+
+def test_ingest_many_reports_bad_items_in_place_and_handles_repeats_and_updates(source, fresh_store, run_commit_hooks):
+    from documents.services import document_ingest_many
+
+    with run_commit_hooks():
+        document_ingest(source=source, title="Kept", url="https://example.com/kept", text="Unchanged text stays as it is.")
+        document_ingest(source=source, title="Edited", url="https://example.com/edited", text="First version of the text.")
+        results = document_ingest_many(
+            source=source,
+            items=[
+                {"title": "Kept", "url": "https://example.com/kept", "text": "Unchanged text stays as it is."},
+                {"title": "Edited", "url": "https://example.com/edited", "text": "Second version of the text."},
+                {"title": "Empty", "url": "https://example.com/empty", "text": "   "},
+                {"title": "Twice", "url": "https://example.com/twice", "text": "The first copy of a repeated url."},
+                {"title": "Twice", "url": "https://example.com/twice", "text": "The second copy of a repeated url."},
+                {"title": "Both", "text": "x", "data": b"x"},
+            ],
+        )
+    kept, edited, empty, first, second, both = results
+    assert (kept.created, kept.changed) == (False, False)
+    assert (edited.created, edited.changed, edited.chunks_added, edited.chunks_removed) == (False, True, 1, 1)
+    assert isinstance(empty, IngestError) and empty.code == "EmptyContent"
+    assert isinstance(both, IngestError) and both.field == "text"
+    assert first.created and not second.created and second.changed  # the second saw the first
+    twice = Document.objects.get(url="https://example.com/twice")
+    assert [c.text for c in twice.chunks.all()] == ["The second copy of a repeated url."]
+    assert Document.objects.get(url="https://example.com/edited").chunks.get().text == "Second version of the text."
+    assert not Document.objects.filter(url="https://example.com/empty").exists()
+    assert Document.objects.filter(source=source).count() == 3
+
+
+def test_ingest_many_falls_back_to_one_by_one_when_the_batch_fails(source, fresh_store, run_commit_hooks):
+    from documents.services import document_ingest_many
+
+    # PostgreSQL refuses \u0000 in jsonb: the batch's transaction fails, nothing of it is kept,
+    # and the items are stored one by one, so only the bad one fails.
+    with run_commit_hooks():
+        results = document_ingest_many(
+            source=source,
+            items=[
+                {"title": "Good", "url": "https://example.com/good", "text": "A good document."},
+                {"title": "Bad", "url": "https://example.com/bad", "text": "Its metadata is bad.", "metadata": {"k": "a\u0000b"}},
+                {"title": "Also good", "url": "https://example.com/also", "text": "Another good document."},
+            ],
+        )
+    good, bad, also = results
+    assert good.created and also.created
+    assert isinstance(bad, IngestError) and bad.code == "DatabaseError"
+    assert sorted(Document.objects.values_list("title", flat=True)) == ["Also good", "Good"]
+    assert not Chunk.objects.exclude(index_status="indexed").exists()
