@@ -545,6 +545,7 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
     import functools
 
     import search.api
+    import search.keyword
     import search.selectors
     from documents.auth import ApiKeyAuthentication
 
@@ -570,8 +571,9 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
         wrap(search.selectors, "keyword_candidates", "keyword candidates (SQL)"),
         wrap(search.selectors, "semantic_candidates", "semantic candidates"),
         wrap(embedder, "embed_query", "  of which query embedding"),
-        wrap(store, "search", "  of which vector search (+ payloads)"),
-        wrap(search.selectors, "_hydrate", "hydration + snippets (SQL)"),
+        wrap(store, "search", "  of which vector search"),
+        wrap(search.keyword, "_prepare", "  of which query lexemes and statistics (SQL)"),
+        wrap(search.selectors, "_page", "hydration + snippets (SQL)"),
     ]
     out = {}
     try:

@@ -331,8 +331,8 @@ class VectorStore(abc.ABC):
 
         ``payload_fields`` limits the payload returned to those keys (None: all of it; empty: no
         payload). At depth 200 and 100k points, embedded: every field 3.95 ms p50, only
-        ``document_id`` 2.53 ms, no payload 1.46 ms (bench/results/search_scale.md); search asks for
-        none.
+        ``document_id`` 2.53 ms, no payload 1.46 ms (bench/results/search_scale.md); search asks
+        only for ``document_id``.
         """
         conditions = build_conditions(source_ids=source_ids, document_ids=document_ids, metadata=metadata)
         if limit <= 0 or conditions.source_ids == () or conditions.document_ids == ():
