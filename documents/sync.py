@@ -450,13 +450,14 @@ def embed_pending_foreground(
 def embeds_alongside() -> bool:
     """Whether bulk commands should embed while they store: only with a remote embedder.
 
-    Storing is CPU work, not waiting: ~4 ms of Python (Django) and ~3 ms of PostgreSQL backend
-    per SciFact document, for ~7.5 ms of wall time. A local model already keeps every core busy
-    (ONNX Runtime, one thread per core), so overlapping takes that CPU from the embedder instead
-    of hiding idle time. On the 2 shared cores of bench/results/ingest.md it was no clear win:
-    one full run had the overlapped pipeline use more CPU than store-then-embed in 8 of 8 slice
-    pairs (wall ratio 0.768 vs 0.813), the next run 4 of 8 (0.983 vs 0.885), so the simpler
-    order stays the default. A remote API leaves the cores to storing.
+    Storing is CPU work, not waiting: in the commands' batches (``document_ingest_many``) ~0.9 ms
+    of Python and ~0.6 ms of PostgreSQL backend per SciFact document (~4 + 3 ms one by one). A
+    local model already keeps every core busy (ONNX Runtime, one thread per core), so overlapping
+    takes that CPU from the embedder instead of hiding idle time. On the 2 shared cores of
+    bench/results/ingest.md it was no clear win: under heavy load from other jobs, one run had the
+    overlapped pipeline at 0.768x the raw embedder vs 0.813x for store-then-embed, the next 0.983x
+    vs 0.885x; on a quiet machine with batched storing 0.948x vs 0.937x, for more CPU. So the
+    simpler order stays the default. A remote API leaves the cores to storing.
     """
     from django.conf import settings
 
