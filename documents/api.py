@@ -30,6 +30,7 @@ from documents.services import (
     document_ingest,
     document_reembed,
     document_update,
+    metadata_check,
     source_delete,
     source_get_or_create,
 )
@@ -83,6 +84,10 @@ class SourceSerializer(serializers.ModelSerializer):
     def validate_metadata(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("metadata must be a JSON object.")
+        try:
+            metadata_check(value)
+        except IngestError as exc:
+            raise serializers.ValidationError(exc.message) from None
         return value
 
 

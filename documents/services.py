@@ -57,6 +57,25 @@ def source_get_or_create(*, name: str, kind: str = Source.Kind.UPLOAD, base_url:
     return source
 
 
+def metadata_check(value) -> None:
+    """IngestError (field ``metadata``) if a key or string in it holds a NUL character.
+
+    PostgreSQL's jsonb cannot store \\u0000; without this check such metadata failed at INSERT
+    time with a server error instead of a 400 naming the field.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise IngestError("metadata may not contain NUL (\\u0000) characters.", field="metadata")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -232,6 +251,7 @@ def _document_prepare(
         )
     if metadata is not None and not isinstance(metadata, dict):
         raise IngestError("metadata must be a JSON object.", field="metadata")
+    metadata_check(metadata)
     metadata = dict(metadata or {})
     title = (title or "").strip()
     url = (url or "").strip()
@@ -446,6 +466,7 @@ def document_update(*, document: Document, title: str | None = None, metadata: d
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise IngestError("metadata must be a JSON object.", field="metadata")
+        metadata_check(metadata)
         document.metadata = metadata
     if title is not None:
         title = title.strip()

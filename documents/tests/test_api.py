@@ -183,6 +183,7 @@ def test_missing_document_is_404_with_a_json_body(api):
         ({"title": "x", "text": "   "}, "text"),
         ({"title": "x"}, "text"),
         ({"title": "x", "text": "ok", "metadata": [1, 2]}, "metadata"),
+        ({"title": "x", "text": "ok", "metadata": {"k": "a\u0000b"}}, "metadata"),  # jsonb cannot hold NUL
         ({"title": "x", "text": "ok", "url": "ftp://example.com/x"}, "url"),
         ({"title": "x" * 1001, "text": "ok"}, "title"),
         ({"title": "x", "text": "ok", "source": ""}, "source"),

@@ -391,21 +391,47 @@ def test_ingest_many_reports_bad_items_in_place_and_handles_repeats_and_updates(
 
 
 def test_ingest_many_falls_back_to_one_by_one_when_the_batch_fails(source, fresh_store, run_commit_hooks):
+    from django.db import connection
+
     from documents.services import document_ingest_many
 
-    # PostgreSQL refuses \u0000 in jsonb: the batch's transaction fails, nothing of it is kept,
-    # and the items are stored one by one, so only the bad one fails.
+    # A real failure inside PostgreSQL for one row: the batch's transaction fails, nothing of it
+    # is kept, and the items are stored one by one, so only the bad one fails.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION test_refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.title = 'Bad' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_refuse_bad BEFORE INSERT ON documents_document
+                FOR EACH ROW EXECUTE FUNCTION test_refuse_bad();
+            """
+        )
     with run_commit_hooks():
         results = document_ingest_many(
             source=source,
             items=[
                 {"title": "Good", "url": "https://example.com/good", "text": "A good document."},
-                {"title": "Bad", "url": "https://example.com/bad", "text": "Its metadata is bad.", "metadata": {"k": "a\u0000b"}},
+                {"title": "Bad", "url": "https://example.com/bad", "text": "The database refuses this one."},
                 {"title": "Also good", "url": "https://example.com/also", "text": "Another good document."},
             ],
         )
     good, bad, also = results
     assert good.created and also.created
-    assert isinstance(bad, IngestError) and bad.code == "DatabaseError"
+    assert isinstance(bad, IngestError) and bad.code == "DatabaseError" and "refused" in bad.message
     assert sorted(Document.objects.values_list("title", flat=True)) == ["Also good", "Good"]
     assert not Chunk.objects.exclude(index_status="indexed").exists()
+
+
+@pytest.mark.parametrize("metadata", [{"k": "a\u0000b"}, {"a\u0000": 1}, {"k": ["x", {"y": "\u0000"}]}])
+def test_metadata_with_nul_characters_is_refused_before_storing(source, metadata):
+    from documents.services import document_ingest_many
+
+    with pytest.raises(IngestError) as caught:
+        document_ingest(source=source, title="T", text="Some text.", metadata=metadata)
+    assert caught.value.field == "metadata"
+    (result,) = document_ingest_many(source=source, items=[{"title": "T", "text": "Some text.", "metadata": metadata}])
+    assert isinstance(result, IngestError) and result.field == "metadata"
+    assert Document.objects.count() == 0
