@@ -57,7 +57,7 @@ class SearchResponse:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     chunk_id: str
     document_id: int
@@ -102,12 +102,19 @@ def keyword_candidates(query: str, *, limit: int, filters: SearchFilters) -> lis
 def reciprocal_rank_fusion(
     keyword: list[_Candidate], semantic: list[_Candidate], *, k: int, keyword_weight: float, semantic_weight: float
 ) -> list[_Candidate]:
+    """Both rankings fused by weighted reciprocal rank; takes over (and changes) the candidates passed in."""
     fused: dict[str, _Candidate] = {}
-    for weight, ranked, attr in ((keyword_weight, keyword, "keyword_rank"), (semantic_weight, semantic, "semantic_rank")):
-        for rank, cand in enumerate(ranked, start=1):
-            entry = fused.setdefault(cand.chunk_id, _Candidate(chunk_id=cand.chunk_id, document_id=cand.document_id))
-            entry.score += weight / (k + rank)
-            setattr(entry, attr, rank)
+    for rank, cand in enumerate(keyword, start=1):
+        cand.score, cand.keyword_rank = keyword_weight / (k + rank), rank
+        fused[cand.chunk_id] = cand
+    for rank, cand in enumerate(semantic, start=1):
+        entry = fused.get(cand.chunk_id)
+        if entry is None:
+            cand.score, cand.semantic_rank = semantic_weight / (k + rank), rank
+            fused[cand.chunk_id] = cand
+        else:
+            entry.score += semantic_weight / (k + rank)
+            entry.semantic_rank = rank
     return sorted(fused.values(), key=lambda c: (-c.score, c.chunk_id))
 
 
