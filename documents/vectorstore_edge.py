@@ -101,6 +101,20 @@ def edge_filter(conditions: Conditions) -> Filter | None:
     return Filter(must=must)
 
 
+# One search thread per query: a web server gets its parallelism from concurrent requests, and
+# qdrant-edge's default (a pool sized to the cores, searching segments in parallel) cost ~0.6 ms
+# more CPU per query at 100k points for no shorter wall time, CPU that hybrid search needs for
+# the PostgreSQL backend running the keyword side at the same moment (bench/results/search_scale.md).
+SEARCH_THREADS = 1
+
+
+def _serving_config(dimension: int) -> EdgeConfig:
+    # Unset fields keep what the shard has persisted (edge_config.json); this one is rewritten.
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine), max_search_threads=SEARCH_THREADS
+    )
+
+
 class EdgeStore(VectorStore):
     engine = "edge"
 
@@ -143,7 +157,7 @@ class EdgeStore(VectorStore):
         try:
             self._recover_swap()
             if (self.shard_dir / "edge_config.json").exists():
-                self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
+                self._shard = self._load_shard()
             self._meta = self._read_sidecar()
         except BaseException:
             self._owner.release()
@@ -190,12 +204,19 @@ class EdgeStore(VectorStore):
 
     # collection -------------------------------------------------------------------------------
 
+    def _load_shard(self):
+        """Open the shard on disk with the serving settings (``_serving_config``) where its dimension is known."""
+        meta = self._read_sidecar() or {}
+        dimension = meta.get("dimension")
+        if isinstance(dimension, int) and dimension > 0:
+            return self._edge(EdgeShard.load, str(self.shard_dir), _serving_config(dimension))
+        return self._edge(EdgeShard.load, str(self.shard_dir))
+
     def _create(self, *, dimension: int, model_id: str) -> None:
         if self.shard_dir.exists():  # leftovers of a creation that never finished
             shutil.rmtree(self.shard_dir)
         self.shard_dir.mkdir(parents=True)
-        config = EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine))
-        self._shard = self._edge(EdgeShard.create, str(self.shard_dir), config)
+        self._shard = self._edge(EdgeShard.create, str(self.shard_dir), _serving_config(dimension))
         self._create_indexes()
         self._maybe_flush(force=True)
         self._write_sidecar({"model_id": model_id, "dimension": dimension, "created_at": time.time()})
@@ -514,7 +535,7 @@ class EdgeStore(VectorStore):
         assert self._build_dir is not None
         os.replace(self._build_dir, self.shard_dir)
         try:
-            self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
+            self._shard = self._load_shard()
             for write, payload in journal:
                 write(payload)
             self._maybe_flush(force=True)
@@ -525,7 +546,7 @@ class EdgeStore(VectorStore):
                 self._shard = None
             shutil.rmtree(self.shard_dir, ignore_errors=True)
             os.replace(self.replaced_dir, self.shard_dir)
-            self._shard = self._edge(EdgeShard.load, str(self.shard_dir))
+            self._shard = self._load_shard()
             raise
         shutil.rmtree(self.replaced_dir, ignore_errors=True)
         self._index_state = {

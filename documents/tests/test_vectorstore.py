@@ -487,3 +487,22 @@ def test_server_errors_are_unavailable_and_auth_errors_name_the_api_key(status_s
         assert not isinstance(caught.value, VectorStoreUnavailable)
     finally:
         store.close()
+
+
+def test_the_edge_store_searches_with_one_thread_per_query_old_shards_included(tmp_path):
+    import json
+
+    s = vector_store_open(collection="chunks", path=tmp_path, engine="edge")
+    s.ensure_collection(dimension=DIM, model_id=MODEL)
+    s.upsert([point(i) for i in range(3)])
+    s.close()
+    config = tmp_path / "edge" / "chunks" / "edge_config.json"
+    assert json.loads(config.read_text())["max_search_threads"] == 1
+    # A shard created before the setting existed (qdrant-edge's default pool) is switched on open.
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "max_search_threads"}))
+    s = vector_store_open(collection="chunks", path=tmp_path, engine="edge")
+    try:
+        assert s.count() == 3 and s.search(unit(2), limit=1)[0].id == point(2).id
+    finally:
+        s.close()
+    assert json.loads(config.read_text())["max_search_threads"] == 1
