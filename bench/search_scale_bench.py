@@ -78,6 +78,7 @@ DEFAULT_DB_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 MODES = ("keyword", "semantic", "hybrid")
 NOISE_SIGMA = 0.025
 SYNTH_URL = "synthetic://scifact-excerpt/"
+SOAK_CHURN_KEEP = 5
 SOAK_URL = "soak://scifact/"
 
 
@@ -647,7 +648,7 @@ def phase_soak(args: argparse.Namespace) -> dict:
 
     from documents.embeddings import get_embedder
     from documents.models import Chunk, Source
-    from documents.services import document_ingest
+    from documents.services import document_delete, document_ingest
     from documents.signals import vector_sync_deferred
     from documents.sync import vectors_sync_pending
     from documents.vectorstore import get_vector_store
@@ -666,10 +667,12 @@ def phase_soak(args: argparse.Namespace) -> dict:
 
     run_id = f"{int(time.time())}-{os.getpid()}"  # every soak ingests new documents, never re-ingests
 
+    live: list = []  # --soak-churn: this soak's documents still stored, oldest first
+
     def ingest(number: int) -> None:
         doc = rng.choice(corpus)
         with vector_sync_deferred(enqueue_sync=False):
-            document_ingest(
+            result = document_ingest(
                 source=source,
                 title=f"{doc['title']} (soak {number})",
                 url=f"{SOAK_URL}{run_id}/{doc['_id']}/{number}",
@@ -677,6 +680,15 @@ def phase_soak(args: argparse.Namespace) -> dict:
                 mime="text/plain",
             )
         vectors_sync_pending()
+        if args.soak_churn:
+            # Keep the corpus the same size: delete the document ingested SOAK_CHURN_KEEP ingests
+            # ago, rows and points (the points directly, as the worker's deletion task would).
+            live.append(result.document)
+            if len(live) > SOAK_CHURN_KEEP:
+                old = live.pop(0)
+                chunk_ids = [str(pk) for pk in old.chunks.values_list("pk", flat=True)]
+                document_delete(document=old)
+                get_vector_store().delete(chunk_ids)
 
     ingest(0)  # warm-up of the ingest path too: parsing, chunking, the sync's first batch
     ingest(-1)
@@ -721,6 +733,7 @@ def phase_soak(args: argparse.Namespace) -> dict:
         "seconds": round(time.perf_counter() - t_start, 1),
         "interval_s": args.soak_interval,
         "ingest_every": args.soak_ingest_every,
+        "churn": bool(args.soak_churn),
         "operations": {k: len(v) for k, v in ops.items()},
         "latency": {k: summary(v) for k, v in ops.items() if v},
         "chunks_added": Chunk.objects.count() - chunks_before,
@@ -1017,13 +1030,17 @@ def markdown(report: dict) -> str:
             )
             + ".",
         ]
-    soaks = [(key, report[key]) for key in ("soak", "soak_search_only") if report.get(key)]
+    soaks = [(key, report[key]) for key in ("soak", "soak_churn", "soak_search_only") if report.get(key)]
     if soaks:
         lines += ["", f"## Memory under load ({soaks[0][1]['chunks_at_start']} chunks)", ""]
     for key, soak in soaks:
         ops = ", ".join(f"{k} {v}" for k, v in soak["operations"].items() if v)
         lat = "; ".join(f"{k} p50 {v['p50_ms']} ms" for k, v in soak["latency"].items())
-        kind = "searches only" if key == "soak_search_only" else "mixed load: searches of every mode and ingests"
+        kind = {
+            "soak_search_only": "searches only",
+            "soak_churn": "mixed load at a constant corpus size: searches of every mode, ingests and deletions "
+            f"(each ingest deletes the document ingested {SOAK_CHURN_KEEP} ingests before)",
+        }.get(key, "mixed load: searches of every mode and ingests")
         rss = [r for _, r in soak["samples"]]
         after_warmup = rss[min(3, len(rss) - 1)]
         lines += [
@@ -1072,6 +1089,11 @@ def main() -> None:
     parser.add_argument("--soak-interval", type=float, default=10)
     parser.add_argument(
         "--soak-ingest-every", type=int, default=20, help="every Nth soak operation ingests (0: searches only)"
+    )
+    parser.add_argument(
+        "--soak-churn",
+        action="store_true",
+        help="each soak ingest also deletes an earlier soak document: mixed writes at a constant corpus size",
     )
     parser.add_argument("--soak-key", default="soak", help="where the soak's result goes in the JSON")
     parser.add_argument(
@@ -1163,6 +1185,7 @@ def main() -> None:
             soak_interval=args.soak_interval,
             soak_ingest_every=args.soak_ingest_every,
             soak_trace=args.soak_trace,
+            soak_churn=args.soak_churn,
         )
         soak["chunks_at_start"] = max((r["chunks"] for r in report["sizes"].values()), default=0)
         print(json.dumps({k: v for k, v in soak.items() if k != "samples"}), flush=True)
