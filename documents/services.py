@@ -175,9 +175,7 @@ def document_ingest(
     prepared = _document_prepare(
         title=title, url=url, data=data, text=text, mime=mime, filename=filename, metadata=metadata
     )
-    with transaction.atomic():
-        _lock_document_identity(source.pk, prepared.identity)
-        return _document_store(source, prepared, _existing_documents(source, [prepared]).get(prepared.identity))
+    return _document_store_alone(source, prepared)
 
 
 def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestResult | IngestError]:
@@ -216,10 +214,7 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
             stored = []
             for i in batch:
                 try:
-                    with transaction.atomic():
-                        _lock_document_identity(source.pk, prepared[i].identity)
-                        existing = _existing_documents(source, [prepared[i]]).get(prepared[i].identity)
-                        stored.append(_document_store(source, prepared[i], existing))
+                    stored.append(_document_store_alone(source, prepared[i]))
                 except DatabaseError as exc:
                     logger.exception("storing document %r failed", prepared[i].url or prepared[i].title)
                     stored.append(IngestError(f"could not store the document: {exc}", code="DatabaseError"))
@@ -304,6 +299,13 @@ def _existing_documents(source: Source, prepared: list[_Prepared]) -> dict[str, 
         for doc in Document.objects.select_for_update().filter(source=source, url="", content_hash__in=hashes):
             found.setdefault(doc.content_hash, doc)
     return found
+
+
+def _document_store_alone(source: Source, prepared: _Prepared) -> IngestResult:
+    """Store one prepared document in its own transaction (a savepoint inside the caller's)."""
+    with transaction.atomic():
+        _lock_document_identity(source.pk, prepared.identity)
+        return _document_store(source, prepared, _existing_documents(source, [prepared]).get(prepared.identity))
 
 
 def _document_store(source: Source, prepared: _Prepared, existing: Document | None) -> IngestResult:
