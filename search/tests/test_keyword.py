@@ -356,3 +356,15 @@ def test_a_bulk_ingest_queues_one_statistics_refresh_not_one_per_document(monkey
             document_ingest(source=source, title=f"Doc {n}", text=f"Bulk document number {n}.", url=f"https://e.com/{n}")
         assert calls == []
     assert calls == [1]
+
+
+def test_the_chunk_table_is_stored_and_vacuumed_for_keyword_search(db):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE oid = 'documents_chunk'::regclass")
+        options = set(cursor.fetchone()[0] or [])
+        cursor.execute(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'documents_chunk'::regclass AND attname = 'search_vector'"
+        )
+        storage = cursor.fetchone()[0]
+    assert {"autovacuum_vacuum_scale_factor=0.05", "autovacuum_analyze_scale_factor=0.05"} <= options
+    assert storage == "m"  # MAIN: the tsvector stays in the row (search/migrations/0002)
