@@ -211,7 +211,7 @@ def snippet_sql(
     The query's lexemes become the OR tsquery inside the same statement (an uncorrelated
     subquery, computed once), quoted exactly as ``_lexeme_tsquery`` quotes them, so a caller can
     fetch snippets together with the rows they belong to: one round trip instead of three
-    (search.selectors._hydrate; bench/results/search_scale.md).
+    (search.selectors._page; bench/results/search_scale.md).
     """
     options = (
         f'StartSel="{SNIPPET_START}", StopSel="{SNIPPET_STOP}", MaxWords={int(max_words)}, '
