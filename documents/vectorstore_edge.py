@@ -156,9 +156,9 @@ class EdgeStore(VectorStore):
         self._monitor: threading.Thread | None = None
         try:
             self._recover_swap()
+            self._meta = self._read_sidecar()
             if (self.shard_dir / "edge_config.json").exists():
                 self._shard = self._load_shard()
-            self._meta = self._read_sidecar()
         except BaseException:
             self._owner.release()
             raise
@@ -206,8 +206,7 @@ class EdgeStore(VectorStore):
 
     def _load_shard(self):
         """Open the shard on disk with the serving settings (``_serving_config``) where its dimension is known."""
-        meta = self._read_sidecar() or {}
-        dimension = meta.get("dimension")
+        dimension = (self._meta or {}).get("dimension")
         if isinstance(dimension, int) and dimension > 0:
             return self._edge(EdgeShard.load, str(self.shard_dir), _serving_config(dimension))
         return self._edge(EdgeShard.load, str(self.shard_dir))
