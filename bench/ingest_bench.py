@@ -8,7 +8,7 @@ Run from the project root; it creates (and drops first) its own database and dat
 
 Pipeline ``sequential`` = what `manage.py ingest` does with the local model: ``document_ingest_many``
 over every SciFact document (title, abstract as text/plain, url, metadata; parse, chunk, diff) in
-the command's batches (BATCH_FILES documents, one transaction each) inside ``vector_sync_deferred``, then ``vectors_sync_pending`` (embedding cache
+the command's batches (INGEST_BATCH_DOCUMENTS documents, one transaction each) inside ``vector_sync_deferred``, then ``vectors_sync_pending`` (embedding cache
 lookups, embedding, cache writes, upserts into a fresh embedded qdrant-edge store, status
 updates). Pipeline ``alongside`` = what it does with a remote embedder, measured here with the
 local one to decide between them: the same ``document_ingest_many`` loop, with a
@@ -16,7 +16,7 @@ local one to decide between them: the same ``document_ingest_many`` loop, with a
 document's new chunks: every full batch of ``SYNC_BATCH`` pending chunks goes to the embedding
 thread while the next documents are stored, and the sync's database work (cache lookups and
 writes, status updates) and the upserts into a fresh embedded qdrant-edge store run in the
-storing thread between documents; ``finish()`` embeds the rest. Fresh PostgreSQL database.
+storing thread between batches; ``finish()`` embeds the rest. Fresh PostgreSQL database.
 Raw = ``embedder.embed_documents`` alone (the same process-wide embedder object, so the same
 runtime, threads and batch size) on exactly the inputs the pipeline embedded (context line +
 chunk text, read back from the chunk rows), in document order, in calls of ``SYNC_BATCH`` texts
@@ -220,9 +220,14 @@ def run_child(args: argparse.Namespace) -> dict:
 
     from documents.embeddings import get_embedder
     from documents.embeddings_onnx import load_model_tokenizer
-    from documents.management.commands.ingest import BATCH_FILES
     from documents.models import Chunk, Source
-    from documents.services import IngestError, document_ingest_many, embedding_input, source_get_or_create
+    from documents.services import (
+        INGEST_BATCH_DOCUMENTS,
+        IngestError,
+        document_ingest_many,
+        embedding_input,
+        source_get_or_create,
+    )
     from documents.signals import vector_sync_deferred
     from documents.sync import SYNC_BATCH, SyncAlongside, vectors_sync_pending
     from documents.vectorstore import get_vector_store
@@ -272,9 +277,9 @@ def run_child(args: argparse.Namespace) -> dict:
 
     def ingest(docs: list[dict], added: list, alongside=None) -> None:
         nonlocal failed
-        # As `manage.py ingest` stores files: batches of BATCH_FILES, one transaction each.
-        for start in range(0, len(docs), BATCH_FILES):
-            batch = docs[start : start + BATCH_FILES]
+        # As `manage.py ingest` stores files: batches of INGEST_BATCH_DOCUMENTS, one transaction each.
+        for start in range(0, len(docs), INGEST_BATCH_DOCUMENTS):
+            batch = docs[start : start + INGEST_BATCH_DOCUMENTS]
             items = [
                 {
                     "title": doc["title"],
@@ -532,7 +537,7 @@ def markdown(report: dict) -> str:
         "# Ingestion throughput: pipeline vs raw embedder (SciFact)",
         "",
         "Whole pipeline (`document_ingest_many` over every document, in `manage.py ingest`'s batches of "
-        "`BATCH_FILES`, inside `vector_sync_deferred`, embedding through "
+        "`INGEST_BATCH_DOCUMENTS`, inside `vector_sync_deferred`, embedding through "
         "`documents.sync` into a fresh embedded qdrant-edge store; fresh PostgreSQL database) beside "
         "`embedder.embed_documents` alone on exactly the chunk inputs the pipeline embedded, same embedder "
         "object (runtime, threads, batch size), same call size as the sync. Measured slice by slice in one "
@@ -540,8 +545,9 @@ def markdown(report: dict) -> str:
         "slices), so both see the same load on the 2 shared cores and a load that drifts favours neither. "
         "`sequential` = what `manage.py ingest` does with the local model: store every document of the slice, "
         "then `vectors_sync_pending`; `alongside` = what it does with a remote embedder (measured here with the "
-        "local one, to choose): store the documents one by one while a `SyncAlongside` embeds each full batch of "
-        "256 new chunks in a thread (cache, upsert and status updates in the storing thread between documents), "
+        "local one, to choose): store the documents in the same batches while a `SyncAlongside` embeds each full "
+        "batch of 256 new chunks in a thread (cache, upsert and status updates in the storing thread between "
+        "storing batches), "
         "then embed the rest. The variants alternate slice by slice. Script: `bench/ingest_bench.py`.",
         "",
         "| runtime | pipeline | docs | chunks | pipeline chunks/s | pipeline tokens/s | raw chunks/s | raw tokens/s | "

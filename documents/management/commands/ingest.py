@@ -1,9 +1,9 @@
 """`manage.py ingest PATH|URL ... [--source NAME] [--recursive] [--no-embed]`.
 
 Files are stored in batches (one transaction per batch; a batch that fails is stored file by
-file), then the new chunks are embedded (unless --no-embed). With a remote embedder (EMBEDDING_BACKEND=openai) every full batch of new chunks is
-embedded in a thread while the next files are stored (documents.sync.embeds_alongside says why
-not with the local model).
+file), then the new chunks are embedded (unless --no-embed). With a remote embedder
+(EMBEDDING_BACKEND=openai) every full batch of new chunks is embedded in a thread while the next
+files are stored (documents.sync.embeds_alongside says why not with the local model).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from documents.management.commands._progress import progress_bar
 from documents.models import Source
-from documents.services import IngestError, document_ingest_many, source_get_or_create
+from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
 from documents.signals import vector_sync_deferred
 from documents.sync import embed_pending_foreground, embeds_alongside, sync_alongside_start
 
@@ -102,9 +102,8 @@ class Command(BaseCommand):
 
 
 # Files are stored in batches (documents.services.document_ingest_many: one transaction, one
-# statement per step for the whole batch instead of six round trips per file), of at most this
-# many files or this many bytes read, whichever comes first.
-BATCH_FILES = 64
+# statement per step for the whole batch instead of six round trips per file), of at most
+# INGEST_BATCH_DOCUMENTS files or this many bytes read, whichever comes first.
 BATCH_BYTES = 16 * 1024 * 1024
 
 
@@ -122,7 +121,7 @@ def _batches(items, failures: list[str], counts: dict, bar):
             continue
         batch.append((label, kwargs))
         size += len(kwargs.get("data") or b"") + len((kwargs.get("text") or "").encode())
-        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+        if len(batch) >= INGEST_BATCH_DOCUMENTS or size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
     if batch:

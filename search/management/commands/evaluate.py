@@ -15,14 +15,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from documents.management.commands._progress import progress_bar
 from documents.models import Document, Source
-from documents.services import IngestError, document_ingest_many, source_get_or_create
+from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
 from documents.signals import vector_sync_deferred
 from search.evaluation import DatasetError, evaluate_mode, load_dataset
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
 
 URL_PREFIX = "beir://"
-INGEST_BATCH = 64  # documents per transaction (documents.services.document_ingest_many)
 
 
 class Command(BaseCommand):
@@ -149,8 +148,8 @@ class Command(BaseCommand):
             return
         failed = 0
         with vector_sync_deferred(enqueue_sync=False), progress_bar(len(todo), "ingest", "doc") as bar:
-            for start in range(0, len(todo), INGEST_BATCH):
-                batch = todo[start : start + INGEST_BATCH]
+            for start in range(0, len(todo), INGEST_BATCH_DOCUMENTS):
+                batch = todo[start : start + INGEST_BATCH_DOCUMENTS]
                 items = [
                     {
                         "title": doc["title"],
