@@ -39,6 +39,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import numpy as np  # noqa: E402
+from harness import cpu_model, score, versions  # noqa: E402
 
 from documents import embeddings_onnx  # noqa: E402
 
@@ -88,17 +89,9 @@ def make_encoder(runtime: str, *, threads: int, batch_size: int, onnx_dir: Path)
 
 
 def ndcg_recall(scores: np.ndarray, query_ids: list[str], doc_ids: list[str], qrels: dict[str, dict[str, int]]):
+    """nDCG@10 and Recall@100 of exact (brute-force) retrieval by these similarity scores."""
     top = np.argsort(-scores, axis=1)[:, :100]
-    ndcgs, recalls = [], []
-    for row, qid in enumerate(query_ids):
-        relevant = qrels[qid]
-        ranked = [doc_ids[i] for i in top[row]]
-        dcg = sum(relevant.get(d, 0) / np.log2(rank + 2) for rank, d in enumerate(ranked[:10]))
-        ideal = sorted(relevant.values(), reverse=True)[:10]
-        idcg = sum(g / np.log2(rank + 2) for rank, g in enumerate(ideal))
-        ndcgs.append(dcg / idcg)
-        recalls.append(len(set(ranked) & set(relevant)) / len(relevant))
-    return float(np.mean(ndcgs)), float(np.mean(recalls))
+    return score({qid: [doc_ids[i] for i in top[row]] for row, qid in enumerate(query_ids)}, qrels)
 
 
 def rss_probe(runtime: str, threads: int, batch_size: int, onnx_dir: Path) -> None:
@@ -147,13 +140,13 @@ def main() -> None:
     previous = json.loads(args.output.read_text()) if args.output.exists() else {}
     result: dict = {
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "threads": args.threads,
             "python": platform.python_version(),
             "load_average_at_start": os.getloadavg(),
             "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
-            "versions": _versions(),
+            "versions": versions("torch", "sentence-transformers", "onnxruntime", "onnx", "numpy"),
         },
         "int8_recipe": {"op_types": embeddings_onnx.INT8_OP_TYPES, "per_channel": embeddings_onnx.INT8_PER_CHANNEL},
         "export_seconds": round(export_seconds, 1),
@@ -395,22 +388,6 @@ def markdown(result: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("torch", "sentence-transformers", "onnxruntime", "onnx", "numpy")}
 
 
 if __name__ == "__main__":

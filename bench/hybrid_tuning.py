@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
+
+import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,11 +72,10 @@ def main() -> None:
     from django.conf import settings
 
     from documents.models import Document, Source
-    from search.evaluation import load_dataset, ndcg_at_k, recall_at_k
     from search.filters import SearchFilters
     from search.selectors import keyword_candidates, semantic_candidates
 
-    dataset = load_dataset(args.dataset, args.split)
+    dataset = harness.load_dataset(args.dataset, args.split)
     source = Source.objects.get(name=args.source or f"beir-{dataset.name}")
     beir_id = {pk: url.rsplit("/", 1)[-1] for pk, url in Document.objects.filter(source=source).values_list("id", "url")}
     filters = SearchFilters(source_ids=[source.pk])
@@ -92,12 +92,7 @@ def main() -> None:
     retrieval_s = time.perf_counter() - started
 
     def score(rank_fn):
-        ndcg, recall = [], []
-        for qid, (kw, sem) in runs.items():
-            docs = rank_fn(kw, sem)
-            ndcg.append(ndcg_at_k(docs, dataset.qrels[qid], 10))
-            recall.append(recall_at_k(docs, dataset.qrels[qid], 100))
-        return round(statistics.fmean(ndcg), 4), round(statistics.fmean(recall), 4)
+        return harness.score({qid: rank_fn(kw, sem) for qid, (kw, sem) in runs.items()}, dataset.qrels)
 
     def single(ranked):
         seen, docs = set(), []

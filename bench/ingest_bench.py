@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -53,6 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import cpu_model, proc_status, versions  # noqa: E402
+
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact-train"
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DB_URL = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -60,22 +61,6 @@ URL_PREFIX = "beir://scifact-train/"
 
 
 # --- helpers shared by parent and child ---------------------------------------------------------
-
-
-def proc_fields(*keys: str) -> dict[str, float]:
-    """These kB fields of /proc/self/status (VmRSS, VmHWM, RssAnon...), in MB."""
-    out = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in keys:
-                out[key] = int(value.split()[0]) / 1024
-    return out
-
-
-def proc_status() -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of this process in MB."""
-    return proc_fields("VmRSS", "VmHWM")
 
 
 def database_url(base: str, name: str) -> str:
@@ -500,18 +485,6 @@ def run_child(args: argparse.Namespace) -> dict:
 # --- parent -------------------------------------------------------------------------------------
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in ("django", "onnxruntime", "torch", "sentence_transformers", "qdrant_edge", "psycopg"):
-        try:
-            from importlib.metadata import version
-
-            out[name] = version(name.replace("_", "-"))
-        except Exception:
-            pass
-    return out
-
-
 def cpu_pairs(report: dict) -> str:
     """How often `alongside` cost more CPU than `sequential` on the neighbouring slice (same load)."""
     out = []
@@ -623,16 +596,6 @@ def markdown(report: dict) -> str:
         f"- Versions: {json.dumps(report['versions'])}; CPU: {report['cpu']}; measured {report['measured_at']}."
     )
     return "\n".join(lines) + "\n"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -37,10 +37,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,6 +56,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.models import F  # noqa: E402
 from django.test import override_settings  # noqa: E402
+from harness import percentile, score  # noqa: E402
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source  # noqa: E402
 from search.keyword import keyword_search, keyword_snippets, keyword_stats_refresh  # noqa: E402
@@ -192,21 +191,6 @@ def rank_bm25(query: str, limit: int) -> list[str]:
 # --- Metrics ----------------------------------------------------------------------------------
 
 
-def ndcg_at(ranked: list[str], rel: dict[str, int], k: int = 10) -> float:
-    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sum(r / math.log2(i + 2) for i, r in enumerate(sorted(rel.values(), reverse=True)[:k]))
-    return dcg / ideal if ideal else 0.0
-
-
-def recall_at(ranked: list[str], rel: dict[str, int], k: int = 100) -> float:
-    return len(set(ranked[:k]) & set(rel)) / len(rel)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 _backend_pid: list[int] = []
 
 
@@ -227,7 +211,7 @@ def evaluate(name, ranker, queries, qrels, mapping, *, limit, collapse, warmup=T
     if warmup:
         for text in list(queries.values())[:200]:
             ranker(text, limit)
-    ndcgs, recalls, times, cpu_times = [], [], [], []
+    rankings, times, cpu_times = {}, [], []
     backend_cpu_ns()  # opens the connection before the first timed query
     for qid, text in queries.items():
         cpu_before = backend_cpu_ns() + time.thread_time_ns()
@@ -243,11 +227,11 @@ def evaluate(name, ranker, queries, qrels, mapping, *, limit, collapse, warmup=T
                 continue
             seen.add(doc)
             docs.append(doc)
-        ndcgs.append(ndcg_at(docs, qrels[qid]))
-        recalls.append(recall_at(docs, qrels[qid]))
+        rankings[qid] = docs
+    ndcg, recall = score(rankings, qrels)
     result = {
-        "ndcg@10": round(statistics.fmean(ndcgs), 4),
-        "recall@100": None if collapse else round(statistics.fmean(recalls), 4),
+        "ndcg@10": ndcg,
+        "recall@100": None if collapse else recall,
         "p50_ms": round(percentile(times, 50), 2),
         "p95_ms": round(percentile(times, 95), 2),
         # Wall time suffers from whatever else runs on the machine; CPU time (client thread +

@@ -53,11 +53,12 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psutil
 import psycopg
+from harness import DATASETS, percentile
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-DATASET = Path("/work/shared/datasets/scifact-train")
+DATASET = DATASETS / "scifact-train"
 RESULTS = ROOT / "bench" / "results"
 GUNICORN_CMD = [str(VENV_BIN / "gunicorn"), "-c", "ragsite/gunicorn.conf.py", "ragsite.wsgi"]
 MIX = {"keyword": 0.32, "semantic": 0.32, "hybrid": 0.32, "ingest": 0.04}
@@ -74,13 +75,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an unsorted list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def read_jsonl(path: Path) -> list[dict]:

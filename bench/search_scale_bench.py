@@ -54,7 +54,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -70,7 +69,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest_bench import PostgresCpu, database_url, proc_fields, proc_status, recreate_database  # noqa: E402
+from harness import proc_status, versions  # noqa: E402
+from ingest_bench import PostgresCpu, database_url, recreate_database  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact-train"
 RESULTS = ROOT / "bench" / "results"
@@ -818,7 +818,7 @@ class HeapTrace:
 
 def rss_split() -> tuple[float, float]:
     """(RssAnon, RssFile) of this process in MB."""
-    out = proc_fields("RssAnon", "RssFile")
+    out = proc_status("RssAnon", "RssFile")
     return round(out.get("RssAnon", 0.0), 1), round(out.get("RssFile", 0.0), 1)
 
 
@@ -1068,18 +1068,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("django", "onnxruntime", "qdrant-edge-py", "psycopg", "matplotlib"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
@@ -1190,7 +1178,7 @@ def main() -> None:
         soak["chunks_at_start"] = max((r["chunks"] for r in report["sizes"].values()), default=0)
         print(json.dumps({k: v for k, v in soak.items() if k != "samples"}), flush=True)
         report[args.soak_key] = soak
-    report["versions"] = versions()
+    report["versions"] = versions("django", "onnxruntime", "qdrant-edge-py", "psycopg", "matplotlib")
     report["cpu"] = (
         next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
         + f" x{os.cpu_count()}"

@@ -51,6 +51,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import percentiles, versions  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 DIM = 384
 BATCH = 256
@@ -119,18 +121,6 @@ def timed_searches(store, queries, **filters) -> list[float]:
         store.search(q, limit=10, **filters)
         out.append((time.perf_counter() - started) * 1000)
     return out
-
-
-def percentiles(ms: list[float]) -> dict:
-    import numpy as np
-
-    if not ms:
-        return {"p50_ms": None, "p95_ms": None, "n": 0}
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-        "n": len(ms),
-    }
 
 
 def run_child(args: argparse.Namespace) -> dict:
@@ -323,7 +313,7 @@ def main() -> None:
         "client_filtered_queries": args.client_filtered_queries,
         "client_upsert_sample": args.client_upsert_sample,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "versions": _versions(),
+        "versions": versions("qdrant-client", "qdrant-edge-py", "numpy"),
         "total_wall_s": round(time.perf_counter() - started_all, 1),
         "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "results": results,
@@ -332,12 +322,6 @@ def main() -> None:
     (RESULTS / "vectorstore.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "vectorstore.md").write_text(markdown(report))
     print(markdown(report))
-
-
-def _versions() -> dict:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("qdrant-client", "qdrant-edge-py", "numpy")}
 
 
 def markdown(report: dict) -> str:

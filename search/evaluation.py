@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytrec_eval
+
 
 class DatasetError(Exception):
     pass
@@ -65,18 +67,38 @@ def load_dataset(directory: Path | str, split: str = "test") -> Dataset:
     return Dataset(name=directory.name, corpus=corpus, queries=queries, qrels=qrels)
 
 
-def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    """nDCG@k with gains 2^rel - 1 (as trec_eval / BEIR); binary judgments give rel / log2(rank + 1)."""
-    dcg = sum((2 ** relevant.get(doc, 0) - 1) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
-    ideal = sorted(relevant.values(), reverse=True)[:k]
-    idcg = sum((2**rel - 1) / math.log2(i + 2) for i, rel in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
+# trec_eval's own measures (through pytrec_eval), so figures match published BEIR numbers:
+# nDCG uses trec_eval's linear gains (gain = relevance grade), which differ from 2^rel - 1 on
+# graded datasets such as NFCorpus or TREC-COVID; on binary ones (SciFact) the two agree.
+NDCG_10 = "ndcg_cut_10"
+RECALL_100 = "recall_100"
 
 
-def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> float:
-    if not relevant:
-        return 0.0
-    return len(set(ranked[:k]) & set(relevant)) / len(relevant)
+def run_scores(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Per query, trec_eval's nDCG@10 and Recall@100 of ranked document ids (best first).
+
+    trec_eval orders a run by score, so ranks become descending scores; a document listed twice
+    counts at its first rank, as in the ranking the user saw.
+    """
+    run: dict[str, dict[str, float]] = {}
+    for qid, docs in ranked.items():
+        scores: dict[str, float] = {}
+        for rank, doc in enumerate(docs):
+            scores.setdefault(doc, float(len(docs) - rank))
+        run[qid] = scores
+    judged = {qid: qrels.get(qid, {}) for qid in ranked}
+    evaluator = pytrec_eval.RelevanceEvaluator({q: r for q, r in judged.items() if r}, {"ndcg_cut.10", "recall.100"})
+    measured = evaluator.evaluate({q: s for q, s in run.items() if judged[q]})
+    # A query no ranking found anything for, or with no judgments, scores 0 (trec_eval skips it).
+    return {qid: measured.get(qid, {NDCG_10: 0.0, RECALL_100: 0.0}) for qid in ranked}
+
+
+def ndcg_at_10(ranked: list[str], relevant: dict[str, int]) -> float:
+    return run_scores({"q": ranked}, {"q": relevant})["q"][NDCG_10]
+
+
+def recall_at_100(ranked: list[str], relevant: dict[str, int]) -> float:
+    return run_scores({"q": ranked}, {"q": relevant})["q"][RECALL_100]
 
 
 @dataclass
@@ -106,17 +128,16 @@ def evaluate_mode(
     query_ids: list[str],
     progress: Callable[[int], None] | None = None,
 ) -> ModeResult:
-    ndcgs, recalls, latencies = [], [], []
-    per_query = {}
+    rankings, latencies = {}, []
     for qid in query_ids:
         ranked, took_ms = search(dataset.queries[qid])
-        n = ndcg_at_k(ranked, dataset.qrels[qid], 10)
-        ndcgs.append(n)
-        per_query[qid] = n
-        recalls.append(recall_at_k(ranked, dataset.qrels[qid], 100))
+        rankings[qid] = ranked
         latencies.append(took_ms)
         if progress:
             progress(1)
+    scores = run_scores(rankings, dataset.qrels)
+    ndcgs = [scores[qid][NDCG_10] for qid in query_ids]
+    recalls = [scores[qid][RECALL_100] for qid in query_ids]
     return ModeResult(
         mode=mode,
         ndcg_at_10=round(statistics.fmean(ndcgs), 4) if ndcgs else 0.0,
@@ -124,5 +145,5 @@ def evaluate_mode(
         queries=len(query_ids),
         latency_ms_p50=round(statistics.median(latencies), 2) if latencies else 0.0,
         latency_ms_p95=round(percentile(latencies, 0.95), 2),
-        per_query=per_query,
+        per_query={qid: scores[qid][NDCG_10] for qid in query_ids},
     )

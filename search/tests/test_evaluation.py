@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from search.evaluation import load_dataset, ndcg_at_k, recall_at_k
+from search.evaluation import load_dataset, ndcg_at_10, recall_at_100, run_scores
 
 TINY = Path(__file__).parent / "data" / "tiny"
 
@@ -19,23 +19,35 @@ def test_ndcg_matches_a_hand_computation():
     relevant = {"a": 1, "c": 1}
     # Ranked b, a, c: DCG = 1/log2(3) + 1/log2(4); ideal = 1/log2(2) + 1/log2(3).
     expected = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
-    assert ndcg_at_k(["b", "a", "c"], relevant, 10) == pytest.approx(expected)
-    assert ndcg_at_k(["a", "c", "b"], relevant, 10) == pytest.approx(1.0)
-    assert ndcg_at_k(["b", "d"], relevant, 10) == 0.0
-    # Only the first k ranks count.
-    assert ndcg_at_k(["x"] * 10 + ["a"], relevant, 10) == 0.0
+    assert ndcg_at_10(["b", "a", "c"], relevant) == pytest.approx(expected)
+    assert ndcg_at_10(["a", "c", "b"], relevant) == pytest.approx(1.0)
+    assert ndcg_at_10(["b", "d"], relevant) == 0.0
+    # Only the first 10 ranks count.
+    assert ndcg_at_10([f"x{i}" for i in range(10)] + ["a"], relevant) == 0.0
+    # A document repeated counts once, at its first rank.
+    assert ndcg_at_10(["b", "a", "a", "c"], relevant) == pytest.approx(expected)
 
 
-def test_graded_relevance_uses_exponential_gain():
+def test_graded_relevance_uses_trec_evals_linear_gain():
+    # trec_eval (and so published BEIR figures on NFCorpus, TREC-COVID) gains the grade itself,
+    # not 2^grade - 1: here 0.8597 where exponential gains would give 0.7967.
     relevant = {"a": 2, "b": 1}
-    dcg = (2**1 - 1) / math.log2(2) + (2**2 - 1) / math.log2(3)
-    idcg = (2**2 - 1) / math.log2(2) + (2**1 - 1) / math.log2(3)
-    assert ndcg_at_k(["b", "a"], relevant, 10) == pytest.approx(dcg / idcg)
+    dcg = 1 / math.log2(2) + 2 / math.log2(3)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert ndcg_at_10(["b", "a"], relevant) == pytest.approx(dcg / idcg)
+    assert ndcg_at_10(["b", "a"], relevant) == pytest.approx(0.8597, abs=1e-4)
+
+
+def test_queries_without_hits_or_judgments_score_zero():
+    scores = run_scores({"q1": [], "q2": ["a"], "q3": ["a"]}, {"q1": {"a": 1}, "q2": {"a": 1}})
+    assert scores["q1"]["ndcg_cut_10"] == 0.0
+    assert scores["q2"]["ndcg_cut_10"] == 1.0
+    assert scores["q3"]["ndcg_cut_10"] == 0.0
 
 
 def test_recall_counts_relevant_documents_found_in_the_top_k():
-    assert recall_at_k(["a", "x", "c"], {"a": 1, "b": 1, "c": 1, "d": 1}, 100) == 0.5
-    assert recall_at_k(["x", "a"], {"a": 1}, 1) == 0.0
+    assert recall_at_100(["a", "x", "c"], {"a": 1, "b": 1, "c": 1, "d": 1}) == 0.5
+    assert recall_at_100([f"x{i}" for i in range(100)] + ["a"], {"a": 1}) == 0.0
 
 
 def test_the_dataset_loader_keeps_only_judged_queries():
@@ -78,7 +90,7 @@ def test_evaluate_matches_metrics_recomputed_from_the_api_rankings(api, fresh_st
     for qid, text in dataset.queries.items():
         body = api.get("/api/search/", {"q": text, "mode": "keyword", "limit": 100, "source": "beir-tiny"}).json()
         ranked = [r["url"].rsplit("/", 1)[-1] for r in body["results"]]
-        scores.append(ndcg_at_k(ranked, dataset.qrels[qid], 10))
+        scores.append(ndcg_at_10(ranked, dataset.qrels[qid]))
     assert reported == pytest.approx(sum(scores) / len(scores), abs=1e-4)
 
 
