@@ -258,7 +258,7 @@ class AskResponseSerializer(serializers.Serializer):
 
 
 def ask_response_body(answer) -> dict:
-    from search.answers import citation_body
+    from search.answers.generate import citation_body
 
     cited = set(answer.cited)
     body = {
@@ -286,7 +286,7 @@ def sse_event(event: str, data: dict) -> bytes:
 def ask_stream(context, provider):
     """Server-sent events: ``citations`` first, ``delta`` pieces, then ``done`` or ``error``."""
     from ragsite.api import error_body
-    from search.answers import answer_events, citation_body
+    from search.answers.generate import answer_events, citation_body
 
     yield sse_event(
         "citations",
@@ -390,7 +390,9 @@ class AskView(APIView):
         from django.http import StreamingHttpResponse
         from rest_framework.response import Response
 
-        from search.answers import AnswerError, answer_generate, answer_provider, answer_retrieve
+        from search.answers.errors import AnswerError
+        from search.answers.generate import answer_generate, answer_provider
+        from search.answers.retrieval import answer_retrieve
 
         params = AskParams(data=request.data)
         params.is_valid(raise_exception=True)

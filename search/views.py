@@ -21,7 +21,10 @@ from django.utils.safestring import SafeString, mark_safe
 from rest_framework.exceptions import ValidationError
 
 from documents.models import Source
-from search.answers import AnswerError, answer_generate, answer_provider, answer_retrieve, snippet_safe_html
+from search.answers.errors import AnswerError
+from search.answers.generate import answer_generate, answer_provider
+from search.answers.passages import snippet_safe_html
+from search.answers.retrieval import answer_retrieve
 from search.api import search_filters, search_params
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search

@@ -7,24 +7,13 @@ import re
 import pytest
 
 from documents.embeddings import get_tokenizer
-from search.answers import (
-    NOT_FOUND_ANSWER,
-    UNCITED_WARNING,
-    CitationFilter,
-    ExtractiveProvider,
-    LLMAuthError,
-    LLMRateLimited,
-    LLMTimeout,
-    LLMUnavailable,
-    OpenAIChatProvider,
-    answer_context_build,
-    answer_events,
-    answer_generate,
-    answer_retrieve,
-    citations_clean,
-    passage_sentences,
-    snippet_safe_html,
-)
+from search.answers.citations import CitationFilter, citations_clean
+from search.answers.errors import LLMAuthError, LLMRateLimited, LLMTimeout, LLMUnavailable
+from search.answers.extractive import ExtractiveProvider, passage_sentences
+from search.answers.generate import NOT_FOUND_ANSWER, UNCITED_WARNING, answer_events, answer_generate
+from search.answers.llm import OpenAIChatProvider
+from search.answers.passages import answer_context_build, snippet_safe_html
+from search.answers.retrieval import answer_retrieve
 from search.selectors import SearchResult
 from search.tests.ask_fixtures import DOCUMENTS, OFF_TOPIC_QUESTION, knowledge_base_fixture  # noqa: F401
 
@@ -219,7 +208,7 @@ def llm(settings, openai_server):
 
 
 def tea_context():
-    from search.answers import AnswerContext
+    from search.answers.passages import AnswerContext
 
     passages = answer_context_build(
         results=[result(1, DOCUMENTS["tea"][3], title="Green tea"), result(2, DOCUMENTS["bees"][3], title="Bees")],
@@ -322,7 +311,7 @@ def test_an_error_in_the_middle_of_a_stream_ends_it_with_an_error_event(llm):
 def test_a_top_keyword_match_counts_in_hybrid_mode_at_half_the_similarity_floor():
     from types import SimpleNamespace
 
-    from search.answers import _relevant
+    from search.answers.retrieval import _relevant
 
     top_keyword = SimpleNamespace(keyword_rank=1)
     semantic_only = SimpleNamespace(keyword_rank=None)

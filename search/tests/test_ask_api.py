@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from search.answers import NOT_FOUND_ANSWER
+from search.answers.generate import NOT_FOUND_ANSWER
 from search.tests.ask_fixtures import OFF_TOPIC_QUESTION, knowledge_base_fixture, sse_events  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

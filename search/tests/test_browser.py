@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from search.answers import NOT_FOUND_ANSWER
+from search.answers.generate import NOT_FOUND_ANSWER
 from search.tests.ask_fixtures import OFF_TOPIC_QUESTION, ingest_live
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

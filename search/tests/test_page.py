@@ -8,7 +8,7 @@ import pytest
 
 from documents.models import Source
 from documents.services import document_ingest
-from search.answers import NOT_FOUND_ANSWER
+from search.answers.generate import NOT_FOUND_ANSWER
 from search.tests.ask_fixtures import OFF_TOPIC_QUESTION, knowledge_base_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.django_db]

@@ -1,0 +1,190 @@
+"""Offline answers: the question's best sentences from the passages, each cited."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from search.answers.errors import AnswerUnavailable
+from search.answers.passages import Passage, _normalised
+from search.answers.providers import AnswerProvider
+
+# Words that carry no meaning for matching a question to a sentence.
+_STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
+    our ours out over own same she should so some such than that the their theirs them then there these they this
+    those through to too under until up very was we were what when where which while who whom why will with would
+    you your yours tell explain describe please much many""".split()
+)
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?")
+# Splits after . ! ? (and closing quotes/brackets) when the next sentence starts like one.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")
+_ABBREVIATION_END = re.compile(r"\b(?:e\.g|i\.e|etc|vs|cf|al|Dr|Mr|Mrs|Ms|Prof|St|Fig|No|approx)\.$", re.IGNORECASE)
+_LIST_PREFIX = re.compile(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+")
+
+
+def _stem(word: str) -> str:
+    # Crude, but enough to let "bees" meet "bee" and "steamed" meet "steam".
+    for suffix in ("ing", "edly", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _terms(text: str) -> set[str]:
+    return {_stem(w) for w in (m.casefold() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+
+
+@dataclass
+class _Sentence:
+    passage: Passage
+    position: int
+    text: str
+
+
+def passage_sentences(passage: Passage, *, max_words: int = 60) -> list[_Sentence]:
+    """The passage's sentences, without headings, list bullets or the fragment a chunk may start with."""
+    sentences: list[_Sentence] = []
+    for line_number, line in enumerate(passage.text.splitlines()):
+        line = line.strip()
+        if not line or line.startswith(("#", "|", "```")):
+            continue
+        line = _LIST_PREFIX.sub("", line)
+        pieces: list[str] = []
+        for piece in _SENTENCE_BREAK.split(line):
+            if pieces and _ABBREVIATION_END.search(pieces[-1]):
+                pieces[-1] = f"{pieces[-1]} {piece}"
+            else:
+                pieces.append(piece)
+        for index, piece in enumerate(pieces):
+            piece = piece.strip()
+            words = piece.split()
+            if len(words) < 4:
+                continue
+            if line_number == 0 and index == 0 and piece[0].islower():
+                continue  # the tail of a sentence cut by the chunk boundary
+            if len(words) > max_words:
+                piece = " ".join(words[:max_words]) + " …"
+            sentences.append(_Sentence(passage=passage, position=len(sentences), text=piece))
+    return sentences
+
+
+def _with_marker(sentence: str, n: int) -> str:
+    """``Green tea is steamed [1].``: the marker goes before the closing punctuation."""
+    match = re.search(r"([.!?…]+[\"'\u201d\u2019)\]]*)$", sentence)
+    if match:
+        return f"{sentence[: match.start()].rstrip()} [{n}]{match.group(1)}"
+    return f"{sentence} [{n}]."
+
+
+class ExtractiveProvider(AnswerProvider):
+    """The question's best sentences from the passages, each followed by its citation.
+
+    Score = 0.7 x cosine(question, sentence) with the local embedder + 0.3 x the idf-weighted
+    share of the question's content words that the sentence contains, plus a small bonus for the
+    better-ranked passages. Then 2-4 sentences: the best, and the next ones while they stay close
+    to it, skipping near-duplicates. Neighbouring sentences of a passage stay together in their
+    order, so the answer reads like an excerpt; otherwise the best comes first.
+    """
+
+    name = "extractive"
+    streams = False
+    max_sentences = 4
+    min_sentences = 2
+    max_candidates = 96
+
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        from documents.embeddings import get_embedder
+
+        try:
+            return get_embedder().model_id
+        except Exception:  # informative only; a broken embedder fails loudly when answering
+            return ""
+
+    def stream(self, *, question: str, passages: Sequence[Passage]) -> Iterator[str]:
+        chosen = self.select(question=question, passages=passages)
+        for index, sentence in enumerate(chosen):
+            yield ("" if index == 0 else " ") + _with_marker(sentence.text, sentence.passage.n)
+
+    def select(self, *, question: str, passages: Sequence[Passage]) -> list[_Sentence]:
+        from documents.embeddings import EmbeddingError, get_embedder
+
+        candidates: list[_Sentence] = []
+        seen: set[str] = set()
+        for passage in passages:
+            for sentence in passage_sentences(passage):
+                key = _normalised(sentence.text)
+                if key not in seen:  # overlapping chunks repeat sentences
+                    seen.add(key)
+                    candidates.append(sentence)
+        if not candidates:
+            return []
+        question_terms = _terms(question)
+        sentence_terms = [_terms(s.text) for s in candidates]
+        document_frequency: dict[str, int] = {}
+        for terms in sentence_terms:
+            for term in terms:
+                document_frequency[term] = document_frequency.get(term, 0) + 1
+        total = len(candidates)
+
+        def idf(term: str) -> float:
+            return math.log(1 + (total + 1) / (document_frequency.get(term, 0) + 0.5))
+
+        question_weight = sum(idf(t) for t in question_terms) or 1.0
+        overlap = np.array(
+            [sum(idf(t) for t in question_terms & terms) / question_weight for terms in sentence_terms],
+            dtype=np.float32,
+        )
+        if len(candidates) > self.max_candidates:
+            # Embedding costs about a millisecond a sentence on a CPU; keep the likeliest ones.
+            keep = sorted(
+                range(len(candidates)), key=lambda i: (-overlap[i], candidates[i].passage.n, candidates[i].position)
+            )[: self.max_candidates]
+            keep.sort()
+            candidates = [candidates[i] for i in keep]
+            overlap = overlap[keep]
+        try:
+            embedder = get_embedder()
+            query = np.asarray(embedder.embed_query(question), dtype=np.float32)
+            vectors = np.asarray(embedder.embed_documents([s.text for s in candidates]), dtype=np.float32)
+        except (EmbeddingError, OSError) as exc:
+            raise AnswerUnavailable(f"The local embedder failed, so no answer could be extracted: {exc}") from exc
+        similarity = vectors @ query
+        count = max(p.n for p in passages)
+        rank_bonus = np.array([0.05 * (1 - (s.passage.n - 1) / max(count, 1)) for s in candidates], dtype=np.float32)
+        scores = 0.7 * similarity + 0.3 * overlap + rank_bonus
+
+        order = np.argsort(-scores, kind="stable")
+        best = float(scores[order[0]])
+        picked: list[int] = []
+        for index in order:
+            if len(picked) >= self.max_sentences:
+                break
+            if len(picked) >= self.min_sentences and float(scores[index]) < 0.75 * best:
+                break
+            if any(float(vectors[index] @ vectors[other]) > 0.9 for other in picked):
+                continue  # says the same as a sentence already chosen
+            picked.append(int(index))
+        # Neighbouring sentences of one passage stay together and in order (a "they" keeps its
+        # referent); such runs, and lone sentences, come best first.
+        picked.sort(key=lambda i: (candidates[i].passage.n, candidates[i].position))
+        runs: list[list[int]] = []
+        for index in picked:
+            previous = runs[-1][-1] if runs else None
+            if (
+                previous is not None
+                and candidates[previous].passage.n == candidates[index].passage.n
+                and candidates[index].position == candidates[previous].position + 1
+            ):
+                runs[-1].append(index)
+            else:
+                runs.append([index])
+        runs.sort(key=lambda run: -max(float(scores[i]) for i in run))
+        return [candidates[i] for run in runs for i in run]

@@ -1,0 +1,106 @@
+"""Retrieval for answers: search, keep what is relevant, number it as passages.
+
+See the package docstring for how relevance is decided.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from django.conf import settings
+
+from search.answers.passages import AnswerContext, answer_context_build
+from search.filters import SearchFilters
+from search.selectors import chunk_search
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_SIMILARITY = 0.30
+DEFAULT_LIMIT = 8
+DEFAULT_MAX_PER_DOCUMENT = 3
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+def chunk_similarities(*, question: str, chunk_ids: Sequence[str]) -> dict[str, float]:
+    """Cosine similarity of the question to each chunk, with the vectors the vector store holds.
+
+    The chunk vectors come from the embedding cache (``embed_chunks`` embeds only what is
+    missing, e.g. a chunk that is still pending), so this costs one query embedding.
+    """
+    from documents.embeddings import get_embedder
+    from documents.models import Chunk
+    from documents.sync import embed_chunks
+
+    if not chunk_ids:
+        return {}
+    chunks = list(Chunk.objects.filter(pk__in=list(chunk_ids)).only("id", "text", "context", "content_hash"))
+    if not chunks:
+        return {}
+    vectors = embed_chunks(chunks)
+    query = np.asarray(get_embedder().embed_query(question), dtype=np.float32)
+    scores = vectors @ query
+    return {str(chunk.pk): float(score) for chunk, score in zip(chunks, scores, strict=True)}
+
+
+def answer_retrieve(
+    *, question: str, mode: str | None = None, limit: int | None = None, filters: SearchFilters | None = None
+) -> AnswerContext:
+    """Search, keep the relevant results, and number them as passages within the token budget.
+
+    Raises ``search.selectors.SearchUnavailable`` in semantic mode when vectors cannot be searched.
+    """
+    from documents.embeddings import EmbeddingError
+
+    started = time.perf_counter()
+    limit = limit or int(_setting("ASK_DEFAULT_LIMIT", DEFAULT_LIMIT))
+    response = chunk_search(
+        question,
+        mode=mode,
+        limit=limit,
+        filters=filters,
+        max_per_document=int(_setting("ASK_MAX_PER_DOCUMENT", DEFAULT_MAX_PER_DOCUMENT)),
+    )
+    warnings = list(response.warnings)
+    results = list(response.results)
+    similarities: dict[str, float] = {}
+    if results and response.mode in ("semantic", "hybrid"):
+        try:
+            similarities = chunk_similarities(question=question, chunk_ids=[r.chunk_id for r in results])
+        except (EmbeddingError, OSError) as exc:
+            logger.warning("answer relevance check fell back to keyword matches: %s", exc)
+            warnings.append("The relevance check is unavailable; answering from keyword matches.")
+        else:
+            floor = float(_setting("ASK_MIN_SIMILARITY", DEFAULT_MIN_SIMILARITY))
+            results = [r for r in results if _relevant(r, similarities.get(r.chunk_id, -1.0), floor, response.mode)]
+    passages = answer_context_build(
+        results=results,
+        budget_tokens=int(settings.ASK_CONTEXT_TOKENS),
+        similarities=similarities,
+    )
+    return AnswerContext(
+        question=question,
+        mode=response.mode,
+        passages=passages,
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+        warnings=warnings,
+        retrieved=len(response.results),
+    )
+
+
+def _relevant(result, similarity: float, floor: float, mode: str) -> bool:
+    """Above the similarity floor; in hybrid mode a top keyword match also counts at half the floor.
+
+    A chunk that covers a whole short document can sit a little under the floor for a precise
+    question it does answer, while BM25 ranks it first (seen on a 160-token guide). Requiring
+    half the floor still keeps off-subject questions out (their best scores sit near 0.19).
+    """
+    if similarity >= floor:
+        return True
+    keyword_rank = getattr(result, "keyword_rank", None)
+    return mode == "hybrid" and keyword_rank is not None and keyword_rank <= 3 and similarity >= floor / 2
