@@ -48,29 +48,83 @@ class _Sentence:
     text: str
 
 
-def passage_sentences(passage: Passage, *, max_words: int = 60) -> list[_Sentence]:
-    """The passage's sentences, without headings, list bullets or the fragment a chunk may start with."""
-    sentences: list[_Sentence] = []
-    for line_number, line in enumerate(passage.text.splitlines()):
-        line = line.strip()
-        if not line or line.startswith(("#", "|", "```")):
+# Lines that are not prose: headings, table rows, block quotes' markers are kept apart.
+_NOT_PROSE = re.compile(r"^\s*(?:#{1,6}(?:\s|$)|\|)")
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
+
+
+def passage_paragraphs(text: str) -> list[tuple[str, bool]]:
+    """``(paragraph, is_list_item)``: hard-wrapped lines joined with spaces, headings, tables and code left out.
+
+    A single newline inside a paragraph is a line wrap, not a sentence end (text files wrapped at
+    72 columns, Markdown source, text extracted from HTML or PDF); a blank line, a list item, a
+    heading, a table row or a code fence ends the paragraph.
+    """
+    paragraphs: list[tuple[str, bool]] = []
+    current: list[str] = []
+    is_item = False
+    in_code = False
+
+    def end() -> None:
+        nonlocal current, is_item
+        if current:
+            paragraphs.append((" ".join(current), is_item))
+        current, is_item = [], False
+
+    for raw in text.splitlines():
+        if _FENCE.match(raw):
+            end()
+            in_code = not in_code
             continue
-        line = _LIST_PREFIX.sub("", line)
-        pieces: list[str] = []
-        for piece in _SENTENCE_BREAK.split(line):
-            if pieces and _ABBREVIATION_END.search(pieces[-1]):
-                pieces[-1] = f"{pieces[-1]} {piece}"
-            else:
-                pieces.append(piece)
+        line = raw.strip()
+        if in_code or not line or _NOT_PROSE.match(line):
+            end()
+            continue
+        if line.startswith(">"):
+            line = line.lstrip("> ").strip()
+        item = _LIST_PREFIX.match(line)
+        if item:
+            end()
+            is_item = True
+            line = line[item.end() :].strip()
+        if line:
+            current.append(line)
+    end()
+    return paragraphs
+
+
+def _split_sentences(paragraph: str) -> list[str]:
+    pieces: list[str] = []
+    for piece in _SENTENCE_BREAK.split(paragraph):
+        if pieces and _ABBREVIATION_END.search(pieces[-1]):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    return [piece.strip() for piece in pieces if piece.strip()]
+
+
+def passage_sentences(passage: Passage, *, max_words: int = 80) -> list[_Sentence]:
+    """The passage's whole sentences, without headings, list bullets or the pieces a chunk cut.
+
+    A chunk may start inside a sentence (a lower-case first fragment) and end inside one (a last
+    prose fragment with no closing punctuation): both are left out, as is a "sentence" of more
+    than ``max_words`` words (a table or a list run together), so an answer never quotes half a
+    sentence.
+    """
+    sentences: list[_Sentence] = []
+    paragraphs = passage_paragraphs(passage.text)
+    for number, (paragraph, is_item) in enumerate(paragraphs):
+        pieces = _split_sentences(paragraph)
         for index, piece in enumerate(pieces):
-            piece = piece.strip()
             words = piece.split()
-            if len(words) < 4:
+            if len(words) < 4 or len(words) > max_words:
                 continue
-            if line_number == 0 and index == 0 and piece[0].islower():
-                continue  # the tail of a sentence cut by the chunk boundary
-            if len(words) > max_words:
-                piece = " ".join(words[:max_words]) + " …"
+            if number == 0 and index == 0 and piece[0].islower():
+                continue  # the tail of a sentence cut by the chunk's start
+            last = number == len(paragraphs) - 1 and index == len(pieces) - 1
+            if last and not is_item and not _SENTENCE_END.search(piece):
+                continue  # the head of a sentence cut by the chunk's end
             sentences.append(_Sentence(passage=passage, position=len(sentences), text=piece))
     return sentences
 

@@ -149,7 +149,7 @@ def test_sentences_skip_headings_bullets_and_a_cut_first_fragment():
             result(
                 1,
                 "cut off by the chunk. Bees make honey from nectar, e.g. from clover.\n# Heading\n"
-                "- Workers forage up to five kilometres away\nShort one.",
+                "- Workers forage up to five kilometres away\n\nShort one.",
             )
         ],
         budget_tokens=500,
@@ -158,6 +158,76 @@ def test_sentences_skip_headings_bullets_and_a_cut_first_fragment():
         "Bees make honey from nectar, e.g. from clover.",
         "Workers forage up to five kilometres away",
     ]
+
+
+TIDES = """Ocean tides
+
+Along most coasts the level of the ocean climbs to a high water
+mark and falls back to a low one twice in a little more than a
+day. The Moon's gravity pulls hardest on the side of the Earth
+that faces it, so the water there bulges towards it; a second
+bulge forms on the far side, where the pull is weakest. Two
+bulges of water form, and the planet turns beneath them.
+"""
+
+
+def _passage(text: str):
+    return answer_context_build(results=[result(1, text)], budget_tokens=2000)[0]
+
+
+def test_hard_wrapped_lines_are_joined_into_whole_sentences():
+    sentences = [s.text for s in passage_sentences(_passage(TIDES))]
+    assert sentences == [
+        "Along most coasts the level of the ocean climbs to a high water mark and falls back to a low one "
+        "twice in a little more than a day.",
+        "The Moon's gravity pulls hardest on the side of the Earth that faces it, so the water there bulges "
+        "towards it; a second bulge forms on the far side, where the pull is weakest.",
+        "Two bulges of water form, and the planet turns beneath them.",
+    ]
+
+
+def test_markdown_lists_headings_tables_and_code_are_not_run_together():
+    text = (
+        "## Brewing\n\nUse water at about 80 degrees for green\ntea and boiling water for black tea.\n\n"
+        "- Warm the pot before you add\n  the leaves to it.\n- Never squeeze the bag into the cup.\n\n"
+        "| step | time |\n|---|---|\n| steep | three minutes |\n\n"
+        "```\nprint('this is code, not a sentence.')\n```\n> Tea is a quiet drink for\n> a long afternoon."
+    )
+    assert [s.text for s in passage_sentences(_passage(text))] == [
+        "Use water at about 80 degrees for green tea and boiling water for black tea.",
+        "Warm the pot before you add the leaves to it.",
+        "Never squeeze the bag into the cup.",
+        "Tea is a quiet drink for a long afternoon.",
+    ]
+
+
+def test_a_sentence_cut_by_the_chunk_end_or_too_long_to_be_one_is_never_quoted():
+    text = "Bees make honey from the nectar of flowers. Worker bees carry the nectar back to the hive in"
+    assert [s.text for s in passage_sentences(_passage(text))] == ["Bees make honey from the nectar of flowers."]
+    run_on = "Word " * 120 + "end."
+    assert [s.text for s in passage_sentences(_passage(f"A short sentence stands here. {run_on}"))] == [
+        "A short sentence stands here."
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_the_extractive_answer_over_a_hard_wrapped_file_reads_as_whole_sentences(fresh_store, run_commit_hooks):
+    from documents.models import Source
+    from documents.services import document_ingest
+
+    with run_commit_hooks():
+        source = Source.objects.create(name="notes")
+        document_ingest(source=source, title="Ocean tides", url="", text=TIDES, mime="text/plain")
+    context = answer_retrieve(question="why does seawater go up and down twice a day", mode="hybrid")
+    answer = answer_generate(context=context, provider=ExtractiveProvider())
+    assert answer.found
+    flat = " ".join(TIDES.split())
+    quoted = re.findall(r"(.+?) \[\d+\]([.!?])\s*", answer.text)
+    assert quoted
+    for words, end in quoted:
+        sentence = words.strip() + end
+        assert sentence in flat and sentence[0].isupper(), sentence
 
 
 @pytest.mark.django_db
@@ -179,8 +249,8 @@ def test_the_extractive_answer_is_cited_sentences_of_the_passages(knowledge_base
     assert 1 <= len(sentences) <= 4
     by_n = {p.n: p for p in context.passages}
     for words, n, end in sentences:
-        # Every sentence is quoted from the passage its marker names.
-        assert (words + end) in by_n[int(n)].text
+        # Every sentence is quoted from the passage its marker names (line wraps read as spaces).
+        assert (words + end) in " ".join(by_n[int(n)].text.split())
     assert by_n[int(sentences[0][1])].document_id == knowledge_base[key].pk
     assert answer.cited == sorted(set(answer.cited), key=answer.cited.index)
     assert set(markers(answer.text)) == set(answer.cited) <= set(by_n)
