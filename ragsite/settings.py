@@ -244,6 +244,16 @@ SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 100, minimum=1, maximum=1000)
 SEARCH_MAX_OFFSET = env_int("SEARCH_MAX_OFFSET", 1000, minimum=0)
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=10)
 SEARCH_PUBLIC = env_bool("SEARCH_PUBLIC", False)
+# Optional rerank stage (search.rerank): off unless RERANK_URL names the endpoint's full URL.
+RERANK_URL = env_str("RERANK_URL")
+RERANK_API = env_choice("RERANK_API", "cohere", ["cohere", "tei"])
+RERANK_MODEL = env_str("RERANK_MODEL")
+RERANK_API_KEY = env_str("RERANK_API_KEY")
+RERANK_TOP_N = env_int("RERANK_TOP_N", 50, minimum=1, maximum=1000)
+RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 5.0, minimum=0.1)
+SEARCH_RERANK = env_bool("SEARCH_RERANK", False)
+if SEARCH_RERANK and not RERANK_URL:
+    raise ImproperlyConfigured("SEARCH_RERANK=true needs RERANK_URL (the rerank endpoint's full URL).")
 # Keyword ranking: BM25 inside PostgreSQL (search/keyword.py; numbers in bench/results/keyword.md).
 SEARCH_BM25_K1 = env_float("SEARCH_BM25_K1", 0.9, minimum=0.0)
 SEARCH_BM25_B = env_float("SEARCH_BM25_B", 0.4, minimum=0.0)

@@ -30,6 +30,11 @@ class SearchParams(serializers.Serializer):
     metadata = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="key:value on document metadata; repeatable."
     )
+    rerank = serializers.BooleanField(
+        required=False,
+        help_text="Reorder the best RERANK_TOP_N results through the rerank endpoint (RERANK_URL); "
+        "default SEARCH_RERANK.",
+    )
 
     def validate_q(self, value):
         if not value.strip():
@@ -71,6 +76,13 @@ class SearchParams(serializers.Serializer):
             raise serializers.ValidationError("source is empty.")
         return ids
 
+    def validate_rerank(self, value):
+        from search.rerank import rerank_enabled
+
+        if value and not rerank_enabled():
+            raise serializers.ValidationError("No rerank endpoint is configured (set RERANK_URL).")
+        return value
+
     def validate_metadata(self, value):
         pairs: dict[str, str] = {}
         for item in value:
@@ -88,6 +100,11 @@ def search_params(query_params) -> dict:
     params = SearchParams(data=data)
     params.is_valid(raise_exception=True)
     return params.validated_data
+
+
+def search_rerank(validated: dict) -> bool:
+    """Rerank when asked for, else by SEARCH_RERANK (which needs RERANK_URL, checked at start-up)."""
+    return validated.get("rerank", settings.SEARCH_RERANK)
 
 
 def search_filters(validated: dict) -> SearchFilters:
@@ -109,6 +126,7 @@ class SearchResultSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
     heading_path = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField()
+    rerank_score = serializers.FloatField(required=False, help_text="The rerank endpoint's score (reranked hits).")
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -118,6 +136,8 @@ class SearchResponseSerializer(serializers.Serializer):
     results = SearchResultSerializer(many=True)
     took_ms = serializers.FloatField()
     warnings = serializers.ListField(child=serializers.CharField(), required=False)
+    reranked = serializers.BooleanField(required=False, help_text="Present when a rerank was asked for.")
+    rerank_error = serializers.CharField(required=False, help_text="Why the results were not reranked.")
 
 
 def search_response_body(response) -> dict:
@@ -142,8 +162,15 @@ def search_response_body(response) -> dict:
         ],
         "took_ms": response.took_ms,
     }
+    for hit, result in zip(body["results"], response.results, strict=True):
+        if result.rerank_score is not None:
+            hit["rerank_score"] = result.rerank_score
     if response.warnings:
         body["warnings"] = response.warnings
+    if response.reranked is not None:
+        body["reranked"] = response.reranked
+        if response.rerank_error:
+            body["rerank_error"] = response.rerank_error
     return body
 
 
@@ -195,6 +222,7 @@ class SearchView(APIView):
                 limit=params["limit"],
                 offset=params["offset"],
                 filters=search_filters(params),
+                rerank=search_rerank(params),
             )
         except SearchUnavailable as exc:
             raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
@@ -216,8 +244,12 @@ class AskParams(serializers.Serializer):
     stream = serializers.BooleanField(
         required=False, default=False, help_text="Answer as server-sent events: citations, delta..., done (or error)."
     )
+    rerank = serializers.BooleanField(
+        required=False, help_text="Rerank the retrieved passages (RERANK_URL); default SEARCH_RERANK."
+    )
 
     validate_source = SearchParams.validate_source
+    validate_rerank = SearchParams.validate_rerank
 
     def validate_question(self, value):
         if not value.strip():
@@ -255,6 +287,8 @@ class AskResponseSerializer(serializers.Serializer):
     found = serializers.BooleanField(help_text="False when nothing relevant was found (or the model did not know).")
     took_ms = serializers.FloatField()
     warnings = serializers.ListField(child=serializers.CharField(), required=False)
+    reranked = serializers.BooleanField(required=False, help_text="Present when a rerank was asked for.")
+    rerank_error = serializers.CharField(required=False, help_text="Why the passages were not reranked.")
 
 
 def ask_response_body(answer) -> dict:
@@ -273,6 +307,10 @@ def ask_response_body(answer) -> dict:
     }
     if answer.warnings:
         body["warnings"] = answer.warnings
+    if answer.reranked is not None:
+        body["reranked"] = answer.reranked
+        if answer.rerank_error:
+            body["rerank_error"] = answer.rerank_error
     return body
 
 
@@ -296,6 +334,8 @@ def ask_stream(context, provider):
             "provider": provider.name,
             "model": provider.model,
             "citations": [citation_body(p) for p in context.passages],
+            **({"reranked": context.reranked} if context.reranked is not None else {}),
+            **({"rerank_error": context.rerank_error} if context.rerank_error else {}),
         },
     )
     try:
@@ -403,6 +443,7 @@ class AskView(APIView):
                 mode=data.get("mode"),
                 limit=data.get("limit"),
                 filters=SearchFilters(source_ids=data.get("source")),
+                rerank=search_rerank(data),
             )
         except SearchUnavailable as exc:
             raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc

@@ -45,6 +45,7 @@ class SearchResult:
     metadata: dict = field(default_factory=dict)
     keyword_rank: int | None = None
     semantic_rank: int | None = None
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -55,6 +56,8 @@ class SearchResponse:
     results: list[SearchResult]
     took_ms: float
     warnings: list[str] = field(default_factory=list)
+    reranked: bool | None = None  # None: no rerank asked for
+    rerank_error: str = ""
 
 
 @dataclass(slots=True)
@@ -141,8 +144,13 @@ def chunk_search(
     max_per_document: int | None = None,
     candidates: int | None = None,
     with_snippets: bool = True,
+    rerank: bool = False,
 ) -> SearchResponse:
-    """Search chunks. Raises SearchUnavailable only in semantic mode; hybrid degrades."""
+    """Search chunks. Raises SearchUnavailable only in semantic mode; hybrid degrades.
+
+    ``rerank``: the best ``RERANK_TOP_N`` results are reordered by the rerank endpoint
+    (``search.rerank``); if it fails they keep their order and the response says why.
+    """
     started = time.perf_counter()
     mode = mode or settings.SEARCH_DEFAULT_MODE
     if mode not in MODES:
@@ -189,7 +197,14 @@ def chunk_search(
         )
 
     grouped = _group(ranked, per_doc)
-    results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
+    reranked, rerank_error = None, ""
+    if rerank:
+        results, gone, outcome = _reranked_page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
+        reranked, rerank_error = outcome.reranked, outcome.error
+        if not outcome.reranked:
+            warnings.append(f"not reranked: {outcome.error}")
+    else:
+        results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
     count = len(grouped) - gone
     return SearchResponse(
         query=query,
@@ -198,7 +213,44 @@ def chunk_search(
         results=results,
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         warnings=warnings,
+        reranked=reranked,
+        rerank_error=rerank_error,
     )
+
+
+def _reranked_page(grouped: list[_Candidate], query: str, *, offset: int, limit: int, with_snippets: bool):
+    """The page ``offset:offset+limit`` after the first ``RERANK_TOP_N`` results were reranked.
+
+    Results past the reranked head keep their fused order behind it.
+    """
+    from search.rerank import rerank
+
+    head, gone = _page(grouped, query, offset=0, limit=settings.RERANK_TOP_N, with_snippets=with_snippets)
+    consumed = len(head) + gone
+    outcome = rerank(query, [_rerank_text(r) for r in head])
+    ordered = [head[i] for i in outcome.order]
+    for index, result in enumerate(head):
+        result.rerank_score = round(outcome.scores[index], 6) if index in outcome.scores else None
+    page = ordered[offset : offset + limit]
+    if len(page) < limit and consumed < len(grouped):
+        tail, tail_gone = _page(
+            grouped[consumed:],
+            query,
+            offset=max(0, offset - len(ordered)),
+            limit=limit - len(page),
+            with_snippets=with_snippets,
+        )
+        page += tail
+        gone += tail_gone
+    for position, result in enumerate(page, start=offset + 1):
+        result.rank = position
+    return page, gone, outcome
+
+
+def _rerank_text(result: SearchResult) -> str:
+    # What a reader of the hit sees first: its title and section, then the passage.
+    header = " > ".join(part for part in [result.title, *(result.heading_path or [])] if part)
+    return f"{header}\n{result.text}" if header else result.text
 
 
 _executor: ThreadPoolExecutor | None = None

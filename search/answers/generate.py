@@ -46,6 +46,8 @@ def answer_generate(*, context: AnswerContext, provider: AnswerProvider | None =
         found=done["found"],
         took_ms=round(context.took_ms + (time.perf_counter() - started) * 1000, 2),
         warnings=done["warnings"],
+        reranked=context.reranked,
+        rerank_error=context.rerank_error,
     )
 
 

@@ -53,6 +53,8 @@ class AnswerContext:
     took_ms: float = 0.0
     warnings: list[str] = field(default_factory=list)
     retrieved: int = 0  # search results before relevance, dedupe and budget
+    reranked: bool | None = None  # None: no rerank asked for
+    rerank_error: str = ""
 
     @property
     def found(self) -> bool:
@@ -71,6 +73,8 @@ class Answer:
     found: bool
     took_ms: float
     warnings: list[str] = field(default_factory=list)
+    reranked: bool | None = None
+    rerank_error: str = ""
 
 
 _SNIPPET_MARKERS = re.compile(r"(<mark>|</mark>|\x02|\x03)")

@@ -49,7 +49,12 @@ def chunk_similarities(*, question: str, chunk_ids: Sequence[str]) -> dict[str, 
 
 
 def answer_retrieve(
-    *, question: str, mode: str | None = None, limit: int | None = None, filters: SearchFilters | None = None
+    *,
+    question: str,
+    mode: str | None = None,
+    limit: int | None = None,
+    filters: SearchFilters | None = None,
+    rerank: bool = False,
 ) -> AnswerContext:
     """Search, keep the relevant results, and number them as passages within the token budget.
 
@@ -65,6 +70,7 @@ def answer_retrieve(
         limit=limit,
         filters=filters,
         max_per_document=int(_setting("ASK_MAX_PER_DOCUMENT", DEFAULT_MAX_PER_DOCUMENT)),
+        rerank=rerank,
     )
     warnings = list(response.warnings)
     results = list(response.results)
@@ -90,6 +96,8 @@ def answer_retrieve(
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         warnings=warnings,
         retrieved=len(response.results),
+        reranked=response.reranked,
+        rerank_error=response.rerank_error,
     )
 
 

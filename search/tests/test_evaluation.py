@@ -11,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from search.evaluation import load_dataset, ndcg_at_10, recall_at_100, run_scores
+from search.tests.rerank_server import rerank_server_fixture  # noqa: F401
 
 TINY = Path(__file__).parent / "data" / "tiny"
 
@@ -62,7 +63,9 @@ def test_the_dataset_loader_keeps_only_judged_queries():
 def test_the_evaluate_command_reports_metrics_that_agree_with_a_hand_computation(fresh_store, tmp_path):
     out = StringIO()
     report = tmp_path / "eval.json"
-    call_command("evaluate", str(TINY), "--split", "test", "--mode", "all", "--json", str(report), stdout=out, stderr=StringIO())
+    call_command(
+        "evaluate", str(TINY), "--split", "test", "--mode", "all", "--json", str(report), stdout=out, stderr=StringIO()
+    )
     results = {r["mode"]: r for r in json.loads(report.read_text())["results"]}
     assert set(results) == {"keyword", "semantic", "hybrid"}
     # By hand, keyword mode: q1 -> d1 and q2 -> d4 at rank 1 (nDCG 1 each). q3 has two relevant
@@ -83,7 +86,9 @@ def test_the_evaluate_command_reports_metrics_that_agree_with_a_hand_computation
 def test_evaluate_matches_metrics_recomputed_from_the_api_rankings(api, fresh_store, tmp_path):
     """Recompute nDCG from /api/search/ rankings: the command and the API agree."""
     report = tmp_path / "eval.json"
-    call_command("evaluate", str(TINY), "--mode", "keyword", "--json", str(report), stdout=StringIO(), stderr=StringIO())
+    call_command(
+        "evaluate", str(TINY), "--mode", "keyword", "--json", str(report), stdout=StringIO(), stderr=StringIO()
+    )
     reported = json.loads(report.read_text())["results"][0]["ndcg_at_10"]
     dataset = load_dataset(TINY, "test")
     scores = []
@@ -99,3 +104,38 @@ def test_evaluate_refuses_a_folder_that_is_not_a_beir_dataset(tmp_path):
         call_command("evaluate", str(tmp_path))
     with pytest.raises(CommandError, match="splits here: test"):
         call_command("evaluate", str(TINY), "--split", "dev")
+
+
+@pytest.mark.django_db
+@pytest.mark.slow
+def test_evaluate_with_rerank_reports_each_mode_with_and_without_the_rerank_stage(
+    fresh_store, tmp_path, settings, rerank_server
+):
+    from search.tests.rerank_server import TEI_PATH, endpoint
+
+    settings.RERANK_URL = endpoint(rerank_server, TEI_PATH)
+    settings.RERANK_API = "tei"
+    report = tmp_path / "eval.json"
+    call_command(
+        "evaluate",
+        str(TINY),
+        "--mode",
+        "hybrid",
+        "--rerank",
+        "--json",
+        str(report),
+        stdout=StringIO(),
+        stderr=StringIO(),
+    )
+    payload = json.loads(report.read_text())
+    assert [r["mode"] for r in payload["results"]] == ["hybrid", "hybrid+rerank"]
+    assert payload["rerank_fallbacks"] == {}
+    # Every query of the reranked run went through the endpoint.
+    assert len(rerank_server.requests_to(TEI_PATH)) == 3
+    assert all(0.0 <= r["ndcg_at_10"] <= 1.0 for r in payload["results"])
+
+
+def test_evaluate_with_rerank_needs_an_endpoint(settings):
+    settings.RERANK_URL = ""
+    with pytest.raises(CommandError, match="RERANK_URL"):
+        call_command("evaluate", str(TINY), "--rerank")

@@ -40,12 +40,21 @@ class Command(BaseCommand):
             help="send every query as GET /api/search/ through Django's full HTTP stack (latency includes "
             "authentication, serialisation and snippets)",
         )
+        parser.add_argument(
+            "--rerank", action="store_true",
+            help="also evaluate each mode with the rerank stage (needs RERANK_URL); reported as MODE+rerank",
+        )
 
     def handle(
-        self, *args, dataset_dir, split, mode, limit_queries, json_path, source, no_sync, through_api, **options
+        self, *args, dataset_dir, split, mode, limit_queries, json_path, source, no_sync, through_api, rerank=False,
+        **options,
     ):
         if limit_queries < 0:
             raise CommandError("--limit-queries must be a positive number")
+        from search.rerank import rerank_enabled
+
+        if rerank and not rerank_enabled():
+            raise CommandError("--rerank needs a rerank endpoint: set RERANK_URL (and RERANK_API).")
         try:
             dataset = load_dataset(dataset_dir, split)
         except DatasetError as exc:
@@ -77,25 +86,42 @@ class Command(BaseCommand):
 
         client = self._api_client() if through_api else None
         results = []
-        for m in modes:
-            def search(text: str, m=m):
+        fallbacks: dict[str, int] = {}
+        runs = [(m, False) for m in modes] + ([(m, True) for m in modes] if rerank else [])
+        for m, reranking in runs:
+            label = f"{m}+rerank" if reranking else m
+
+            def search(text: str, m=m, reranking=reranking, label=label):
                 started = time.perf_counter()
                 if client is not None:
-                    response = client.get("/api/search/", {"q": text, "mode": m, "limit": 100, "source": src.pk})
+                    params = {"q": text, "mode": m, "limit": 100, "source": src.pk}
+                    if reranking:
+                        params["rerank"] = "true"
+                    response = client.get("/api/search/", params)
                     took = (time.perf_counter() - started) * 1000
                     if response.status_code != 200:
                         raise CommandError(f"{m}: /api/search/ answered {response.status_code}: {response.content[:300]!r}")
-                    return [id_of.get(r["document_id"], "") for r in response.json()["results"]], took
-                response = chunk_search(text, mode=m, limit=100, filters=filters, max_per_document=1, with_snippets=False)
+                    body = response.json()
+                    if reranking and not body.get("reranked"):
+                        fallbacks[label] = fallbacks.get(label, 0) + 1
+                    return [id_of.get(r["document_id"], "") for r in body["results"]], took
+                response = chunk_search(
+                    text, mode=m, limit=100, filters=filters, max_per_document=1, with_snippets=False,
+                    rerank=reranking,
+                )
                 took = (time.perf_counter() - started) * 1000
+                if reranking and not response.reranked:
+                    fallbacks[label] = fallbacks.get(label, 0) + 1
                 return [id_of.get(r.document_id, "") for r in response.results], took
 
             try:
-                with progress_bar(len(query_ids), f"query {m}", "q") as bar:
-                    results.append(evaluate_mode(m, dataset, search, query_ids=query_ids, progress=bar.update))
+                with progress_bar(len(query_ids), f"query {label}", "q") as bar:
+                    results.append(evaluate_mode(label, dataset, search, query_ids=query_ids, progress=bar.update))
             except SearchUnavailable as exc:
                 raise CommandError(f"{m}: {exc}") from exc
 
+        for label, count in fallbacks.items():
+            self.stderr.write(f"{label}: {count} queries fell back to the unreranked order (see the server log)")
         self.stdout.write("")
         self.stdout.write(f"{'mode':<10} {'nDCG@10':>8} {'R@100':>8} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
         for r in results:
@@ -117,8 +143,10 @@ class Command(BaseCommand):
                         "EMBEDDING_MODEL", "EMBEDDING_RUNTIME", "CHUNK_SIZE_TOKENS", "CHUNK_OVERLAP_TOKENS",
                         "SEARCH_RRF_K", "SEARCH_KEYWORD_WEIGHT", "SEARCH_SEMANTIC_WEIGHT", "SEARCH_CANDIDATES",
                         "SEARCH_MAX_PER_DOCUMENT", "SEARCH_BM25_K1", "SEARCH_BM25_B",
+                        *(("RERANK_API", "RERANK_MODEL", "RERANK_TOP_N") if rerank else ()),
                     )
                 },
+                "rerank_fallbacks": fallbacks,
                 "results": [
                     {k: v for k, v in r.__dict__.items() if k != "per_query"} for r in results
                 ],
