@@ -273,6 +273,14 @@ ASK_DEFAULT_LIMIT = env_int("ASK_DEFAULT_LIMIT", 8, minimum=1, maximum=100)
 ASK_MAX_LIMIT = env_int("ASK_MAX_LIMIT", 20, minimum=1, maximum=100)
 ASK_MAX_PER_DOCUMENT = env_int("ASK_MAX_PER_DOCUMENT", 3, minimum=1)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 1, minimum=0)
+# Conversations (search.conversations): what an answer sees of earlier turns, and how long
+# conversations are kept after their last turn.
+ASK_HISTORY_TOKENS = env_int("ASK_HISTORY_TOKENS", 600, minimum=0)
+ASK_HISTORY_TURNS = env_int("ASK_HISTORY_TURNS", 4, minimum=0, maximum=50)
+CONVERSATION_RETENTION_DAYS = env_int("CONVERSATION_RETENTION_DAYS", 90, minimum=1)
+# Follow-ups are rewritten into a standalone query by the LLM when LLM_MODEL is set (false:
+# always by the offline rule).
+ASK_REWRITE_WITH_LLM = env_bool("ASK_REWRITE_WITH_LLM", True)
 
 # --- Crawling ---------------------------------------------------------------------------------
 CRAWL_ALLOW_PRIVATE_ADDRESSES = env_bool("CRAWL_ALLOW_PRIVATE_ADDRESSES", False)

@@ -247,6 +247,10 @@ class AskParams(serializers.Serializer):
     rerank = serializers.BooleanField(
         required=False, help_text="Rerank the retrieved passages (RERANK_URL); default SEARCH_RERANK."
     )
+    conversation = serializers.UUIDField(
+        required=False,
+        help_text="Continue this conversation (its earlier turns shape the search); absent: a new one.",
+    )
 
     validate_source = SearchParams.validate_source
     validate_rerank = SearchParams.validate_rerank
@@ -277,6 +281,12 @@ class CitationSerializer(serializers.Serializer):
     cited = serializers.BooleanField(help_text="Whether the answer cites this passage (all were given to it).")
 
 
+class ClosestSerializer(serializers.Serializer):
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    url = serializers.CharField()
+
+
 class AskResponseSerializer(serializers.Serializer):
     question = serializers.CharField()
     answer = serializers.CharField(help_text="Plain text; every [n] marker is the n of a citation below.")
@@ -289,6 +299,17 @@ class AskResponseSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.CharField(), required=False)
     reranked = serializers.BooleanField(required=False, help_text="Present when a rerank was asked for.")
     rerank_error = serializers.CharField(required=False, help_text="Why the passages were not reranked.")
+    status = serializers.ChoiceField(
+        choices=["answered", "not_found"], help_text="not_found: the documents do not cover the question."
+    )
+    conversation = serializers.UUIDField(help_text="The conversation this turn belongs to (send it with a follow-up).")
+    searched_for = serializers.CharField(help_text="The standalone query that was searched (a follow-up, rewritten).")
+    rewritten_by = serializers.ChoiceField(choices=["none", "rule", "llm"])
+    closest = ClosestSerializer(many=True, help_text="When not found: the closest documents' titles.")
+
+
+def ask_status(answer) -> str:
+    return "answered" if answer.found else "not_found"
 
 
 def ask_response_body(answer) -> dict:
@@ -311,6 +332,8 @@ def ask_response_body(answer) -> dict:
         body["reranked"] = answer.reranked
         if answer.rerank_error:
             body["rerank_error"] = answer.rerank_error
+    body["status"] = ask_status(answer)
+    body["closest"] = [] if answer.found else list(answer.closest)
     return body
 
 
@@ -321,7 +344,53 @@ def sse_event(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def ask_stream(context, provider):
+class AskTurn:
+    """One question of a conversation, recorded once its answer is complete (streamed or not)."""
+
+    def __init__(self, *, conversation, new: bool, rewrite, context) -> None:
+        self.conversation = conversation
+        self.new = new
+        self.rewrite = rewrite
+        self.context = context
+
+    def fields(self) -> dict:
+        return {
+            "conversation": str(self.conversation.pk),
+            "searched_for": self.rewrite.query,
+            "rewritten_by": self.rewrite.rewritten_by,
+        }
+
+    def record(self, *, answer: str, status: str, provider: str, model: str, citations: list, took_ms: float) -> None:
+        from search.conversations import ConversationNotFound, turn_record
+
+        try:
+            turn_record(
+                conversation=self.conversation,
+                question=self.context.question,
+                rewrite=self.rewrite,
+                answer=answer,
+                status=status,
+                mode=self.context.mode,
+                provider=provider,
+                model=model,
+                citations=citations,
+                timings={
+                    "rewrite_ms": self.rewrite.took_ms,
+                    "retrieve_ms": self.context.took_ms,
+                    "total_ms": round(took_ms + self.rewrite.took_ms, 2),
+                },
+            )
+        except ConversationNotFound:
+            logger.info("conversation %s was deleted before its answer was recorded", self.conversation.pk)
+
+    def abandon(self) -> None:
+        from search.conversations import conversation_abandon
+
+        if self.new:
+            conversation_abandon(conversation=self.conversation)
+
+
+def ask_stream(context, provider, turn: AskTurn):
     """Server-sent events: ``citations`` first, ``delta`` pieces, then ``done`` or ``error``."""
     from ragsite.api import error_body
     from search.answers.generate import answer_events, citation_body
@@ -329,6 +398,7 @@ def ask_stream(context, provider):
     yield sse_event(
         "citations",
         {
+            **turn.fields(),
             "question": context.question,
             "mode": context.mode,
             "provider": provider.name,
@@ -341,12 +411,27 @@ def ask_stream(context, provider):
     try:
         for event, data in answer_events(context=context, provider=provider, raise_errors=False):
             if event == "error":
+                turn.abandon()
                 yield sse_event("error", {**error_body(data["code"], data["message"]), "status": data["status"]})
+            elif event == "done":
+                status = "answered" if data["found"] else "not_found"
+                cited = set(data["cited"])
+                turn.record(
+                    answer=data["answer"],
+                    status=status,
+                    provider=provider.name,
+                    model=provider.model,
+                    citations=[citation_body(p, cited=p.n in cited) for p in context.passages],
+                    took_ms=data["took_ms"],
+                )
+                closest = [] if data["found"] else context.closest
+                yield sse_event(event, {**data, "status": status, "closest": closest, **turn.fields()})
             else:
                 yield sse_event(event, data)
     except Exception:
         # The status line has gone out; the only way left to say it failed is an event.
         logger.exception("answer stream failed")
+        turn.abandon()
         yield sse_event("error", error_body("server_error", "The answer failed; the error has been logged."))
 
 
@@ -433,10 +518,27 @@ class AskView(APIView):
         from search.answers.errors import AnswerError
         from search.answers.generate import answer_generate, answer_provider
         from search.answers.retrieval import answer_retrieve
+        from search.conversations import (
+            ConversationNotFound,
+            conversation_get,
+            conversation_history,
+            conversation_owner,
+            conversation_start,
+            standalone_query,
+        )
 
         params = AskParams(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
+        owner = conversation_owner(request)
+        conversation = None
+        if data.get("conversation"):
+            try:
+                conversation = conversation_get(conversation_id=data["conversation"], owner=owner)
+            except ConversationNotFound as exc:
+                raise ApiError(str(exc), field="conversation", code="not_found", status_code=404) from exc
+        history = conversation_history(conversation)
+        rewrite = standalone_query(data["question"], history)
         try:
             context = answer_retrieve(
                 question=data["question"],
@@ -444,17 +546,35 @@ class AskView(APIView):
                 limit=data.get("limit"),
                 filters=SearchFilters(source_ids=data.get("source")),
                 rerank=search_rerank(data),
+                searched_for=rewrite.query,
             )
         except SearchUnavailable as exc:
             raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
+        context.history = [(turn.question, turn.answer) for turn in history]
+        if rewrite.warning:
+            context.warnings.append(rewrite.warning)
+        started_here = conversation is None
+        if conversation is None:
+            conversation = conversation_start(owner=owner, question=data["question"])
+        turn = AskTurn(conversation=conversation, new=started_here, rewrite=rewrite, context=context)
         provider = answer_provider()
         if data["stream"]:
-            response = StreamingHttpResponse(ask_stream(context, provider), content_type="text/event-stream")
+            response = StreamingHttpResponse(ask_stream(context, provider, turn), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
             return response
         try:
             answer = answer_generate(context=context, provider=provider)
         except AnswerError as exc:
+            turn.abandon()
             raise ApiError(exc.message, code=exc.code, status_code=exc.status) from exc
-        return Response(ask_response_body(answer))
+        body = ask_response_body(answer)
+        turn.record(
+            answer=answer.text,
+            status=body["status"],
+            provider=answer.provider,
+            model=answer.model,
+            citations=body["citations"],
+            took_ms=answer.took_ms,
+        )
+        return Response({**body, **turn.fields()})

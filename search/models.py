@@ -10,6 +10,8 @@ lexemes are rare. Stale numbers only shift idf a little; they never hide a resul
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
 
 
@@ -35,3 +37,54 @@ class CorpusStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chunk_count} chunks, refreshed {self.refreshed_at:%Y-%m-%d %H:%M}"
+
+
+class Conversation(models.Model):
+    """A thread of questions and answers: follow-ups are searched with what came before.
+
+    ``owner`` names who may read and delete it: ``key:<api key id>``, ``user:<user id>`` or
+    ``session:<session key>`` (an anonymous visitor of a public instance). A plain string rather
+    than foreign keys, so deleting a key or a user never blocks on its conversations; the
+    retention purge (CONVERSATION_RETENTION_DAYS) removes them in time.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.CharField(max_length=80, db_index=True)
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Turn(models.Model):
+    """One question of a conversation, what was searched for it, and the answer given."""
+
+    class Status(models.TextChoices):
+        ANSWERED = "answered"
+        NOT_FOUND = "not_found"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    position = models.PositiveIntegerField()
+    question = models.TextField()
+    searched_for = models.TextField(help_text="The standalone query that was searched.")
+    rewritten_by = models.CharField(max_length=20, help_text="none, rule or llm")
+    answer = models.TextField()
+    status = models.CharField(max_length=20, choices=Status.choices)
+    citations = models.JSONField(default=list)
+    mode = models.CharField(max_length=20)
+    provider = models.CharField(max_length=40)
+    model = models.CharField(max_length=200, blank=True)
+    timings = models.JSONField(default=dict, help_text="Milliseconds: rewrite, retrieve, answer, total.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "position"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "position"], name="turn_position_unique")]
+
+    def __str__(self) -> str:
+        return self.question[:80]

@@ -11,7 +11,7 @@ import numpy as np
 
 from search.answers.errors import AnswerUnavailable
 from search.answers.passages import Passage, _normalised
-from search.answers.providers import AnswerProvider
+from search.answers.providers import AnswerProvider, Exchange
 
 # Words that carry no meaning for matching a question to a sentence.
 _STOPWORDS = frozenset(
@@ -162,7 +162,9 @@ class ExtractiveProvider(AnswerProvider):
         except Exception:  # informative only; a broken embedder fails loudly when answering
             return ""
 
-    def stream(self, *, question: str, passages: Sequence[Passage]) -> Iterator[str]:
+    def stream(self, *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()) -> Iterator[str]:
+        # The history shaped the passages (the standalone query that found them); the sentences
+        # are chosen for the question as asked.
         chosen = self.select(question=question, passages=passages)
         for index, sentence in enumerate(chosen):
             yield ("" if index == 0 else " ") + _with_marker(sentence.text, sentence.passage.n)

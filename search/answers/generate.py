@@ -48,6 +48,7 @@ def answer_generate(*, context: AnswerContext, provider: AnswerProvider | None =
         warnings=done["warnings"],
         reranked=context.reranked,
         rerank_error=context.rerank_error,
+        closest=context.closest,
     )
 
 
@@ -70,9 +71,11 @@ def answer_events(
     cleaner = CitationFilter(len(context.passages))
     try:
         if stream:
-            pieces = provider.stream(question=context.question, passages=context.passages)
+            pieces = provider.stream(question=context.question, passages=context.passages, history=context.history)
         else:
-            pieces = iter([provider.answer(question=context.question, passages=context.passages)])
+            pieces = iter(
+                [provider.answer(question=context.question, passages=context.passages, history=context.history)]
+            )
         for piece in pieces:
             text = cleaner.feed(piece)
             if text:

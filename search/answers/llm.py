@@ -9,7 +9,7 @@ from django.conf import settings
 
 from search.answers.errors import AnswerError, LLMAuthError, LLMRateLimited, LLMTimeout, LLMUnavailable
 from search.answers.passages import Passage
-from search.answers.providers import AnswerProvider
+from search.answers.providers import AnswerProvider, Exchange
 
 SYSTEM_PROMPT = """\
 You answer questions using only the numbered passages the user provides.
@@ -27,10 +27,35 @@ def _setting(name: str, default):
     return getattr(settings, name, default)
 
 
-def chat_messages(*, question: str, passages: Sequence[Passage]) -> list[dict[str, str]]:
+def chat_messages(
+    *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()
+) -> list[dict[str, str]]:
+    """The system prompt, the conversation's last turns that fit ASK_HISTORY_TOKENS, then passages and question.
+
+    Earlier answers are given without their passages: they tell the model what "it" refers to,
+    while the facts of this answer must come from this turn's passages (the system prompt).
+    """
     body = "\n\n".join(p.prompt_text() for p in passages)
     user = f"Passages:\n\n{body}\n\nQuestion: {question}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for earlier_question, earlier_answer in history_within_budget(history, settings.ASK_HISTORY_TOKENS):
+        messages.append({"role": "user", "content": earlier_question})
+        messages.append({"role": "assistant", "content": earlier_answer})
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def history_within_budget(history: Sequence[Exchange], budget_tokens: int) -> list[Exchange]:
+    """The most recent turns whose words fit the budget (about 4 characters a token), oldest first."""
+    kept: list[Exchange] = []
+    used = 0
+    for question, answer in reversed(list(history)):
+        cost = (len(question) + len(answer)) // 4 + 8
+        if used + cost > budget_tokens:
+            break
+        kept.append((question, answer))
+        used += cost
+    return list(reversed(kept))
 
 
 @lru_cache(maxsize=8)
@@ -80,24 +105,27 @@ class OpenAIChatProvider(AnswerProvider):
             max_tokens=_setting("LLM_MAX_TOKENS", None),
         )
 
-    def _request(self, *, question: str, passages: Sequence[Passage], stream: bool):
+    def _request(self, *, question: str, passages: Sequence[Passage], stream: bool, history: Sequence[Exchange] = ()):
         client = _openai_client(*self._client_args)
         return client.chat.completions.create(
-            model=self.model, messages=chat_messages(question=question, passages=passages), stream=stream, **self._extra
+            model=self.model,
+            messages=chat_messages(question=question, passages=passages, history=history),
+            stream=stream,
+            **self._extra,
         )
 
-    def answer(self, *, question: str, passages: Sequence[Passage]) -> str:
+    def answer(self, *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()) -> str:
         try:
-            completion = self._request(question=question, passages=passages, stream=False)
+            completion = self._request(question=question, passages=passages, stream=False, history=history)
         except Exception as exc:
             raise llm_error(exc) from exc
         if not completion.choices:
             raise LLMUnavailable("The language model returned no answer.")
         return completion.choices[0].message.content or ""
 
-    def stream(self, *, question: str, passages: Sequence[Passage]) -> Iterator[str]:
+    def stream(self, *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()) -> Iterator[str]:
         try:
-            for chunk in self._request(question=question, passages=passages, stream=True):
+            for chunk in self._request(question=question, passages=passages, stream=True, history=history):
                 if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
         except AnswerError:

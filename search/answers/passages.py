@@ -55,6 +55,9 @@ class AnswerContext:
     retrieved: int = 0  # search results before relevance, dedupe and budget
     reranked: bool | None = None  # None: no rerank asked for
     rerank_error: str = ""
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier (question, answer) turns
+    closest: list[dict] = field(default_factory=list)  # when nothing is relevant: the nearest documents
+    searched_for: str = ""  # the standalone query searched (the question itself unless rewritten)
 
     @property
     def found(self) -> bool:
@@ -75,6 +78,7 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     reranked: bool | None = None
     rerank_error: str = ""
+    closest: list[dict] = field(default_factory=list)
 
 
 _SNIPPET_MARKERS = re.compile(r"(<mark>|</mark>|\x02|\x03)")

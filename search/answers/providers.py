@@ -7,6 +7,9 @@ from collections.abc import Iterator, Sequence
 
 from search.answers.passages import Passage
 
+# An earlier turn of a conversation: (question, answer).
+Exchange = tuple[str, str]
+
 
 class AnswerProvider(abc.ABC):
     """Answers a question from numbered passages; markers ``[n]`` cite them."""
@@ -17,8 +20,8 @@ class AnswerProvider(abc.ABC):
     streams: bool = False
 
     @abc.abstractmethod
-    def stream(self, *, question: str, passages: Sequence[Passage]) -> Iterator[str]:
-        """The answer in pieces. Raises AnswerError."""
+    def stream(self, *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()) -> Iterator[str]:
+        """The answer in pieces. ``history``: the conversation's earlier turns, oldest first. Raises AnswerError."""
 
-    def answer(self, *, question: str, passages: Sequence[Passage]) -> str:
-        return "".join(self.stream(question=question, passages=passages))
+    def answer(self, *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()) -> str:
+        return "".join(self.stream(question=question, passages=passages, history=history))

@@ -55,8 +55,12 @@ def answer_retrieve(
     limit: int | None = None,
     filters: SearchFilters | None = None,
     rerank: bool = False,
+    searched_for: str | None = None,
 ) -> AnswerContext:
     """Search, keep the relevant results, and number them as passages within the token budget.
+
+    ``searched_for``: the standalone query to search and judge relevance with, when it differs
+    from the question as asked (a follow-up rewritten with the conversation's earlier turns).
 
     Raises ``search.selectors.SearchUnavailable`` in semantic mode when vectors cannot be searched.
     """
@@ -64,8 +68,9 @@ def answer_retrieve(
 
     started = time.perf_counter()
     limit = limit or int(_setting("ASK_DEFAULT_LIMIT", DEFAULT_LIMIT))
+    query = searched_for or question
     response = chunk_search(
-        question,
+        query,
         mode=mode,
         limit=limit,
         filters=filters,
@@ -77,7 +82,7 @@ def answer_retrieve(
     similarities: dict[str, float] = {}
     if results and response.mode in ("semantic", "hybrid"):
         try:
-            similarities = chunk_similarities(question=question, chunk_ids=[r.chunk_id for r in results])
+            similarities = chunk_similarities(question=query, chunk_ids=[r.chunk_id for r in results])
         except (EmbeddingError, OSError) as exc:
             logger.warning("answer relevance check fell back to keyword matches: %s", exc)
             warnings.append("The relevance check is unavailable; answering from keyword matches.")
@@ -98,7 +103,20 @@ def answer_retrieve(
         retrieved=len(response.results),
         reranked=response.reranked,
         rerank_error=response.rerank_error,
+        searched_for=query,
+        closest=[] if passages else _closest(response.results),
     )
+
+
+def _closest(results, count: int = 3) -> list[dict]:
+    """The best-ranked distinct documents of the search, offered when none of them answers."""
+    closest: list[dict] = []
+    for result in results:
+        if all(c["document_id"] != result.document_id for c in closest):
+            closest.append({"document_id": result.document_id, "title": result.title, "url": result.url})
+        if len(closest) == count:
+            break
+    return closest
 
 
 def _relevant(result, similarity: float, floor: float, mode: str) -> bool:
