@@ -12,33 +12,12 @@ import numpy as np
 from search.answers.errors import AnswerUnavailable
 from search.answers.passages import Passage, _normalised
 from search.answers.providers import AnswerProvider, Exchange
+from search.answers.terms import content_terms as _terms
 
-# Words that carry no meaning for matching a question to a sentence.
-_STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below between
-    both but by can could did do does doing down during each few for from further had has have having he her here
-    hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
-    our ours out over own same she should so some such than that the their theirs them then there these they this
-    those through to too under until up very was we were what when where which while who whom why will with would
-    you your yours tell explain describe please much many""".split()
-)
-_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?")
 # Splits after . ! ? (and closing quotes/brackets) when the next sentence starts like one.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")
 _ABBREVIATION_END = re.compile(r"\b(?:e\.g|i\.e|etc|vs|cf|al|Dr|Mr|Mrs|Ms|Prof|St|Fig|No|approx)\.$", re.IGNORECASE)
 _LIST_PREFIX = re.compile(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+")
-
-
-def _stem(word: str) -> str:
-    # Crude, but enough to let "bees" meet "bee" and "steamed" meet "steam".
-    for suffix in ("ing", "edly", "ed", "es", "s", "ly"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def _terms(text: str) -> set[str]:
-    return {_stem(w) for w in (m.casefold() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
 
 
 @dataclass

@@ -13,12 +13,12 @@ import numpy as np
 from django.conf import settings
 
 from search.answers.passages import AnswerContext, answer_context_build
+from search.answers.terms import content_terms, coverage
 from search.filters import SearchFilters
 from search.selectors import chunk_search
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MIN_SIMILARITY = 0.30
 DEFAULT_LIMIT = 8
 DEFAULT_MAX_PER_DOCUMENT = 3
 
@@ -79,20 +79,31 @@ def answer_retrieve(
     )
     warnings = list(response.warnings)
     results = list(response.results)
-    similarities: dict[str, float] = {}
-    if results and response.mode in ("semantic", "hybrid"):
+    similarities: dict[str, float] | None = {}
+    if results:
         try:
             similarities = chunk_similarities(question=query, chunk_ids=[r.chunk_id for r in results])
         except (EmbeddingError, OSError) as exc:
-            logger.warning("answer relevance check fell back to keyword matches: %s", exc)
-            warnings.append("The relevance check is unavailable; answering from keyword matches.")
-        else:
-            floor = float(_setting("ASK_MIN_SIMILARITY", DEFAULT_MIN_SIMILARITY))
-            results = [r for r in results if _relevant(r, similarities.get(r.chunk_id, -1.0), floor, response.mode)]
+            logger.warning("answer relevance check fell back to the query's words: %s", exc)
+            warnings.append(
+                "The similarity check is unavailable; answering from passages holding the question's words."
+            )
+            similarities = None
+        terms = content_terms(query)
+        rule = relevance_settings()
+        results = [
+            r
+            for r in results
+            if passage_relevant(
+                similarity=None if similarities is None else similarities.get(r.chunk_id, -1.0),
+                coverage=coverage(terms, r.text),
+                **rule,
+            )
+        ]
     passages = answer_context_build(
         results=results,
         budget_tokens=int(settings.ASK_CONTEXT_TOKENS),
-        similarities=similarities,
+        similarities=similarities or {},
     )
     return AnswerContext(
         question=question,
@@ -119,14 +130,37 @@ def _closest(results, count: int = 3) -> list[dict]:
     return closest
 
 
-def _relevant(result, similarity: float, floor: float, mode: str) -> bool:
-    """Above the similarity floor; in hybrid mode a top keyword match also counts at half the floor.
+def passage_relevant(
+    *,
+    similarity: float | None,
+    coverage: float,
+    floor: float,
+    low_factor: float,
+    coverage_with_similarity: float,
+    coverage_alone: float,
+) -> bool:
+    """Whether a passage may be answered from: evidence of both retrievers, not one cosine.
 
-    A chunk that covers a whole short document can sit a little under the floor for a precise
-    question it does answer, while BM25 ranks it first (seen on a 160-token guide). Requiring
-    half the floor still keeps off-subject questions out (their best scores sit near 0.19).
+    - similar enough on its own (cosine >= ``floor``);
+    - or moderately similar (>= ``floor * low_factor``) and holding the query's words (the share
+      of its content words the passage contains >= ``coverage_with_similarity``): a short
+      document a question fits exactly can sit under the floor;
+    - or, with no similarity at hand (the embedder is down), holding nearly all the query's words.
+
+    A lone common word in common (a keyword match on "day") is not evidence: on a small corpus
+    BM25 ranks such a match first, which is why rank is not used.
     """
-    if similarity >= floor:
-        return True
-    keyword_rank = getattr(result, "keyword_rank", None)
-    return mode == "hybrid" and keyword_rank is not None and keyword_rank <= 3 and similarity >= floor / 2
+    if similarity is not None:
+        if similarity >= floor:
+            return True
+        return similarity >= floor * low_factor and coverage >= coverage_with_similarity
+    return coverage >= coverage_alone
+
+
+def relevance_settings() -> dict:
+    return {
+        "floor": float(settings.ASK_MIN_SIMILARITY),
+        "low_factor": float(settings.ASK_LOW_SIMILARITY_FACTOR),
+        "coverage_with_similarity": float(settings.ASK_COVERAGE_WITH_SIMILARITY),
+        "coverage_alone": float(settings.ASK_COVERAGE_ALONE),
+    }
