@@ -213,3 +213,43 @@ def test_errors_and_not_found_show_in_the_page(browser, site):
     assert page.locator("#passages li").count() == 0
     page.screenshot(path=str(ARTIFACTS / "search-not-found.png"), full_page=True)
     context.close()
+
+
+def test_a_follow_up_is_asked_under_the_answer_and_past_conversations_reopen(browser, site):
+    url, documents = site
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, url)
+    ask_and_wait(page, "How do bees make honey?")
+    follow_up = page.locator("#follow-up")
+    follow_up.wait_for(state="visible")
+    page.fill("#followup", "what do they add in the hive?")
+    follow_up.locator("button").click()
+    turn = page.locator("#thread .turn").first
+    turn.locator(".meta").filter(has_text=re.compile(r"(Answered|Nothing found) by")).wait_for(timeout=TIMEOUT_MS)
+    assert turn.locator(".turn-question").inner_text() == "what do they add in the hive?"
+    assert "Searched for: what do they add in the hive?" in turn.locator(".searched").inner_text()
+    assert "bees" in turn.locator(".searched").inner_text()
+    assert "enzymes" in turn.locator(".answer-text").inner_text()
+    # Its citations link to its own sources, not the first answer's.
+    cite = turn.locator("a.cite").first
+    target = cite.get_attribute("data-target")
+    assert target.startswith("turn-1-passage-")
+    cite.click()
+    assert page.locator(f"#{target}").evaluate("el => el.classList.contains('is-highlighted')")
+    page.screenshot(path=str(ARTIFACTS / "conversation-desktop.png"), full_page=True)
+    # The conversation is listed and reopens with both turns.
+    page.locator("#new-conversation").click()
+    assert page.locator("#thread .turn").count() == 0
+    page.locator("#past summary").click()
+    entry = page.locator("#past-conversations button").first
+    entry.wait_for()
+    assert entry.inner_text() == "How do bees make honey? (2)"
+    entry.click()
+    page.locator("#thread .turn").nth(1).wait_for()
+    assert page.locator("#thread .turn .turn-question").all_inner_texts() == [
+        "How do bees make honey?",
+        "what do they add in the hive?",
+    ]
+    context.close()

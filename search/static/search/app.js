@@ -7,12 +7,26 @@
   const answerSection = document.getElementById("answer");
   if (!form || !answerSection) return;
 
-  const answerText = document.getElementById("answer-text");
-  const answerMeta = document.getElementById("answer-meta");
-  const answerWarnings = document.getElementById("answer-warnings");
-  const passagesHeading = document.getElementById("passages-heading");
-  const passagesList = document.getElementById("passages");
+  // A view is where one turn of the conversation renders: the first answer uses the page's own
+  // elements (they also hold a server-rendered answer), follow-ups get an <article> each.
+  const firstView = {
+    section: answerSection,
+    text: document.getElementById("answer-text"),
+    meta: document.getElementById("answer-meta"),
+    searched: document.getElementById("answer-searched"),
+    warnings: document.getElementById("answer-warnings"),
+    heading: document.getElementById("passages-heading"),
+    list: document.getElementById("passages"),
+    prefix: "passage-",
+  };
+  let view = firstView;
+  const thread = document.getElementById("thread");
+  const followUp = document.getElementById("follow-up");
+  const newConversation = document.getElementById("new-conversation");
+  const pastList = document.getElementById("past-conversations");
   const errorBox = document.getElementById("errors");
+  let conversationId = "";
+  let turnCount = 0;
   const buttons = form.querySelectorAll("button");
   const reduceMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
@@ -37,17 +51,17 @@
     const link = event.target.closest && event.target.closest("a.cite");
     if (!link) return;
     event.preventDefault();
-    highlightPassage(link.dataset.n);
+    highlightPassage(link.dataset.target || "passage-" + link.dataset.n);
   });
 
   function highlightPassage(n) {
-    const target = document.getElementById("passage-" + n);
+    const target = document.getElementById(n);
     if (!target) return;
-    passagesList.querySelectorAll(".is-highlighted").forEach(function (el) { el.classList.remove("is-highlighted"); });
+    document.querySelectorAll(".passage.is-highlighted").forEach(function (el) { el.classList.remove("is-highlighted"); });
     target.classList.add("is-highlighted");
     target.scrollIntoView({ behavior: reduceMotion ? "auto" : "smooth", block: "center" });
     target.focus({ preventScroll: true });
-    if (history.replaceState) history.replaceState(null, "", "#passage-" + n);
+    if (history.replaceState) history.replaceState(null, "", "#" + n);
   }
 
   // --- Asking -------------------------------------------------------------------------------
@@ -56,6 +70,7 @@
     const streams = form.dataset.streams === "true";
     const body = { question: request.question, mode: request.mode, stream: streams };
     if (request.source) body.source = request.source;
+    if (conversationId) body.conversation = conversationId;
     resetAnswer();
     setBusy(true);
     let response;
@@ -84,7 +99,7 @@
       }
       renderPassages(data.citations || []);
       renderAnswer(data.answer || "");
-      finish(data);
+      finish(Object.assign({ question_asked: request.question }, data));
       return;
     }
     try {
@@ -94,7 +109,7 @@
           renderPassages(data.citations || []);
         },
         delta: function (data) { appendAnswer(data.text || ""); },
-        done: function (data) { renderAnswer(data.answer || currentAnswer); finish(data); },
+        done: function (data) { renderAnswer(data.answer || currentAnswer); finish(Object.assign({ question_asked: request.question }, data)); },
         error: function (data) { fail(errorMessage(data, data && data.status)); },
       });
     } catch (err) {
@@ -140,19 +155,20 @@
   function resetAnswer() {
     currentAnswer = "";
     knownPassages = new Set();
-    answerSection.hidden = false;
-    answerText.textContent = "";
-    answerMeta.textContent = "Searching the knowledge base…";
-    answerWarnings.textContent = "";
-    passagesList.textContent = "";
-    passagesHeading.hidden = true;
+    view.section.hidden = false;
+    view.text.textContent = "";
+    view.meta.textContent = "Searching the knowledge base…";
+    view.searched.textContent = "";
+    view.warnings.textContent = "";
+    view.list.textContent = "";
+    view.heading.hidden = true;
     hideError();
   }
 
   function appendAnswer(text) {
     currentAnswer += text;
     renderAnswer(currentAnswer);
-    answerMeta.textContent = "Answering…";
+    view.meta.textContent = "Answering…";
   }
 
   // The answer is untrusted text: built with text nodes; only [n] of a given passage becomes a link.
@@ -167,8 +183,9 @@
       if (knownPassages.has(match[1])) {
         const link = document.createElement("a");
         link.className = "cite";
-        link.href = "#passage-" + match[1];
+        link.href = "#" + view.prefix + match[1];
         link.dataset.n = match[1];
+        link.dataset.target = view.prefix + match[1];
         link.setAttribute("aria-label", "Source " + match[1]);
         link.textContent = "[" + match[1] + "]";
         paragraph.appendChild(link);
@@ -178,16 +195,17 @@
       last = pattern.lastIndex;
     }
     paragraph.appendChild(document.createTextNode(text.slice(last)));
-    answerText.replaceChildren(paragraph);
+    view.text.replaceChildren(paragraph);
   }
 
   function renderPassages(citations) {
-    passagesList.textContent = "";
+    view.list.textContent = "";
     citations.forEach(function (c) {
       knownPassages.add(String(c.n));
       const item = document.createElement("li");
       item.className = "passage";
-      item.id = "passage-" + c.n;
+      item.id = view.prefix + c.n;
+      item.dataset.n = c.n;
       item.tabIndex = -1;
       const number = document.createElement("span");
       number.className = "n";
@@ -212,17 +230,17 @@
       snippet.appendChild(safeSnippet(c.snippet || ""));
       card.append(title, where, snippet);
       item.append(number, card);
-      passagesList.appendChild(item);
+      view.list.appendChild(item);
     });
-    passagesHeading.hidden = citations.length === 0;
-    answerMeta.textContent = citations.length ? "Answering…" : "";
+    view.heading.hidden = citations.length === 0;
+    view.meta.textContent = citations.length ? "Answering…" : "";
   }
 
   function finish(data) {
     setBusy(false);
     const cited = new Set((data.cited || (data.citations || []).filter(function (c) { return c.cited; }).map(function (c) { return c.n; })).map(String));
-    passagesList.querySelectorAll(".passage").forEach(function (item) {
-      const n = item.id.replace("passage-", "");
+    view.list.querySelectorAll(".passage").forEach(function (item) {
+      const n = item.dataset.n;
       const isCited = cited.has(n);
       item.classList.toggle("uncited", !isCited);
       if (!isCited && !item.querySelector(".not-cited")) {
@@ -235,19 +253,33 @@
     const provider = data.provider || providerName;
     const parts = [(data.found === false ? "Nothing found" : "Answered") + (provider ? " by " + provider : "")];
     if (typeof data.took_ms === "number") parts.push(Math.round(data.took_ms) + " ms");
-    answerMeta.textContent = parts.join(" in ");
-    answerWarnings.textContent = "";
+    view.meta.textContent = parts.join(" in ");
+    view.warnings.textContent = "";
     (data.warnings || []).forEach(function (w) {
       const li = document.createElement("li");
       li.textContent = w;
-      answerWarnings.appendChild(li);
+      view.warnings.appendChild(li);
     });
+    if (data.status === "not_found" && (data.closest || []).length) {
+      const li = document.createElement("li");
+      li.textContent = "The documents do not seem to cover this. Closest: " +
+        data.closest.map(function (c) { return c.title || "Untitled"; }).join(", ") + ".";
+      view.warnings.appendChild(li);
+    }
+    if (data.searched_for && data.searched_for !== data.question_asked) {
+      view.searched.textContent = "Searched for: " + data.searched_for;
+    }
+    if (data.conversation) {
+      conversationId = data.conversation;
+      followUp.hidden = false;
+      newConversation.hidden = false;
+    }
   }
 
   function fail(message) {
     setBusy(false);
-    answerMeta.textContent = "";
-    if (!currentAnswer) answerSection.hidden = passagesList.children.length === 0;
+    view.meta.textContent = "";
+    if (!currentAnswer) view.section.hidden = view.list.children.length === 0;
     showError(message);
   }
 
@@ -271,7 +303,7 @@
   }
 
   function setBusy(busy) {
-    answerText.setAttribute("aria-busy", busy ? "true" : "false");
+    view.text.setAttribute("aria-busy", busy ? "true" : "false");
     buttons.forEach(function (b) { b.disabled = busy; });
   }
 
@@ -299,6 +331,102 @@
       }
     });
     return fragment;
+  }
+
+  // --- Conversation: follow-ups under the previous answer, past conversations, a new one ----
+
+  function newTurnView(question) {
+    turnCount += 1;
+    const article = document.createElement("article");
+    article.className = "turn";
+    const asked = document.createElement("h3");
+    asked.className = "turn-question";
+    asked.textContent = question;
+    const text = document.createElement("div");
+    text.className = "answer-text";
+    text.setAttribute("aria-live", "polite");
+    const meta = document.createElement("p");
+    meta.className = "meta";
+    const searched = document.createElement("p");
+    searched.className = "searched";
+    const warnings = document.createElement("ul");
+    warnings.className = "warnings";
+    const heading = document.createElement("h4");
+    heading.className = "sources-heading";
+    heading.textContent = "Sources";
+    heading.hidden = true;
+    const list = document.createElement("ol");
+    list.className = "passages";
+    article.append(asked, text, meta, searched, warnings, heading, list);
+    thread.appendChild(article);
+    return { section: article, text: text, meta: meta, searched: searched, warnings: warnings, heading: heading, list: list, prefix: "turn-" + turnCount + "-passage-" };
+  }
+
+  if (followUp) {
+    followUp.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const input = followUp.elements.followup;
+      const question = input.value.trim();
+      if (!question) { input.focus(); return; }
+      input.value = "";
+      view = newTurnView(question);
+      ask({ question: question, mode: form.elements.mode.value, source: form.elements.source.value })
+        .catch(function () { fail("The answer failed. Try again."); });
+    });
+  }
+
+  if (newConversation) {
+    newConversation.addEventListener("click", function () {
+      conversationId = "";
+      thread.textContent = "";
+      view = firstView;
+      answerSection.hidden = true;
+      followUp.hidden = true;
+      newConversation.hidden = true;
+      form.elements.q.value = "";
+      form.elements.q.focus();
+    });
+  }
+
+  const pastBox = document.getElementById("past");
+  if (pastBox && pastList) {
+    pastBox.addEventListener("toggle", async function () {
+      if (!pastBox.open) return;
+      pastList.textContent = "Loading…";
+      try {
+        const response = await fetch(pastBox.dataset.url, { credentials: "same-origin", headers: { "Accept": "application/json" } });
+        const rows = response.ok ? await response.json() : [];
+        pastList.textContent = rows.length ? "" : "No conversations yet.";
+        rows.forEach(function (row) {
+          const li = document.createElement("li");
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = "link";
+          button.textContent = (row.title || "Untitled") + " (" + row.turn_count + ")";
+          button.addEventListener("click", function () { openConversation(pastBox.dataset.url + row.id + "/"); });
+          li.appendChild(button);
+          pastList.appendChild(li);
+        });
+      } catch (err) {
+        pastList.textContent = "Could not load past conversations.";
+      }
+    });
+  }
+
+  async function openConversation(url) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } });
+    if (!response.ok) { showError("That conversation is gone."); return; }
+    const data = await response.json();
+    thread.textContent = "";
+    answerSection.hidden = true;
+    data.turns.forEach(function (turn) {
+      view = newTurnView(turn.question);
+      knownPassages = new Set();
+      renderPassages(turn.citations || []);
+      renderAnswer(turn.answer);
+      finish({ question_asked: turn.question, searched_for: turn.searched_for, status: turn.status, provider: turn.provider,
+        citations: turn.citations, conversation: data.id, found: turn.status === "answered" });
+    });
   }
 
   // Last, so every declaration above is initialised before the answer starts.
