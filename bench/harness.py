@@ -33,6 +33,7 @@ __all__ = [
     "percentile",
     "percentiles",
     "proc_status",
+    "run_scores",
     "score",
     "versions",
     "write_results",

@@ -59,7 +59,9 @@ def load_dataset(directory: Path | str, split: str = "test") -> Dataset:
                 continue
             if score > 0:
                 qrels.setdefault(row[0], {})[row[1]] = score
-    corpus = {str(d["_id"]): {"title": d.get("title", ""), "text": d.get("text", "")} for d in _read_jsonl(paths["corpus"])}
+    corpus = {
+        str(d["_id"]): {"title": d.get("title", ""), "text": d.get("text", "")} for d in _read_jsonl(paths["corpus"])
+    }
     queries = {str(q["_id"]): q["text"] for q in _read_jsonl(paths["queries"]) if str(q["_id"]) in qrels}
     qrels = {q: rel for q, rel in qrels.items() if q in queries}
     if not queries:
@@ -74,8 +76,12 @@ NDCG_10 = "ndcg_cut_10"
 RECALL_100 = "recall_100"
 
 
-def run_scores(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
-    """Per query, trec_eval's nDCG@10 and Recall@100 of ranked document ids (best first).
+def run_scores(
+    ranked: dict[str, list[str]],
+    qrels: dict[str, dict[str, int]],
+    measures: tuple[str, ...] = ("ndcg_cut.10", "recall.100"),
+) -> dict[str, dict[str, float]]:
+    """Per query, trec_eval's measures (default nDCG@10 and Recall@100) of ranked document ids (best first).
 
     trec_eval orders a run by score, so ranks become descending scores; a document listed twice
     counts at its first rank, as in the ranking the user saw.
@@ -87,10 +93,11 @@ def run_scores(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -
             scores.setdefault(doc, float(len(docs) - rank))
         run[qid] = scores
     judged = {qid: qrels.get(qid, {}) for qid in ranked}
-    evaluator = pytrec_eval.RelevanceEvaluator({q: r for q, r in judged.items() if r}, {"ndcg_cut.10", "recall.100"})
+    evaluator = pytrec_eval.RelevanceEvaluator({q: r for q, r in judged.items() if r}, set(measures))
     measured = evaluator.evaluate({q: s for q, s in run.items() if judged[q]})
     # A query no ranking found anything for, or with no judgments, scores 0 (trec_eval skips it).
-    return {qid: measured.get(qid, {NDCG_10: 0.0, RECALL_100: 0.0}) for qid in ranked}
+    zero = dict.fromkeys((m.replace(".", "_") for m in measures), 0.0)
+    return {qid: {**zero, **measured.get(qid, {})} for qid in ranked}
 
 
 def ndcg_at_10(ranked: list[str], relevant: dict[str, int]) -> float:

@@ -216,7 +216,7 @@ def test_errors_and_not_found_show_in_the_page(browser, site):
 
 
 def test_a_follow_up_is_asked_under_the_answer_and_past_conversations_reopen(browser, site):
-    url, documents = site
+    url, _ = site
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
