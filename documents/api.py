@@ -234,6 +234,16 @@ class DocumentUpdateSerializer(serializers.Serializer):
     title = serializers.CharField(required=False, max_length=1000)
     metadata = serializers.JSONField(required=False)
 
+    def to_internal_value(self, data):
+        # A field PATCH does not change used to be ignored with a 200, so a client sending
+        # `text` believed the document changed.
+        if isinstance(data, dict):
+            unknown = sorted(str(name) for name in data if name not in self.fields)
+            if unknown:
+                message = "PATCH changes only title and metadata; to change the text or url, ingest the document again."
+                raise serializers.ValidationError({name: [message] for name in unknown})
+        return super().to_internal_value(data)
+
     def validate_metadata(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("metadata must be a JSON object.")

@@ -200,6 +200,17 @@ def test_every_writer_at_once_on_one_document_leaves_one_version(site):
         assert_consistent(site, deleted_documents=deleted_documents, deleted_sources=deleted_sources)
 
 
+def test_patch_refuses_fields_it_does_not_change(site):
+    doc = stored_document(site, source="race", url="https://example.com/refuse")
+    response = site.call("PATCH", f"/api/documents/{doc}/", json={"text": "new text", "url": "https://x.example/"})
+    assert response.status_code == 400
+    body = response.json()
+    assert "text" in str(body) and "url" in str(body), body
+    assert (
+        Document.objects.get(pk=doc).text == _document_prepare(title=TITLES[0], text=TEXTS["a"], mime="text/plain").text
+    )
+
+
 def test_patch_of_a_deleted_document_is_404_and_does_not_bring_it_back(site):
     doc = stored_document(site, source="race", url="https://example.com/gone")
     assert site.call("DELETE", f"/api/documents/{doc}/").status_code == 204
