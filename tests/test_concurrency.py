@@ -217,3 +217,50 @@ def test_patch_of_a_deleted_document_is_404_and_does_not_bring_it_back(site):
     assert site.call("PATCH", f"/api/documents/{doc}/", json={"title": "back?"}).status_code == 404
     assert site.call("DELETE", f"/api/documents/{doc}/").status_code == 404
     assert not Document.objects.filter(pk=doc).exists()
+
+
+def test_marking_chunks_survives_a_deadlock_with_a_writer_locking_them_the_other_way(site):
+    """The sync marks chunks without holding their document; a transaction that locks the same
+    chunks in the opposite order (a bulk UPDATE such as vectors_repair's, a manual one) deadlocks
+    with it, and the sync must retry rather than fail."""
+    import psycopg
+    from django.db import connection
+
+    from documents import sync
+
+    doc = stored_document(site, source="race", url="https://example.com/deadlock")
+    chunks = sorted(Chunk.objects.filter(document_id=doc), key=lambda c: str(c.pk))
+    assert len(chunks) >= 2
+    low, high = str(chunks[0].pk), str(chunks[-1].pk)
+    Chunk.objects.filter(pk__in=[c.pk for c in chunks]).update(index_status=Chunk.IndexStatus.PENDING)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        sync_pid = cursor.fetchone()[0]
+    other = psycopg.connect(**connection.get_connection_params())
+
+    def reverse_order_writer():
+        try:
+            with other.transaction():
+                other.execute("SELECT 1 FROM documents_chunk WHERE id = %s FOR UPDATE", [high])
+                holding.set()
+                # Wait until the mark waits for `high`, then take `low`, which the mark holds.
+                for _ in range(200):
+                    waiting = other.execute(
+                        "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", [sync_pid]
+                    ).fetchone()[0]
+                    if waiting:
+                        break
+                    threading.Event().wait(0.05)
+                other.execute("SELECT 1 FROM documents_chunk WHERE id = %s FOR UPDATE", [low])
+        except psycopg.errors.DeadlockDetected:
+            pass  # PostgreSQL may pick this side to abort instead; then the mark goes through at once
+
+    holding = threading.Event()
+    writer = threading.Thread(target=reverse_order_writer)
+    writer.start()
+    assert holding.wait(30)
+    marked = sync._mark(chunks, Chunk.IndexStatus.INDEXED)
+    writer.join(60)
+    other.close()
+    assert marked == len(chunks)
+    assert set(Chunk.objects.filter(document_id=doc).values_list("index_status", flat=True)) == {"indexed"}
