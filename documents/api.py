@@ -21,10 +21,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
 from documents.services import (
+    DocumentGone,
     IngestError,
     document_delete,
     document_ingest,
@@ -41,7 +43,7 @@ MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+
 
 
 def ingest_error(exc: IngestError) -> ApiError:
-    status_code = 413 if exc.code == "too_large" else 400
+    status_code = {"too_large": 413, "conflict": 409}.get(exc.code, 400)
     return ApiError(exc.message, field=exc.field, code=exc.code, status_code=status_code)
 
 
@@ -152,7 +154,8 @@ class SourceViewSet(viewsets.ModelViewSet):
         serializer.save().document_count = 0
 
     def perform_destroy(self, instance):
-        source_delete(source=instance)
+        if not source_delete(source=instance):
+            raise NotFound("The source was deleted by another request.")
 
 
 # --- Documents -------------------------------------------------------------------------------
@@ -230,6 +233,16 @@ class DocumentCreateSerializer(serializers.Serializer):
 class DocumentUpdateSerializer(serializers.Serializer):
     title = serializers.CharField(required=False, max_length=1000)
     metadata = serializers.JSONField(required=False)
+
+    def to_internal_value(self, data):
+        # A field PATCH does not change used to be ignored with a 200, so a client sending
+        # `text` believed the document changed.
+        if isinstance(data, dict):
+            unknown = sorted(str(name) for name in data if name not in self.fields)
+            if unknown:
+                message = "PATCH changes only title and metadata; to change the text or url, ingest the document again."
+                raise serializers.ValidationError({name: [message] for name in unknown})
+        return super().to_internal_value(data)
 
     def validate_metadata(self, value):
         if not isinstance(value, dict):
@@ -397,9 +410,11 @@ class DocumentViewSet(
                     mime=data["mime_type"] or (getattr(upload, "content_type", "") if upload else "text/plain"),
                     metadata=data["metadata"],
                 )
+                # Read in the same transaction: a DELETE right after the commit must not turn
+                # this acknowledged ingest into a 500.
+                document = self.get_queryset().get(pk=result.document.pk)
         except IngestError as exc:
             raise ingest_error(exc) from exc
-        document = self.get_queryset().get(pk=result.document.pk)
         for name in ("created", "changed", "chunks_added", "chunks_removed"):
             setattr(document, name, getattr(result, name))
         body = IngestResponseSerializer(document).data
@@ -420,13 +435,19 @@ class DocumentViewSet(
         serializer = DocumentUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            document_update(document=document, **serializer.validated_data)
+            with transaction.atomic():
+                document_update(document=document, **serializer.validated_data)
+                # Read before the commit releases the lock: a DELETE may follow at once.
+                body = DocumentSerializer(self.get_queryset().get(pk=document.pk)).data
         except IngestError as exc:
             raise ingest_error(exc) from exc
-        return Response(DocumentSerializer(self.get_queryset().get(pk=document.pk)).data)
+        except DocumentGone:
+            raise NotFound("The document was deleted by another request.") from None
+        return Response(body)
 
     def perform_destroy(self, instance):
-        document_delete(document=instance)
+        if not document_delete(document=instance):
+            raise NotFound("The document was deleted by another request.")
 
     @extend_schema(
         summary="Re-embed a document's chunks",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.db.models.signals import post_save
 
 from documents.chunking import ChunkDraft, chunk_document
@@ -24,6 +25,10 @@ from documents.models import Chunk, Document, Source
 from documents.parsing import ParseError, parse_document
 
 logger = logging.getLogger(__name__)
+
+
+class DocumentGone(Exception):
+    """The document (or source) was deleted by another writer before this one could lock it."""
 
 
 class IngestError(Exception):
@@ -287,23 +292,66 @@ def _document_prepare(
 
 
 def _existing_documents(source: Source, prepared: list[_Prepared]) -> dict[str, Document]:
-    """The stored documents these would replace, by identity, locked for update (in a transaction)."""
+    """The stored documents these would replace, by identity, locked for update (in a transaction).
+
+    One statement in id order: every writer locks documents in id order before their chunks
+    (see ``_chunks_lock``), so two writers can wait for each other but never deadlock.
+    """
     urls = [p.url for p in prepared if p.url]
     hashes = [p.content_hash for p in prepared if not p.url]
     found: dict[str, Document] = {}
-    if urls:
-        for doc in Document.objects.select_for_update().filter(source=source, url__in=urls):
-            found[doc.url] = doc
+    if not urls and not hashes:
+        return found
+    match = Q(url__in=urls) if urls else Q(pk__in=[])
     if hashes:
-        for doc in Document.objects.select_for_update().filter(source=source, url="", content_hash__in=hashes):
+        match |= Q(url="", content_hash__in=hashes)
+    for doc in Document.objects.select_for_update().filter(match, source=source).order_by("pk"):
+        if doc.url:
+            found[doc.url] = doc
+        else:
             found.setdefault(doc.content_hash, doc)
     return found
+
+
+def _source_hold(source: Source) -> None:
+    """Keep the source from being deleted until this transaction ends (FOR KEY SHARE).
+
+    Taken before any document lock, as ``source_delete`` takes the source first. Without it a
+    document stored beside its source's deletion failed at commit on the foreign key (a 500);
+    now it waits, and finds the source gone.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM documents_source WHERE id = %s FOR KEY SHARE", [source.pk])
+        held = cursor.fetchone() is not None
+    if not held:
+        raise IngestError(
+            f"The source {source.name!r} was deleted while this document was being stored.",
+            field="source",
+            code="conflict",
+        )
+
+
+def _chunks_lock(document_ids: list[int]) -> None:
+    """Lock every chunk of these documents, in id order, in one statement.
+
+    Writers hold the document rows first, so they never wait for each other here; the vector
+    sync marks chunks without the document lock, also in id order (documents.sync._mark), so a
+    writer and the sync cannot each hold a chunk the other waits for.
+    """
+    if not document_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM documents_chunk WHERE document_id = ANY(%s) ORDER BY id FOR UPDATE) x",
+            [sorted(document_ids)],
+        )
 
 
 def _document_store_alone(source: Source, prepared: _Prepared) -> IngestResult:
     """Store one prepared document in its own transaction (a savepoint inside the caller's)."""
     with transaction.atomic():
         _lock_document_identities(source.pk, [prepared.identity])
+        _source_hold(source)
         return _document_store(source, prepared, _existing_documents(source, [prepared]).get(prepared.identity))
 
 
@@ -319,12 +367,21 @@ def _document_store(source: Source, prepared: _Prepared, existing: Document | No
     document = existing or Document(source=source, url=prepared.url)
     payload_changed = existing is not None and existing.metadata != prepared.metadata
     _document_fill(document, prepared)
-    document.save()
+    if created:
+        document.save()
+    else:
+        # The row is locked (``_existing_documents``): name the columns, so nothing else of
+        # the row is written from this copy.
+        _chunks_lock([document.pk])
+        document.save(update_fields=[*DOCUMENT_CONTENT_FIELDS, "updated_at"])
     result = _chunks_replace(
         document=document, drafts=prepared.drafts, resync_kept=payload_changed, new_document=created
     )
     result.created = created
     return result
+
+
+DOCUMENT_CONTENT_FIELDS = ["title", "mime_type", "text", "content_hash", "metadata", "status"]
 
 
 def _document_fill(document: Document, prepared: _Prepared) -> None:
@@ -339,7 +396,11 @@ def _document_fill(document: Document, prepared: _Prepared) -> None:
 def _documents_store_batch(source: Source, prepared: list[_Prepared]) -> list[IngestResult]:
     """Store prepared documents with distinct identities, inside the caller's transaction."""
     _lock_document_identities(source.pk, [p.identity for p in prepared])
+    _source_hold(source)
     existing = _existing_documents(source, prepared)
+    # All the chunks this batch may touch, in one ordered statement (not document by document,
+    # which would take chunk locks out of id order across documents).
+    _chunks_lock([doc.pk for doc in existing.values()])
     results: list[IngestResult | None] = [None] * len(prepared)
     new: list[tuple[int, Document]] = []
     for i, item in enumerate(prepared):
@@ -461,48 +522,102 @@ def _new_chunks(document: Document, drafts: list[ChunkDraft]) -> list[Chunk]:
     return out
 
 
-@transaction.atomic
+def _document_lock(document_id: int) -> Document:
+    """The document's row, re-read and locked FOR UPDATE; DocumentGone if it was deleted.
+
+    The first lock every writer of an existing document takes (then its chunks, in id order).
+    """
+    document = Document.objects.select_for_update().filter(pk=document_id).first()
+    if document is None:
+        raise DocumentGone(f"Document {document_id} no longer exists.")
+    return document
+
+
 def document_update(*, document: Document, title: str | None = None, metadata: dict | None = None) -> Document:
-    """Change a document's title or metadata; chunks whose context changes are re-embedded."""
+    """Change a document's title or metadata; chunks whose context changes are re-embedded.
+
+    Works on the row as it is now (locked), not on the caller's copy: a re-ingest that committed
+    since the caller read it keeps its text. DocumentGone if the document was deleted meanwhile.
+    """
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise IngestError("metadata must be a JSON object.", field="metadata")
         metadata_check(metadata)
-        document.metadata = metadata
     if title is not None:
         title = title.strip()
         if not title:
             raise IngestError("title may not be blank.", field="title")
         if len(title) > 1000:
             raise IngestError("title is at most 1000 characters.", field="title")
-        document.title = title
-    document.content_hash = _document_hash(document.title, document.text, document.metadata)
-    document.save()
-    # Every point's payload carries the title and metadata, so every chunk is re-synced; only
-    # chunks whose context changed get a new hash, and the embedding cache spares the rest.
-    chunks = list(document.chunks.all())
-    for chunk in chunks:
-        chunk.context = chunk_context(document.title, chunk.heading_path)
-        chunk.content_hash = _sha256(embedding_input(chunk, chunk.context))
-        chunk.index_status = Chunk.IndexStatus.PENDING
-    Chunk.objects.bulk_update(chunks, ["context", "content_hash", "index_status"])
+    with transaction.atomic():
+        document = _document_lock(document.pk)
+        if metadata is not None:
+            document.metadata = metadata
+        if title is not None:
+            document.title = title
+        document.content_hash = _document_hash(document.title, document.text, document.metadata)
+        # Only these columns: a full-row save would write back whatever the copy held, and on a
+        # row deleted meanwhile Django inserts it again.
+        document.save(update_fields=["title", "metadata", "content_hash", "updated_at"])
+        _chunks_lock([document.pk])
+        # Every point's payload carries the title and metadata, so every chunk is re-synced; only
+        # chunks whose context changed get a new hash, and the embedding cache spares the rest.
+        chunks = list(document.chunks.all())
+        for chunk in chunks:
+            chunk.context = chunk_context(document.title, chunk.heading_path)
+            chunk.content_hash = _sha256(embedding_input(chunk, chunk.context))
+            chunk.index_status = Chunk.IndexStatus.PENDING
+        Chunk.objects.bulk_update(chunks, ["context", "content_hash", "index_status"])
     return document
 
 
-def document_delete(*, document: Document) -> None:
-    """Delete a document; its points leave Qdrant after commit (documents.signals)."""
-    document.delete()
+def document_delete(*, document: Document) -> bool:
+    """Delete a document; its points leave Qdrant after commit (documents.signals).
+
+    False if another writer deleted it first. Locks the document, then its chunks, as every
+    writer does: Django's cascade alone deletes the chunks first and the document last, the
+    opposite order, which deadlocked beside a PATCH or a re-ingest.
+    """
+    with transaction.atomic():
+        try:
+            locked = _document_lock(document.pk)
+        except DocumentGone:
+            return False
+        _chunks_lock([locked.pk])
+        locked.delete()
+    return True
 
 
-def source_delete(*, source: Source) -> None:
-    source.delete()
+def source_delete(*, source: Source) -> bool:
+    """Delete a source with its documents and chunks; False if it was already deleted.
+
+    The source row first (ingests into it hold it FOR KEY SHARE, so they finish first or find
+    it gone), then its documents in id order, then their chunks in id order.
+    """
+    with transaction.atomic():
+        locked = Source.objects.select_for_update().filter(pk=source.pk).first()
+        if locked is None:
+            return False
+        document_ids = list(
+            Document.objects.select_for_update().filter(source=locked).order_by("pk").values_list("pk", flat=True)
+        )
+        _chunks_lock(document_ids)
+        locked.delete()
+    return True
 
 
 def document_reembed(*, document: Document) -> int:
-    """Queue every chunk of the document for embedding and upsert again."""
+    """Queue every chunk of the document for embedding and upsert again (0 if it was deleted)."""
     from documents.signals import enqueue_vector_sync
 
     with transaction.atomic():
-        count = document.chunks.update(index_status=Chunk.IndexStatus.PENDING, last_error="")
+        try:
+            _document_lock(document.pk)
+        except DocumentGone:
+            return 0
+        _chunks_lock([document.pk])
+        count = Chunk.objects.filter(document_id=document.pk).update(
+            index_status=Chunk.IndexStatus.PENDING, last_error=""
+        )
         transaction.on_commit(enqueue_vector_sync)
     return count

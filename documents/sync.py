@@ -16,8 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
+from psycopg import errors as psycopg_errors
 
 from documents.embeddings import EmbeddingAuthError, EmbeddingError, get_embedder
 from documents.models import Chunk, EmbeddingCache
@@ -124,24 +125,62 @@ def _cache_store(embedder, missing_hashes: list[str], missing_texts: list[str], 
     cached.update(zip(missing_hashes, vectors, strict=True))
 
 
+MARK_ATTEMPTS = 5
+
+
 def _mark(chunks: Iterable[Chunk], status: str, error: str = "") -> int:
-    """Set the status of chunks whose content is still what we processed (one statement)."""
+    """Set the status of chunks whose content is still what we processed (one statement).
+
+    The rows are locked in id order, the order in which document writers lock a document's
+    chunks (documents.services._chunks_lock), so a sync and a writer never deadlock; should
+    another statement still deadlock with it, the update is retried, not the sync failed.
+    """
     chunks = list(chunks)
     if not chunks:
         return 0
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE documents_chunk AS c
-               SET index_status = %s, last_error = %s,
-                   indexed_at = CASE WHEN %s = 'indexed' THEN %s ELSE c.indexed_at END
-              FROM unnest(%s::uuid[], %s::text[]) AS t(id, content_hash)
-             WHERE c.id = t.id AND c.content_hash = t.content_hash
-            """,
-            [status, error[:2000], status, now, [c.pk for c in chunks], [c.content_hash for c in chunks]],
-        )
-        return cursor.rowcount
+    for attempt in range(1, MARK_ATTEMPTS + 1):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """
+                    UPDATE documents_chunk AS c
+                       SET index_status = %s, last_error = %s,
+                           indexed_at = CASE WHEN %s = 'indexed' THEN %s ELSE c.indexed_at END
+                      FROM (SELECT l.id, l.content_hash
+                              FROM documents_chunk AS l
+                              JOIN unnest(%s::uuid[], %s::text[]) AS t(id, content_hash)
+                                ON l.id = t.id AND l.content_hash = t.content_hash
+                             ORDER BY l.id
+                               FOR UPDATE OF l) AS locked
+                     WHERE c.id = locked.id AND c.content_hash = locked.content_hash
+                    """,
+                    [status, error[:2000], status, now, [c.pk for c in chunks], [c.content_hash for c in chunks]],
+                )
+                return cursor.rowcount
+        except OperationalError as exc:
+            if connection.in_atomic_block or attempt == MARK_ATTEMPTS or not _deadlock(exc):
+                raise
+            logger.warning("marking %d chunks %s deadlocked; retrying (%d)", len(chunks), status, attempt)
+            time.sleep(0.05 * attempt)
+    return 0
+
+
+def _deadlock(exc: Exception) -> bool:
+    return isinstance(exc.__cause__, psycopg_errors.DeadlockDetected | psycopg_errors.SerializationFailure)
+
+
+def _forget_vanished(store, batch: list[Chunk]) -> None:
+    """Delete the points of chunks deleted while this batch was embedded and upserted.
+
+    Their deletion's own point removal may have run before our upsert (another process or a
+    request thread), and would leave the points behind with no chunk.
+    """
+    ids = [c.pk for c in batch]
+    alive = set(Chunk.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    gone = [str(pk) for pk in ids if pk not in alive]
+    if gone:
+        store.delete(gone)
 
 
 def _try_lock() -> bool:
@@ -234,7 +273,10 @@ def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: i
         except (EmbeddingError, VectorStoreError) as exc:
             _fail_batch(report, exc, batch, seen_failed)
             continue
-        report.indexed += _mark(batch, Chunk.IndexStatus.INDEXED)
+        marked = _mark(batch, Chunk.IndexStatus.INDEXED)
+        report.indexed += marked
+        if marked < len(batch):
+            _forget_vanished(store, batch)
         logger.debug("synced %d chunks in %.2fs", len(batch), time.perf_counter() - started)
         if progress:
             progress(len(batch))
@@ -387,7 +429,9 @@ class SyncAlongside:
                 # The flight that was embedding them failed: embed them here, through the cache.
                 late = [c for c in batch if c.content_hash not in flight.cached]
                 flight.cached.update(zip((c.content_hash for c in late), embed_chunks(late), strict=True))
-            self._recent = dict(zip(flight.missing_hashes, (flight.cached[h] for h in flight.missing_hashes), strict=True))
+            self._recent = dict(
+                zip(flight.missing_hashes, (flight.cached[h] for h in flight.missing_hashes), strict=True)
+            )
             _upsert_batch(self._store, batch, [flight.cached[chunk.content_hash] for chunk in batch])
         except (EmbeddingAuthError, VectorStoreUnavailable, VectorStoreMismatch) as exc:
             waiting = [c for f in self._flights for c in f.batch]
@@ -398,7 +442,10 @@ class SyncAlongside:
             _fail_batch(self.report, exc, batch, self._seen_failed)
             self._recent = {}
             return
-        self.report.indexed += _mark(batch, Chunk.IndexStatus.INDEXED)
+        marked = _mark(batch, Chunk.IndexStatus.INDEXED)
+        self.report.indexed += marked
+        if marked < len(batch):
+            _forget_vanished(self._store, batch)
         self.report.embedded += len(flight.missing_texts)
         self.report.cache_hits += len(batch) - len(flight.missing_texts)
         if self.progress:
