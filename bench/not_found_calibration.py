@@ -9,7 +9,7 @@ similarity to the query is high, or moderately high with the query's content wor
 - answerable refused: questions the documents do answer that got "not found".
 
 Sets: SciFact train (809 claims, all answerable from the corpus; 42 off-topic questions written for
-this project: bench/data/newcomer_corpus.json's off-topic questions and its non-medical
+this project: search/tests/data/newcomer_corpus.json's off-topic questions and its non-medical
 answerable ones), and a newcomer's small corpus (12 short documents on unrelated subjects, 24
 answerable and 24 off-topic questions, same file). A single cosine threshold tuned on one corpus
 did not carry to the other; the grid here picks the parameters that keep the worse of the two
@@ -38,7 +38,7 @@ import harness
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
 
-DATA = Path(__file__).resolve().parent / "data" / "newcomer_corpus.json"
+DATA = harness.ROOT / "search" / "tests" / "data" / "newcomer_corpus.json"
 MODES = ("keyword", "semantic", "hybrid")
 NON_MEDICAL = {
     "tides",

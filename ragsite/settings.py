@@ -238,6 +238,12 @@ SEARCH_DEFAULT_MODE = env_choice("SEARCH_DEFAULT_MODE", "hybrid", ["keyword", "s
 SEARCH_RRF_K = env_int("SEARCH_RRF_K", 10, minimum=1)
 SEARCH_KEYWORD_WEIGHT = env_float("SEARCH_KEYWORD_WEIGHT", 1.0, minimum=0.0)
 SEARCH_SEMANTIC_WEIGHT = env_float("SEARCH_SEMANTIC_WEIGHT", 1.0, minimum=0.0)
+# Hybrid fusion: "rrf" (ranks only) or "evidence" (each side's rank weighted by its own score's
+# strength: the BM25 share over the saturation, the cosine between low and high).
+SEARCH_FUSION = env_choice("SEARCH_FUSION", "evidence", ["rrf", "evidence"])
+SEARCH_FUSION_KEYWORD_SATURATION = env_float("SEARCH_FUSION_KEYWORD_SATURATION", 0.3, minimum=0.01)
+SEARCH_FUSION_SEMANTIC_LOW = env_float("SEARCH_FUSION_SEMANTIC_LOW", 0.1, minimum=-1.0)
+SEARCH_FUSION_SEMANTIC_HIGH = env_float("SEARCH_FUSION_SEMANTIC_HIGH", 0.4, minimum=-1.0)
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1, maximum=1000)
 SEARCH_MAX_PER_DOCUMENT = env_int("SEARCH_MAX_PER_DOCUMENT", 1, minimum=0)
 SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 100, minimum=1, maximum=1000)

@@ -80,6 +80,10 @@ class KeywordHit:
     chunk_id: str
     document_id: int
     score: float
+    # The score as a share of the most any chunk could score for this query (every lexeme with a
+    # saturated term frequency): ~1 when the chunk holds all the query's rare words, small when it
+    # shares one common word. Unlike the score it is comparable across queries and corpora.
+    share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
         rows = cursor.fetchall()
     # The id comes as text: parsing 200 UUIDs into objects only to turn them back into strings
     # was most of this function's Python time.
-    return [KeywordHit(pk, document_id, score or 0.0) for pk, document_id, score in rows]
+    ceiling = sum(term.idf for term in terms) * (k1 + 1) or 1.0
+    return [KeywordHit(pk, document_id, score or 0.0, (score or 0.0) / ceiling) for pk, document_id, score in rows]
 
 
 def keyword_snippets(

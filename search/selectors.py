@@ -67,6 +67,8 @@ class _Candidate:
     score: float = 0.0
     keyword_rank: int | None = None
     semantic_rank: int | None = None
+    keyword_share: float | None = None  # KeywordHit.share
+    similarity: float | None = None  # cosine similarity to the query (semantic side)
 
 
 def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
@@ -91,34 +93,92 @@ def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> li
     except (EmbeddingError, VectorStoreError, OSError) as exc:
         raise SearchUnavailable(f"semantic search is unavailable: {exc}") from exc
     return [
-        _Candidate(chunk_id=str(hit.id), document_id=int(hit.payload.get("document_id", 0)), score=float(hit.score))
+        _Candidate(
+            chunk_id=str(hit.id),
+            document_id=int(hit.payload.get("document_id", 0)),
+            score=float(hit.score),
+            similarity=float(hit.score),
+        )
         for hit in hits
     ]
 
 
 def keyword_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
     return [
-        _Candidate(hit.chunk_id, hit.document_id, hit.score) for hit in keyword_search(query, limit=limit, filters=filters)
+        _Candidate(hit.chunk_id, hit.document_id, hit.score, keyword_share=hit.share)
+        for hit in keyword_search(query, limit=limit, filters=filters)
     ]
 
 
 def reciprocal_rank_fusion(
-    keyword: list[_Candidate], semantic: list[_Candidate], *, k: int, keyword_weight: float, semantic_weight: float
+    keyword: list[_Candidate],
+    semantic: list[_Candidate],
+    *,
+    k: int,
+    keyword_weight: float,
+    semantic_weight: float,
+    evidence: FusionEvidence | None = None,
 ) -> list[_Candidate]:
-    """Both rankings fused by weighted reciprocal rank; takes over (and changes) the candidates passed in."""
+    """Both rankings fused by weighted reciprocal rank; takes over (and changes) the candidates passed in.
+
+    With ``evidence``, each side's contribution is scaled by how strong its own score says the
+    match is (``FusionEvidence.keyword`` of the BM25 share, ``.semantic`` of the cosine), so a rank
+    that only means "best of a few weak matches" counts for little. Plain RRF lets a lone common
+    word shared with a question ("day") outrank a passage that answers it in other words, which is
+    what a small corpus shows first (every document is in both lists).
+    """
     fused: dict[str, _Candidate] = {}
     for rank, cand in enumerate(keyword, start=1):
-        cand.score, cand.keyword_rank = keyword_weight / (k + rank), rank
+        strength = evidence.keyword(cand.keyword_share) if evidence else 1.0
+        cand.score, cand.keyword_rank = keyword_weight * strength / (k + rank), rank
         fused[cand.chunk_id] = cand
     for rank, cand in enumerate(semantic, start=1):
+        strength = evidence.semantic(cand.similarity) if evidence else 1.0
         entry = fused.get(cand.chunk_id)
         if entry is None:
-            cand.score, cand.semantic_rank = semantic_weight / (k + rank), rank
+            cand.score, cand.semantic_rank = semantic_weight * strength / (k + rank), rank
             fused[cand.chunk_id] = cand
         else:
-            entry.score += semantic_weight / (k + rank)
+            entry.score += semantic_weight * strength / (k + rank)
             entry.semantic_rank = rank
+            entry.similarity = cand.similarity
     return sorted(fused.values(), key=lambda c: (-c.score, c.chunk_id))
+
+
+@dataclass(frozen=True, slots=True)
+class FusionEvidence:
+    """How much a rank is worth given its side's own score: a weight in [floor, 1].
+
+    Keyword: the BM25 share (``KeywordHit.share``) over ``keyword_saturation`` (a share at or above
+    it counts fully). Semantic: the cosine between ``semantic_low`` (nothing) and ``semantic_high``
+    (fully). ``floor`` keeps a weak side from vanishing, so fusion still breaks ties with it.
+    """
+
+    keyword_saturation: float
+    semantic_low: float
+    semantic_high: float
+    floor: float = 0.05
+
+    def keyword(self, share: float | None) -> float:
+        if share is None:
+            return 1.0
+        return max(self.floor, min(1.0, share / self.keyword_saturation))
+
+    def semantic(self, similarity: float | None) -> float:
+        if similarity is None:
+            return 1.0
+        span = max(self.semantic_high - self.semantic_low, 1e-6)
+        return max(self.floor, min(1.0, (similarity - self.semantic_low) / span))
+
+    @classmethod
+    def from_settings(cls) -> FusionEvidence | None:
+        if settings.SEARCH_FUSION != "evidence":
+            return None
+        return cls(
+            keyword_saturation=settings.SEARCH_FUSION_KEYWORD_SATURATION,
+            semantic_low=settings.SEARCH_FUSION_SEMANTIC_LOW,
+            semantic_high=settings.SEARCH_FUSION_SEMANTIC_HIGH,
+        )
 
 
 def _group(candidates: list[_Candidate], max_per_document: int) -> list[_Candidate]:
@@ -194,6 +254,7 @@ def chunk_search(
             k=settings.SEARCH_RRF_K,
             keyword_weight=settings.SEARCH_KEYWORD_WEIGHT,
             semantic_weight=settings.SEARCH_SEMANTIC_WEIGHT,
+            evidence=FusionEvidence.from_settings(),
         )
 
     grouped = _group(ranked, per_doc)
