@@ -32,7 +32,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import harness
 

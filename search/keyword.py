@@ -107,7 +107,7 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
     prepared = _prepare(parsed)
     if prepared is None:
         return []
-    terms, required, excluded, corpus_size, mean_length = prepared
+    terms, required, excluded, corpus_size, mean_length, ceiling_idf = prepared
 
     budget = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET))
     hard_cap = max(int(_setting("SEARCH_KEYWORD_MAX_CANDIDATES", DEFAULT_MAX_CANDIDATES)), limit)
@@ -183,7 +183,7 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
         rows = cursor.fetchall()
     # The id comes as text: parsing 200 UUIDs into objects only to turn them back into strings
     # was most of this function's Python time.
-    ceiling = sum(term.idf for term in terms) * (k1 + 1) or 1.0
+    ceiling = ceiling_idf * (k1 + 1) or 1.0
     return [KeywordHit(pk, document_id, score or 0.0, (score or 0.0) / ceiling) for pk, document_id, score in rows]
 
 
@@ -333,8 +333,9 @@ def _stats_stale(cursor, current: CorpusStat, max_drift: float) -> bool:
 
 def _prepare(
     parsed: ParsedQuery, *, allow_refresh: bool = True
-) -> tuple[list[_Term], list[str], list[str], int, float] | None:
-    """Lexemes with idf, required phrase tsqueries, excluded tsqueries, corpus size and mean length.
+) -> tuple[list[_Term], list[str], list[str], int, float, float] | None:
+    """Lexemes with idf, required phrase tsqueries, excluded tsqueries, corpus size, mean length, and
+    the sum of every query lexeme's idf (those the corpus lacks too).
 
     The tsquery texts come back from PostgreSQL (``phraseto_tsquery(...)::text``), so they are
     valid tsquery syntax by construction and can be cast back with ``::tsquery``.
@@ -401,6 +402,9 @@ def _prepare(
         if missing:
             counts.update(_count_live(cursor, missing, cap))
     corpus_size = max(int(corpus_size), max(counts.values()), 1)
+    # What a chunk holding every query lexeme would score, words the corpus lacks included (at the
+    # highest idf): the denominator of KeywordHit.share.
+    ceiling_idf = sum(math.log(1 + (corpus_size - max(c, 0) + 0.5) / (max(c, 0) + 0.5)) for c in counts.values())
     terms = []
     for lexeme, count in counts.items():
         if count <= 0:
@@ -412,7 +416,7 @@ def _prepare(
     terms = terms[:MAX_QUERY_LEXEMES]
     if not terms and not required:
         return None
-    return terms, required, excluded, corpus_size, float(mean_length)
+    return terms, required, excluded, corpus_size, float(mean_length), ceiling_idf
 
 
 def _grown_apart(refreshed_size: int, estimated_size: float | None) -> bool:
