@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally: /api/docs/ works offline
     "corsheaders",
     "django_tasks",
+    "axes",
     "documents",
     "search",
     "crawl",
@@ -91,7 +93,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a lockout into the response below.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes sees every login (the admin's form included) through its backend and counts
+# failures in the database, so the limit holds across gunicorn workers and restarts.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "ragsite.urls"
 WSGI_APPLICATION = "ragsite.wsgi.application"
@@ -300,6 +308,23 @@ TASKS = {
 # worker in a thread; with a Qdrant server, run `manage.py db_worker` separately.
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
 
+# --- Clients, login and key guessing ---------------------------------------------------------
+# How many reverse proxies append to X-Forwarded-For in front of the app: 0 (the default) trusts
+# only the TCP peer, as any client can write X-Forwarded-For itself; with N, the client is the
+# N-th address from the right. Login lockouts and API throttles identify clients by it.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+AXES_ENABLED = env_bool("LOGIN_LOCKOUT_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# By username and address together: a guesser cannot lock the real admin out from elsewhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "ragsite.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "ragsite.security.login_lockout_response"
+# Requests with an unknown, revoked or malformed API key, per client address, before every key
+# from that address is answered 429 until the window passes (valid keys are never counted).
+THROTTLE_BAD_KEY = env_str("THROTTLE_BAD_KEY", "20/min")
+
 # --- API --------------------------------------------------------------------------------------
 THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")
 THROTTLE_KEY = env_str("THROTTLE_KEY", "1200/min")
@@ -316,7 +341,10 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "ragsite.api.KeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY},
+    "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY, "bad_key": THROTTLE_BAD_KEY},
+    # Otherwise DRF takes the whole X-Forwarded-For as the client's identity, which the client
+    # writes itself: a new value per request would escape every per-address throttle.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "EXCEPTION_HANDLER": "ragsite.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
