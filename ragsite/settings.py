@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "ragsite.logging.RequestIdMiddleware",
+    # Early, so the latency it records includes the other middleware.
+    "ragsite.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -313,7 +315,6 @@ EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
 # only the TCP peer, as any client can write X-Forwarded-For itself; with N, the client is the
 # N-th address from the right. Login lockouts and API throttles identify clients by it.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
-AXES_ENABLED = env_bool("LOGIN_LOCKOUT_ENABLED", True)
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 # By username and address together: a guesser cannot lock the real admin out from elsewhere.
@@ -324,6 +325,17 @@ AXES_LOCKOUT_CALLABLE = "ragsite.security.login_lockout_response"
 # Requests with an unknown, revoked or malformed API key, per client address, before every key
 # from that address is answered 429 until the window passes (valid keys are never counted).
 THROTTLE_BAD_KEY = env_str("THROTTLE_BAD_KEY", "20/min")
+
+# --- Metrics ---------------------------------------------------------------------------------
+# Prometheus metrics at /metrics (ragsite/metrics.py): 404 unless enabled. With METRICS_TOKEN set
+# a scrape needs `Authorization: Bearer <token>` (401 otherwise); production requires one.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", False)
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if PRODUCTION and METRICS_ENABLED and not METRICS_TOKEN:
+    raise ImproperlyConfigured(
+        "METRICS_ENABLED=true needs METRICS_TOKEN in production (any long random string; Prometheus sends "
+        "it as a bearer token), so the metrics are not readable by anyone who can reach the site."
+    )
 
 # --- API --------------------------------------------------------------------------------------
 THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")
@@ -386,7 +398,8 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
-    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+    # Probes and Prometheus call the container directly over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 
