@@ -215,8 +215,22 @@ def _authorized(request: HttpRequest) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not settings.METRICS_ENABLED:
         raise Http404("Metrics are off (METRICS_ENABLED=false).")
-    if not _authorized(request):
-        response = HttpResponse("A valid metrics token is required.\n", status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+    if settings.METRICS_TOKEN:
+        # a wrong token counts against the address like a wrong API key: the same guessing
+        from rest_framework.exceptions import Throttled
+
+        from documents.auth import BadKeyThrottle
+
+        guard = BadKeyThrottle()
+        try:
+            guard.check(request)
+        except Throttled as exc:
+            response = HttpResponse(f"{exc.detail}\n", status=429, content_type="text/plain")
+            response["Retry-After"] = str(int(exc.wait or 1))
+            return response
+        if not _authorized(request):
+            guard.record_failure(request)
+            response = HttpResponse("A valid metrics token is required.\n", status=401, content_type="text/plain")
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -64,6 +64,21 @@ def test_metrics_need_the_token_when_one_is_set(client, metrics_on, header):
 
 
 @pytest.mark.django_db
+def test_guessing_the_metrics_token_is_throttled_like_guessing_an_api_key(client, metrics_on, monkeypatch):
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, "bad_key": "3/min"})
+    cache.clear()
+    guesses = [client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer guess{n}").status_code for n in range(3)]
+    assert guesses == [401, 401, 401]
+    locked = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 0
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", REMOTE_ADDR="10.1.2.3").status_code == 200
+    cache.clear()
+
+
+@pytest.mark.django_db
 def test_without_a_token_an_enabled_endpoint_is_open(client, settings):
     settings.METRICS_ENABLED = True
     settings.METRICS_TOKEN = ""
