@@ -322,6 +322,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "ragsite.security.client_ip"
 AXES_LOCKOUT_CALLABLE = "ragsite.security.login_lockout_response"
+# No start-up banner: logs go to stdout, where commands print their results (an API key).
+# Failures and lockouts are still logged, as warnings.
+AXES_VERBOSE = False
 # Requests with an unknown, revoked or malformed API key, per client address, before every key
 # from that address is answered 429 until the window passes (valid keys are never counted).
 THROTTLE_BAD_KEY = env_str("THROTTLE_BAD_KEY", "20/min")
@@ -336,6 +339,14 @@ if PRODUCTION and METRICS_ENABLED and not METRICS_TOKEN:
         "METRICS_ENABLED=true needs METRICS_TOKEN in production (any long random string; Prometheus sends "
         "it as a bearer token), so the metrics are not readable by anyone who can reach the site."
     )
+# Read by prometheus_client itself (multiprocess mode for several gunicorn workers). A missing
+# directory would fail every process at its first metric, so it is created here or refused.
+_metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir:
+    try:
+        Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} cannot be created: {exc}") from None
 
 # --- API --------------------------------------------------------------------------------------
 THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")

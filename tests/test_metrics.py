@@ -239,7 +239,7 @@ def test_with_a_multiprocess_directory_a_scrape_sums_every_process(tmp_path):
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
         "DATABASE_URL": database_url(),  # the test database: the scrape reads its tables too
         "DJANGO_SETTINGS_MODULE": "ragsite.test_settings",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "not-made-yet"),  # settings create it
         "METRICS_ENABLED": "true",
         "METRICS_TOKEN": TOKEN,
     }
