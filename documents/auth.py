@@ -16,8 +16,10 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.throttling import SimpleRateThrottle
 
 from documents.models import ApiKey
+from ragsite.security import client_ip
 
 KEY_PREFIX = "rs_"
 LAST_USED_RESOLUTION = 60  # seconds: do not write last_used_at on every request
@@ -80,6 +82,40 @@ def _key_by_hash(key_hash: str) -> ApiKey | None:
     return ApiKey.from_db(connection.alias, [field.attname for field in ApiKey._meta.concrete_fields], row)
 
 
+class BadKeyThrottle(SimpleRateThrottle):
+    """Counts requests with a key that is not valid, per client address (THROTTLE_BAD_KEY).
+
+    Once over the rate, every key from that address gets 429 until the window passes, the
+    valid ones too: answering a valid key normally would tell a guesser which guess was right.
+    Valid keys are never counted, so a client that holds one is not slowed. Like the other
+    throttles the history lives in Django's cache, which is per process: with N gunicorn
+    workers a guesser gets at most N times the rate, against keys of 256 random bits.
+    """
+
+    scope = "bad_key"
+
+    def get_cache_key(self, request, view=None):
+        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}
+
+    def _load(self, request) -> None:
+        self.key = self.get_cache_key(request)
+        self.now = self.timer()
+        self.history = [t for t in self.cache.get(self.key, []) if t > self.now - self.duration]
+
+    def check(self, request) -> None:
+        self._load(request)
+        if len(self.history) >= self.num_requests:
+            raise exceptions.Throttled(
+                self.wait(),
+                detail="Too many requests with an invalid API key from this address.",
+            )
+
+    def record_failure(self, request) -> None:
+        self._load(request)
+        self.history.insert(0, self.now)
+        self.cache.set(self.key, self.history[: self.num_requests], self.duration)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keywords = ("bearer", "api-key")
 
@@ -90,10 +126,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         parts = header.split()
         if parts[0].lower() not in self.keywords:
             return None
+        guard = BadKeyThrottle()
+        guard.check(request)
         if len(parts) != 2:
+            guard.record_failure(request)
             raise exceptions.AuthenticationFailed("Malformed Authorization header: expected 'Bearer <key>'.")
         key = _key_by_hash(_hash(parts[1]))
         if key is None or not key.is_active:
+            guard.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         now = timezone.now()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION:

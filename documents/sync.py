@@ -30,6 +30,7 @@ from documents.vectorstore import (
     VectorStoreUnavailable,
     get_vector_store,
 )
+from ragsite.metrics import chunks_embedded
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def _cache_store(embedder, missing_hashes: list[str], missing_texts: list[str], 
         ],
         ignore_conflicts=True,
     )
+    chunks_embedded(len(missing_texts))
     cached.update(zip(missing_hashes, vectors, strict=True))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally: /api/docs/ works offline
     "corsheaders",
     "django_tasks",
+    "axes",
     "documents",
     "search",
     "crawl",
@@ -82,6 +84,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "ragsite.logging.RequestIdMiddleware",
+    # Early, so the latency it records includes the other middleware.
+    "ragsite.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -91,7 +95,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a lockout into the response below.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes sees every login (the admin's form included) through its backend and counts
+# failures in the database, so the limit holds across gunicorn workers and restarts.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "ragsite.urls"
 WSGI_APPLICATION = "ragsite.wsgi.application"
@@ -330,6 +340,44 @@ TASKS = {
 # worker in a thread; with a Qdrant server, run `manage.py db_worker` separately.
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
 
+# --- Clients, login and key guessing ---------------------------------------------------------
+# How many reverse proxies append to X-Forwarded-For in front of the app: 0 (the default) trusts
+# only the TCP peer, as any client can write X-Forwarded-For itself; with N, the client is the
+# N-th address from the right. Login lockouts and API throttles identify clients by it.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# By username and address together: a guesser cannot lock the real admin out from elsewhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "ragsite.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "ragsite.security.login_lockout_response"
+# No start-up banner: logs go to stdout, where commands print their results (an API key).
+# Failures and lockouts are still logged, as warnings.
+AXES_VERBOSE = False
+# Requests with an unknown, revoked or malformed API key, per client address, before every key
+# from that address is answered 429 until the window passes (valid keys are never counted).
+THROTTLE_BAD_KEY = env_str("THROTTLE_BAD_KEY", "20/min")
+
+# --- Metrics ---------------------------------------------------------------------------------
+# Prometheus metrics at /metrics (ragsite/metrics.py): 404 unless enabled. With METRICS_TOKEN set
+# a scrape needs `Authorization: Bearer <token>` (401 otherwise); production requires one.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", False)
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if PRODUCTION and METRICS_ENABLED and not METRICS_TOKEN:
+    raise ImproperlyConfigured(
+        "METRICS_ENABLED=true needs METRICS_TOKEN in production (any long random string; Prometheus sends "
+        "it as a bearer token), so the metrics are not readable by anyone who can reach the site."
+    )
+# Read by prometheus_client itself (multiprocess mode for several gunicorn workers). A missing
+# directory would fail every process at its first metric, so it is created here or refused.
+_metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir:
+    try:
+        Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} cannot be created: {exc}") from None
+
 # --- API --------------------------------------------------------------------------------------
 THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")
 THROTTLE_KEY = env_str("THROTTLE_KEY", "1200/min")
@@ -346,7 +394,10 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "ragsite.api.KeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY},
+    "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY, "bad_key": THROTTLE_BAD_KEY},
+    # Otherwise DRF takes the whole X-Forwarded-For as the client's identity, which the client
+    # writes itself: a new value per request would escape every per-address throttle.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "EXCEPTION_HANDLER": "ragsite.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
@@ -388,7 +439,8 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
-    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+    # Probes and Prometheus call the container directly over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 

@@ -21,6 +21,7 @@ os.environ.setdefault("CRAWL_DEFAULT_DELAY", "0")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 os.environ.setdefault("THROTTLE_ANON", "100000/min")
 os.environ.setdefault("THROTTLE_KEY", "100000/min")
+os.environ.setdefault("THROTTLE_BAD_KEY", "100000/min")
 
 from ragsite.settings import *  # noqa: F403
 

@@ -71,7 +71,7 @@ print("PROBE " + json.dumps({
 @pytest.mark.slow
 def test_production_responses_carry_the_security_headers_and_cors_from_the_environment(tmp_path):
     env = production_env(tmp_path, CORS_ORIGINS="https://app.example.com", THROTTLE_ANON="30/min",
-                         THROTTLE_KEY="600/min", SECURE_SSL_REDIRECT="true")
+                         THROTTLE_KEY="600/min", THROTTLE_BAD_KEY="5/min", SECURE_SSL_REDIRECT="true")
     result = run_manage("shell", "-c", PROBE, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("PROBE "))
@@ -89,7 +89,7 @@ def test_production_responses_carry_the_security_headers_and_cors_from_the_envir
     assert probe["cors_other"] is None
     # plain HTTP is redirected to HTTPS (the proxy says which it was)
     assert probe["plain_status"] == 301 and probe["plain_location"] == "https://rag.example.org/api/sources/"
-    assert probe["throttle_rates"] == {"anon": "30/min", "key": "600/min"}
+    assert probe["throttle_rates"] == {"anon": "30/min", "key": "600/min", "bad_key": "5/min"}
 
 
 # --- CORS -----------------------------------------------------------------------------------------
@@ -194,13 +194,14 @@ def test_too_many_form_fields_is_a_400_json_error(api, settings):
 
 @pytest.fixture
 def tiny_throttles(monkeypatch, settings):
-    """Rates of 2/min (anonymous) and 3/min (per key). DRF's throttles read their rates into a
-    class attribute at import, so the attribute is what must change; the history lives in the
-    cache, emptied before and after."""
+    """Rates of 2/min (anonymous), 3/min (per key) and 3/min (invalid keys per address). DRF's
+    throttles read their rates into a class attribute at import, so the attribute is what must
+    change; the history lives in the cache, emptied before and after."""
     from rest_framework.throttling import SimpleRateThrottle
 
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": "2/min", "key": "3/min"}}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "2/min", "key": "3/min"})
+    rates = {"anon": "2/min", "key": "3/min", "bad_key": "3/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
     cache.clear()
     yield
     cache.clear()
@@ -227,3 +228,78 @@ def test_anonymous_callers_are_throttled_per_address(client, settings, tiny_thro
     assert [client.get("/api/sources/").status_code for _ in range(2)] == [200, 200]
     assert_throttled(client.get("/api/sources/"))
     assert client.get("/api/sources/", REMOTE_ADDR="192.0.2.7").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_spoofed_x_forwarded_for_does_not_escape_the_anonymous_throttle(client, settings, tiny_throttles):
+    settings.SEARCH_PUBLIC = True
+    # no proxy is trusted by default: the header is the client's own invention
+    statuses = [client.get("/api/sources/", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code for n in range(3)]
+    assert statuses[:2] == [200, 200]
+    assert statuses[2] == 429
+
+
+@pytest.mark.django_db
+def test_behind_a_trusted_proxy_the_anonymous_throttle_counts_the_forwarded_client(client, settings, tiny_throttles):
+    settings.SEARCH_PUBLIC = True
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    # what the client wrote itself (left of the proxy's entry) does not make it someone else
+    first = [
+        client.get("/api/sources/", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}, 192.0.2.10", **proxy).status_code
+        for n in range(3)
+    ]
+    assert first == [200, 200, 429]
+    other = client.get("/api/sources/", HTTP_X_FORWARDED_FOR="192.0.2.11", **proxy)
+    assert other.status_code == 200
+
+
+# --- Guessing API keys --------------------------------------------------------------------------
+
+
+def bearer(key: str, **extra) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}", **extra}
+
+
+@pytest.mark.django_db
+def test_guessing_keys_from_one_address_gets_429_even_for_a_valid_key(client, api_key, tiny_throttles):
+    valid = api_key("read")
+    guesses = [client.get("/api/sources/", **bearer(f"rs_guess{n}")).status_code for n in range(3)]
+    assert guesses == [401, 401, 401]
+    assert_throttled(client.get("/api/sources/", **bearer("rs_guess3")))
+    # a right guess now is indistinguishable from a wrong one: nothing to learn by guessing on
+    response = client.get("/api/sources/", **bearer(valid))
+    assert_throttled(response)
+    assert "invalid API key" in error_of(response)["message"]
+
+
+@pytest.mark.django_db
+def test_valid_keys_are_never_counted_and_other_addresses_are_not_slowed(client, api_key, tiny_throttles):
+    valid, other = api_key("read"), api_key("read")
+    # as many valid requests as the bad-key rate allows failures: none of them counts as one
+    assert [client.get("/api/sources/", **bearer(valid)).status_code for _ in range(3)] == [200, 200, 200]
+    assert client.get("/api/sources/", **bearer("rs_wrong")).status_code == 401
+    for n in range(3):
+        client.get("/api/sources/", **bearer(f"rs_guess{n}", REMOTE_ADDR="192.0.2.66"))
+    assert client.get("/api/sources/", **bearer(other, REMOTE_ADDR="192.0.2.66")).status_code == 429
+    assert client.get("/api/sources/", **bearer(other, REMOTE_ADDR="192.0.2.67")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_revoked_and_malformed_keys_count_as_guesses(client, tiny_throttles):
+    from documents.auth import api_key_create, api_key_revoke
+
+    row, revoked = api_key_create(name="old", scope="read")
+    api_key_revoke(key=row)
+    assert client.get("/api/sources/", **bearer(revoked)).status_code == 401
+    assert client.get("/api/sources/", HTTP_AUTHORIZATION="Bearer two parts").status_code == 401
+    assert client.get("/api/sources/", **bearer("rs_nope")).status_code == 401
+    assert_throttled(client.get("/api/sources/", **bearer("rs_nope2")))
+
+
+@pytest.mark.django_db
+def test_a_spoofed_x_forwarded_for_does_not_reset_key_guessing(client, tiny_throttles):
+    for n in range(3):
+        client.get("/api/sources/", **bearer(f"rs_guess{n}", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}"))
+    assert_throttled(client.get("/api/sources/", **bearer("rs_guess9", HTTP_X_FORWARDED_FOR="198.51.100.99")))

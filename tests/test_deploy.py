@@ -720,6 +720,7 @@ def production_env(tmp_path: Path, database_url: str, **overrides: str) -> dict[
         # plain HTTP on loopback: no TLS proxy in front here
         "SECURE_SSL_REDIRECT": "false",
         "GUNICORN_BIND": f"127.0.0.1:{_free_port()}",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),  # the container's is a tmpfs
     }
     assert env["DJANGO_ENV"] == "production" and env["RUN_MIGRATIONS"] == "true"
     assert env["EMBEDDING_BACKEND"] == "local" and not env["OPENAI_API_KEY"]

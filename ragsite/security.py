@@ -1,0 +1,49 @@
+"""Who the client is, and what a locked-out login sees.
+
+One definition of the client's address serves django-axes (login lockouts) and DRF's throttles
+(``NUM_PROXIES`` is set from the same ``TRUSTED_PROXY_COUNT``), so a proxy set-up that fools one
+cannot fool the other.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import escape
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: the TCP peer, or behind ``TRUSTED_PROXY_COUNT`` proxies the address
+    the outermost of them put into X-Forwarded-For.
+
+    Entries to the left of that one were written by the client and prove nothing. With fewer
+    entries than proxies (a request that bypassed one), the leftmost entry is the best there is.
+    """
+    remote = request.META.get("REMOTE_ADDR", "")
+    count = settings.TRUSTED_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if count == 0 or not forwarded:
+        return remote
+    addresses = [a.strip() for a in forwarded.split(",") if a.strip()]
+    if not addresses:
+        return remote
+    return addresses[-min(count, len(addresses))]
+
+
+def login_lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer once a username has failed too often from one address: a 429 page
+    that says why and for how long, with Retry-After (the default is a bare sentence)."""
+    minutes = max(1, math.ceil(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    message = (
+        f"Too many failed sign-ins for this account from your address. Signing in is blocked for "
+        f"{minutes} minute{'s' if minutes != 1 else ''} after the last failed attempt; try again later."
+    )
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign-in blocked</title></head>'
+        f"<body><h1>Sign-in blocked</h1><p>{escape(message)}</p></body></html>"
+    )
+    response = HttpResponse(body, status=429, content_type="text/html; charset=utf-8")
+    response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    return response
