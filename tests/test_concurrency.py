@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 
 import pytest
-import requests
+import httpx
 
 from documents.embeddings import get_embedder
 from documents.models import Chunk, Document, Source
@@ -49,9 +49,9 @@ class Site:
     session_headers: dict
     store: object
 
-    def call(self, method: str, path: str, **kwargs) -> requests.Response:
-        with requests.Session() as session:
-            return session.request(method, self.url + path, headers=self.session_headers, timeout=120, **kwargs)
+    def call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        with httpx.Client(timeout=120) as client:
+            return client.request(method, self.url + path, headers=self.session_headers, **kwargs)
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def released_together(*calls):
     for t in threads:
         t.join(timeout=300)
     for r in results:
-        assert isinstance(r, requests.Response), f"a writer got no HTTP answer: {r!r}"
+        assert isinstance(r, httpx.Response), f"a writer got no HTTP answer: {r!r}"
         assert r.status_code in ALLOWED, f"{r.request.method} {r.request.url} answered {r.status_code}: {r.text[:500]}"
     return results
 
