@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _raw(name: str) -> str | None:
@@ -28,7 +28,9 @@ def env_str(name: str, default: str = "") -> str:
 
 def env_bool(name: str, default: bool = False) -> bool:
     value = _raw(name)
-    if value is None:
+    # Empty means the default, as for every other reader: `.env.example` lists `EMBEDDED_WORKER=`
+    # meaning "decide for me", and reading it as false left embedded runs without a task worker.
+    if value is None or value == "":
         return default
     lowered = value.lower()
     if lowered in _TRUE:

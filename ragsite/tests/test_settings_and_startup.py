@@ -19,8 +19,13 @@ def test_database_url_with_a_percent_encoded_socket_directory_connects(manage, t
     if not os.path.exists(f"{socket_dir}/.s.PGSQL.5432"):
         pytest.skip("needs a local PostgreSQL server listening on its Unix socket")
     result = manage(
-        "shell", "-c", "from django.db import connection; connection.ensure_connection(); print(connection.settings_dict['HOST'])",
-        env={"DATABASE_URL": "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql:5432/postgres", "DATA_DIR": str(tmp_path)},
+        "shell",
+        "-c",
+        "from django.db import connection; connection.ensure_connection(); print(connection.settings_dict['HOST'])",
+        env={
+            "DATABASE_URL": "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql:5432/postgres",
+            "DATA_DIR": str(tmp_path),
+        },
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == socket_dir
@@ -44,7 +49,11 @@ def test_unknown_setting_value_stops_startup_naming_the_variable(manage, tmp_pat
 
 
 def test_production_refuses_to_start_without_a_secret_key(manage, tmp_path):
-    env = {"DJANGO_ENV": "production", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres", "DATA_DIR": str(tmp_path)}
+    env = {
+        "DJANGO_ENV": "production",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
+        "DATA_DIR": str(tmp_path),
+    }
     result = manage("check", env=env)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
@@ -74,16 +83,31 @@ def test_embedded_postgres_keeps_data_across_commands(manage, tmp_path):
     migrate = manage("migrate", "--noinput", env=env, timeout=300)
     assert migrate.returncode == 0, migrate.stderr
     create = manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from documents.models import Source; Source.objects.create(name='kept'); print('created')",
         env=env,
     )
     assert "created" in create.stdout, create.stderr
     read = manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from django.db import connection; from documents.models import Source;"
         "print(connection.settings_dict['HOST'].startswith('/'), list(Source.objects.values_list('name', flat=True)))",
         env=env,
     )
     assert "True ['kept']" in read.stdout, read.stderr
     assert (tmp_path / "postgres" / "PG_VERSION").is_file()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", "True"), ("false", "False"), ("true", "True")])
+def test_an_empty_boolean_means_its_default(manage, tmp_path, value, expected):
+    # `cp .env.example .env` leaves EMBEDDED_WORKER= empty: embedded mode must still run its worker.
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.EMBEDDED_WORKER)",
+        env={"DATA_DIR": str(tmp_path), "EMBEDDED_WORKER": value, "QDRANT_URL": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
