@@ -503,6 +503,10 @@ def document_reembed(*, document: Document) -> int:
     from documents.signals import enqueue_vector_sync
 
     with transaction.atomic():
-        count = document.chunks.update(index_status=Chunk.IndexStatus.PENDING, last_error="")
+        # Also the explicit way out of quarantine (documents.sync): the attempts start again.
+        count = document.chunks.update(
+            index_status=Chunk.IndexStatus.PENDING, last_error="", sync_attempts=0, sync_retry_at=None
+        )
         transaction.on_commit(enqueue_vector_sync)
     return count
+

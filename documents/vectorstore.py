@@ -349,10 +349,18 @@ class VectorStore(abc.ABC):
             self._check_open()
             if self._dimension is None:
                 raise VectorStoreError("call ensure_collection() before upsert() so the model is checked")
-            prepared = [
-                (point_id(p.id), as_vector(p.vector, self._dimension), prepare_payload(p.payload or {})) for p in points
-            ]
+            prepared = [self._prepare(p) for p in points]
             self._upsert(prepared)
+
+    def _prepare(self, point: VectorPoint) -> tuple[str, list[float], dict]:
+        # A refused point is a VectorStoreError like an engine's refusal, so the sync fails that
+        # chunk alone instead of the whole run (VectorStoreMismatch, a wrong dimension, stays itself).
+        try:
+            return point_id(point.id), as_vector(point.vector, self._dimension), prepare_payload(point.payload or {})
+        except VectorStoreError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise VectorStoreError(f"point {point.id} refused: {exc}") from exc
 
     def delete(self, ids: Iterable[str]) -> None:
         wanted = list(dict.fromkeys(point_id(i) for i in ids))
