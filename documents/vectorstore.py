@@ -69,6 +69,10 @@ class VectorStoreMismatch(VectorStoreError):
     """The collection was built for another embedding model or dimension."""
 
 
+class PointRefused(VectorStoreError, ValueError):
+    """One point cannot be stored (a zero or non-finite vector, an id that is not a UUID)."""
+
+
 @dataclass(frozen=True, slots=True)
 class VectorPoint:
     id: str  # the chunk's UUID
@@ -360,7 +364,7 @@ class VectorStore(abc.ABC):
         except VectorStoreError:
             raise
         except (ValueError, TypeError) as exc:
-            raise VectorStoreError(f"point {point.id} refused: {exc}") from exc
+            raise PointRefused(f"point {point.id} refused: {exc}") from exc
 
     def delete(self, ids: Iterable[str]) -> None:
         wanted = list(dict.fromkeys(point_id(i) for i in ids))
