@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery
 from django.db.models import Count, Q
@@ -51,7 +52,16 @@ class SourceAdmin(admin.ModelAdmin):
 
 class ChunkInline(admin.TabularInline):
     model = Chunk
-    fields = ["ordinal", "short_text", "token_count", "heading_path", "index_status", "indexed_at", "last_error"]
+    fields = [
+        "ordinal",
+        "short_text",
+        "token_count",
+        "heading_path",
+        "index_status",
+        "indexed_at",
+        "sync_attempts",
+        "last_error",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -114,7 +124,7 @@ class DocumentIngestForm(forms.ModelForm):
 
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
-    list_display = ["title", "source", "url", "mime_type", "status", "chunk_count", "updated_at"]
+    list_display = ["title", "source", "url", "mime_type", "status", "chunk_count", "vectors", "updated_at"]
     list_filter = ["status", "source", "mime_type"]
     list_select_related = ["source"]
     search_fields = ["title", "url"]
@@ -161,11 +171,34 @@ class DocumentAdmin(admin.ModelAdmin):
         self.message_user(request, f"{total} chunks queued for embedding.", messages.SUCCESS)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_chunks=Count("chunks"))
+        failed = Q(chunks__index_status=Chunk.IndexStatus.FAILED)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _chunks=Count("chunks"),
+                _pending=Count("chunks", filter=Q(chunks__index_status=Chunk.IndexStatus.PENDING)),
+                _failed=Count("chunks", filter=failed),
+                _quarantined=Count(
+                    "chunks", filter=failed & Q(chunks__sync_attempts__gte=settings.VECTORS_SYNC_MAX_ATTEMPTS)
+                ),
+            )
+        )
 
     @admin.display(description="chunks", ordering="_chunks")
     def chunk_count(self, obj):
         return obj._chunks
+
+    @admin.display(description="vectors")
+    def vectors(self, obj):
+        """Quarantined (documents.sync: repeated sync failures; re-embed to retry), failed, pending or indexed."""
+        if getattr(obj, "_quarantined", 0):
+            return f"quarantined ({obj._quarantined} chunks)"
+        if getattr(obj, "_failed", 0):
+            return f"{obj._failed} failed"
+        if getattr(obj, "_pending", 0):
+            return f"{obj._pending} pending"
+        return "indexed"
 
     def get_search_results(self, request, queryset, search_term):
         """Search the full-text vector (GIN-indexed), falling back to title/url matches."""

@@ -96,6 +96,11 @@ class Chunk(models.Model):
     )
     indexed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Syncs that took this chunk without indexing it, counted before the work so that a crash
+    # counts too; reset when it is indexed. At VECTORS_SYNC_MAX_ATTEMPTS its document is
+    # quarantined (documents.sync): failed, and not retried until re-ingested or re-embedded.
+    sync_attempts = models.PositiveIntegerField(default=0)
+    sync_retry_at = models.DateTimeField(null=True, blank=True)  # a failed chunk's next automatic retry
     created_at = models.DateTimeField(auto_now_add=True)
     search_vector = models.GeneratedField(
         expression=SearchVector("context", weight="A", config=SEARCH_CONFIG)

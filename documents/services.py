@@ -616,8 +616,33 @@ def document_reembed(*, document: Document) -> int:
         except DocumentGone:
             return 0
         _chunks_lock([document.pk])
+        # Also the explicit way out of quarantine (documents.sync): the attempts start again.
         count = Chunk.objects.filter(document_id=document.pk).update(
-            index_status=Chunk.IndexStatus.PENDING, last_error=""
+            index_status=Chunk.IndexStatus.PENDING, last_error="", sync_attempts=0, sync_retry_at=None
         )
         transaction.on_commit(enqueue_vector_sync)
     return count
+
+
+def document_rechunk(*, document: Document) -> IngestResult:
+    """Chunk the document's stored text again and diff its chunks against it (one transaction).
+
+    The repair for chunks that hold text other than ``document.text`` (the drift check in
+    documents.sync finds them). Markdown keeps its headings; other types were stored as their
+    extracted text, which is chunked as plain text. Unchanged chunks keep their vectors.
+    """
+    from documents.parsing import TEXT_MARKDOWN, TEXT_PLAIN
+
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(pk=document.pk)
+        mime = TEXT_MARKDOWN if document.mime_type == TEXT_MARKDOWN else TEXT_PLAIN
+        parsed = parse_document(text=document.text, mime=mime)
+        tokenizer = get_tokenizer()
+        chunk_tokens = chunk_token_budget(tokenizer, document.title, parsed)
+        drafts = chunk_document(
+            parsed,
+            tokenizer=tokenizer,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=min(settings.CHUNK_OVERLAP_TOKENS, chunk_tokens // 4),
+        )
+        return _chunks_replace(document=document, drafts=drafts)

@@ -156,10 +156,18 @@ def _on_worker_started(sender, **kwargs):
         enqueue_vector_sync()
 
 
+def _start_healer(sender, *, stopping, **kwargs):
+    # Retries with backoff and the periodic drift check, in the process that owns the store.
+    from documents.repair import VectorsHealer
+
+    VectorsHealer(stopping).start()
+
+
 def _connect_worker_hooks() -> None:
-    from ragsite.worker import worker_started
+    from ragsite.worker import worker_periodic, worker_started
 
     worker_started.connect(_on_worker_started, dispatch_uid="documents.worker_started")
+    worker_periodic.connect(_start_healer, dispatch_uid="documents.vectors_healer")
 
 
 _connect_worker_hooks()

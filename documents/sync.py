@@ -4,10 +4,21 @@ Each chunk's ``index_status`` is the truth: ``pending`` chunks are embedded (thr
 keyed by model + content hash), upserted with their UUID as point id, and marked ``indexed``
 only if their content did not change meanwhile. Every operation is an idempotent upsert or
 delete, so running a sync twice, or after a crash, is always safe.
+
+Failure is kept as small as its cause. An outage (embedder or store unreachable, bad credentials,
+another model's collection) stops the sync and leaves chunks ``pending`` with the reason. A batch
+the embedder or the store refuses is split in halves until the refused chunks are found; only
+they are marked ``failed`` (reason kept) and retried later with backoff. Each sync that takes a
+chunk without indexing it counts an attempt, written before the work so a crash counts too; a
+chunk that already failed or crashed a sync is synced with its own document only, so it cannot
+take its neighbours down, and a document that reaches VECTORS_SYNC_MAX_ATTEMPTS is quarantined:
+its chunks are failed with a reason saying so and never retried automatically until the
+document is re-ingested or re-embedded (so a poisoned document cannot crash-loop the worker).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -16,11 +27,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import OperationalError, connection, transaction
+from django.conf import settings
+from django.db import OperationalError, connection
+from django.db.models import F, Q
 from django.utils import timezone
 from psycopg import errors as psycopg_errors
 
-from documents.embeddings import EmbeddingAuthError, EmbeddingError, get_embedder
+from documents.embeddings import EmbeddingAuthError, EmbeddingError, EmbeddingUnavailable, get_embedder
 from documents.models import Chunk, EmbeddingCache
 from documents.services import embedding_input
 from documents.vectorstore import (
@@ -38,6 +51,9 @@ SYNC_LOCK_KEY = 0x5A6C_0001  # pg advisory lock: one pending-chunk sync at a tim
 SYNC_BATCH = 256
 
 Progress = Callable[[int], None]
+# Nothing will succeed until the outage or the configuration is fixed: stop, leave chunks pending.
+OUTAGES = (EmbeddingAuthError, EmbeddingUnavailable, VectorStoreUnavailable, VectorStoreMismatch)
+QUARANTINED = "quarantined"  # first word of a quarantined chunk's last_error
 
 
 @dataclass
@@ -148,7 +164,11 @@ def _mark(chunks: Iterable[Chunk], status: str, error: str = "") -> int:
                     """
                     UPDATE documents_chunk AS c
                        SET index_status = %s, last_error = %s,
-                           indexed_at = CASE WHEN %s = 'indexed' THEN %s ELSE c.indexed_at END
+                           indexed_at = CASE WHEN %s = 'indexed' THEN %s ELSE c.indexed_at END,
+                           sync_attempts = CASE WHEN %s = 'indexed' THEN 0 ELSE c.sync_attempts END,
+                           sync_retry_at = CASE WHEN %s = 'failed'
+                               THEN %s + LEAST(%s * power(2, GREATEST(c.sync_attempts - 1, 0)), %s) * interval '1 second'
+                           END
                       FROM (SELECT l.id, l.content_hash
                               FROM documents_chunk AS l
                               JOIN unnest(%s::uuid[], %s::text[]) AS t(id, content_hash)
@@ -157,7 +177,19 @@ def _mark(chunks: Iterable[Chunk], status: str, error: str = "") -> int:
                                FOR UPDATE OF l) AS locked
                      WHERE c.id = locked.id AND c.content_hash = locked.content_hash
                     """,
-                    [status, error[:2000], status, now, [c.pk for c in chunks], [c.content_hash for c in chunks]],
+                    [
+                        status,
+                        error[:2000],
+                        status,
+                        now,
+                        status,
+                        status,
+                        now,
+                        settings.VECTORS_RETRY_INTERVAL,
+                        settings.VECTORS_RETRY_MAX_INTERVAL,
+                        [c.pk for c in chunks],
+                        [c.content_hash for c in chunks],
+                    ],
                 )
                 return cursor.rowcount
         except OperationalError as exc:
@@ -183,6 +215,87 @@ def _forget_vanished(store, batch: list[Chunk]) -> None:
     gone = [str(pk) for pk in ids if pk not in alive]
     if gone:
         store.delete(gone)
+
+
+def _claim(batch: list[Chunk]) -> list[Chunk]:
+    """Count this attempt on the chunks before any work (committed: a crash counts too).
+
+    Documents with a chunk that already used its attempts are quarantined and left out.
+    """
+    worn = {c.document_id for c in batch if c.sync_attempts >= settings.VECTORS_SYNC_MAX_ATTEMPTS}
+    if worn:
+        documents_quarantine(worn)
+        batch = [c for c in batch if c.document_id not in worn]
+    if batch:
+        Chunk.objects.filter(pk__in=[c.pk for c in batch]).update(sync_attempts=F("sync_attempts") + 1)
+    return batch
+
+
+def _unclaim(batch: list[Chunk]) -> None:
+    """An outage is nobody's fault: the attempt does not count against these chunks."""
+    Chunk.objects.filter(pk__in=[c.pk for c in batch], sync_attempts__gt=0).update(sync_attempts=F("sync_attempts") - 1)
+
+
+def _isolated(batch: list[Chunk]) -> list[list[Chunk]]:
+    """The batch in parts: chunks never tried first, then each suspect document on its own.
+
+    A chunk with attempts already failed or was in a sync that never finished (a crash): syncing
+    its document alone keeps an innocent neighbour from sharing its attempts and its quarantine.
+    """
+    suspects: dict[int, int] = {}
+    for c in batch:
+        if c.sync_attempts > 0:
+            suspects[c.document_id] = max(suspects.get(c.document_id, 0), c.sync_attempts)
+    if not suspects:
+        return [batch]
+    parts = [[c for c in batch if c.document_id not in suspects]]
+    # The least tried first: a neighbour caught in one crash gets done before the culprit again.
+    for document_id in sorted(suspects, key=lambda pk: (suspects[pk], pk)):
+        parts.append([c for c in batch if c.document_id == document_id])
+    return [part for part in parts if part]
+
+
+def quarantined_chunks():
+    return Chunk.objects.filter(
+        index_status=Chunk.IndexStatus.FAILED, sync_attempts__gte=settings.VECTORS_SYNC_MAX_ATTEMPTS
+    )
+
+
+def documents_quarantine(document_ids: Iterable[int]) -> int:
+    """Fail every unindexed chunk of these documents for good (until re-ingested or re-embedded)."""
+    limit = settings.VECTORS_SYNC_MAX_ATTEMPTS
+    reason = (
+        f"{QUARANTINED}: {limit} syncs in a row failed on this document or were cut short (a crash "
+        "while embedding it counts); it is not retried automatically until it is re-ingested or re-embedded."
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE documents_chunk
+               SET index_status = 'failed', sync_attempts = GREATEST(sync_attempts, %s), sync_retry_at = NULL,
+                   last_error = left(%s || CASE WHEN last_error <> '' AND last_error NOT LIKE %s
+                                                THEN ' Last error: ' || last_error ELSE '' END, 2000)
+             WHERE document_id = ANY(%s) AND index_status <> 'indexed'
+            """,
+            [limit, reason, f"{QUARANTINED}%", sorted(set(document_ids))],
+        )
+        count = cursor.rowcount
+    logger.error("vector sync: quarantined documents %s (%d chunks)", sorted(set(document_ids)), count)
+    return count
+
+
+def vectors_retry_failed(*, include_quarantined: bool = False, due_only: bool = True) -> int:
+    """Failed chunks go back to pending: those whose backoff has passed (all with ``due_only``
+    false); quarantined ones stay failed unless ``include_quarantined`` (their attempts restart)."""
+    failed = Chunk.objects.filter(index_status=Chunk.IndexStatus.FAILED)
+    if include_quarantined:
+        failed.filter(sync_attempts__gte=settings.VECTORS_SYNC_MAX_ATTEMPTS).update(
+            index_status=Chunk.IndexStatus.PENDING, sync_attempts=0, sync_retry_at=None, last_error=""
+        )
+    failed = failed.filter(sync_attempts__lt=settings.VECTORS_SYNC_MAX_ATTEMPTS)
+    if due_only:
+        failed = failed.filter(Q(sync_retry_at__isnull=True) | Q(sync_retry_at__lte=timezone.now()))
+    return failed.update(index_status=Chunk.IndexStatus.PENDING)
 
 
 def _try_lock() -> bool:
@@ -245,12 +358,46 @@ def _stop(report: SyncReport, exc: Exception, chunks) -> None:
 
 
 def _fail_batch(report: SyncReport, exc: Exception, batch: list[Chunk], seen_failed: set) -> None:
-    """This batch failed (a bad input, a rejected upsert): mark it failed and go on with the rest."""
+    """These chunks were refused (a bad input, a rejected point): mark them failed, go on."""
     message = f"{type(exc).__name__}: {exc}"
     report.failed += _mark(batch, Chunk.IndexStatus.FAILED, message)
     report.errors.append(message)
     seen_failed.update(c.pk for c in batch)
-    logger.warning("vector sync batch failed: %s", message)
+    logger.warning("vector sync: %d chunks failed: %s", len(batch), message)
+    worn = {c.document_id for c in batch if c.sync_attempts + 1 >= settings.VECTORS_SYNC_MAX_ATTEMPTS}
+    if worn:
+        documents_quarantine(worn)
+
+
+def _sync_part(
+    store, part: list[Chunk], report: SyncReport, seen_failed: set, *, refused: Exception | None = None
+) -> int:
+    """Embed and upsert ``part``; a refused part is halved until the refused chunks are found.
+
+    ``refused``: the caller already tried the whole part and got this error. Returns the chunks
+    indexed. Outages propagate: they are nobody's fault and stop the sync. Halving re-embeds
+    nothing that succeeded: vectors are cached before the upsert.
+    """
+    if refused is None:
+        try:
+            _upsert_batch(store, part, embed_chunks(part, report))
+        except OUTAGES:
+            raise
+        except (EmbeddingError, VectorStoreError) as exc:
+            refused = exc
+    if refused is not None:
+        if len(part) == 1:
+            _fail_batch(report, refused, part, seen_failed)
+            return 0
+        middle = len(part) // 2
+        return _sync_part(store, part[:middle], report, seen_failed) + _sync_part(
+            store, part[middle:], report, seen_failed
+        )
+    indexed = _mark(part, Chunk.IndexStatus.INDEXED)
+    report.indexed += indexed
+    if indexed < len(part):
+        _forget_vanished(store, part)
+    return indexed
 
 
 def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: int) -> None:
@@ -267,18 +414,20 @@ def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: i
         if not batch:
             return
         started = time.perf_counter()
-        try:
-            _upsert_batch(store, batch, embed_chunks(batch, report))
-        except (EmbeddingAuthError, VectorStoreUnavailable, VectorStoreMismatch) as exc:
-            _stop(report, exc, batch)
-            return
-        except (EmbeddingError, VectorStoreError) as exc:
-            _fail_batch(report, exc, batch, seen_failed)
-            continue
-        marked = _mark(batch, Chunk.IndexStatus.INDEXED)
-        report.indexed += marked
-        if marked < len(batch):
-            _forget_vanished(store, batch)
+        for part in _isolated(batch):
+            part = _claim(part)
+            if not part:
+                continue
+            try:
+                _sync_part(store, part, report, seen_failed)
+            except OUTAGES as exc:
+                _unclaim(part)
+                _stop(report, exc, part)
+                return
+            except (KeyboardInterrupt, SystemExit):
+                with contextlib.suppress(Exception):  # a clean stop is not the document's fault
+                    _unclaim(part)
+                raise
         logger.debug("synced %d chunks in %.2fs", len(batch), time.perf_counter() - started)
         if progress:
             progress(len(batch))
@@ -393,6 +542,10 @@ class SyncAlongside:
     _locked_once = False
 
     def _release(self) -> None:
+        if self._flights:  # interrupted (Ctrl-C): a clean stop is not the documents' fault
+            with contextlib.suppress(Exception):
+                _unclaim([c for f in self._flights for c in f.batch])
+            self._abort_flights()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -403,10 +556,16 @@ class SyncAlongside:
 
     def _launch(self) -> bool:
         busy = {c.pk for f in self._flights for c in f.batch}
-        batch = _next_batch(self.batch_size, exclude=self._seen_failed | busy)
         self._new_since_fetch = max(0, self._new_since_fetch - self.batch_size)
-        if not batch:
-            return False
+        batch: list[Chunk] = []
+        while not batch:
+            fetched = _next_batch(self.batch_size, exclude=self._seen_failed | busy)
+            if not fetched:
+                return False
+            # Chunks that failed or crashed a sync before are left to finish()'s sync, which
+            # takes each such document on its own.
+            self._seen_failed.update(c.pk for c in fetched if c.sync_attempts > 0)
+            batch = _claim([c for c in fetched if c.sync_attempts == 0])
         embedding = {h for f in self._flights for h in f.missing_hashes}
         cached, missing_hashes, missing_texts = _cache_lookup(batch, self._embedder, skip=embedding)
         if missing_texts:
@@ -435,14 +594,18 @@ class SyncAlongside:
                 zip(flight.missing_hashes, (flight.cached[h] for h in flight.missing_hashes), strict=True)
             )
             _upsert_batch(self._store, batch, [flight.cached[chunk.content_hash] for chunk in batch])
-        except (EmbeddingAuthError, VectorStoreUnavailable, VectorStoreMismatch) as exc:
-            waiting = [c for f in self._flights for c in f.batch]
-            self._abort_flights()
-            _stop(self.report, exc, batch + waiting)
+        except OUTAGES as exc:
+            self._outage(exc, batch)
             return
         except (EmbeddingError, VectorStoreError) as exc:
-            _fail_batch(self.report, exc, batch, self._seen_failed)
             self._recent = {}
+            try:
+                indexed = _sync_part(self._store, batch, self.report, self._seen_failed, refused=exc)
+            except OUTAGES as outage:
+                self._outage(outage, batch)
+                return
+            if self.progress and indexed:
+                self.progress(indexed)
             return
         marked = _mark(batch, Chunk.IndexStatus.INDEXED)
         self.report.indexed += marked
@@ -452,6 +615,12 @@ class SyncAlongside:
         self.report.cache_hits += len(batch) - len(flight.missing_texts)
         if self.progress:
             self.progress(len(batch))
+
+    def _outage(self, exc: Exception, batch: list[Chunk]) -> None:
+        waiting = [c for f in self._flights for c in f.batch]
+        self._abort_flights()
+        _unclaim(batch + waiting)
+        _stop(self.report, exc, batch + waiting)
 
     def _abort_flights(self) -> None:
         for flight in self._flights:
@@ -545,56 +714,3 @@ def _mark_pending_error(chunks, message: str) -> None:
 def vectors_delete(chunk_ids: list[str]) -> None:
     if chunk_ids:
         get_vector_store().delete([str(i) for i in chunk_ids])
-
-
-@dataclass
-class RepairReport:
-    requeued_failed: int = 0
-    missing_points: int = 0
-    orphan_points: int = 0
-    pending_before: int = 0
-    sync: SyncReport | None = None
-
-
-def vectors_repair(*, fix: bool = True, progress: Callable[[str], None] | None = None) -> RepairReport:
-    """Find drift between PostgreSQL and Qdrant and (optionally) repair it."""
-    say = progress or (lambda message: None)
-    store = get_vector_store()
-    embedder = get_embedder()
-    store.ensure_collection(dimension=embedder.dimension, model_id=embedder.model_id)
-    report = RepairReport()
-    report.pending_before = pending_chunks().count()
-    failed = Chunk.objects.filter(index_status=Chunk.IndexStatus.FAILED)
-    report.requeued_failed = failed.count()
-
-    point_ids: set[str] = set()
-    for ids in store.iter_ids(batch_size=2000):
-        point_ids.update(ids)
-    say(f"{len(point_ids)} points in the vector store")
-
-    orphans: list[str] = []
-    ids_list = list(point_ids)
-    for start in range(0, len(ids_list), 5000):
-        window = ids_list[start : start + 5000]
-        known = {str(pk) for pk in Chunk.objects.filter(pk__in=window).values_list("pk", flat=True)}
-        orphans.extend(i for i in window if i not in known)
-    report.orphan_points = len(orphans)
-
-    missing: list = []
-    for pk in Chunk.objects.filter(index_status=Chunk.IndexStatus.INDEXED).values_list("pk", flat=True).iterator(
-        chunk_size=5000
-    ):
-        if str(pk) not in point_ids:
-            missing.append(pk)
-    report.missing_points = len(missing)
-
-    if fix:
-        with transaction.atomic():
-            failed.update(index_status=Chunk.IndexStatus.PENDING, last_error="")
-            for start in range(0, len(missing), 5000):
-                Chunk.objects.filter(pk__in=missing[start : start + 5000]).update(
-                    index_status=Chunk.IndexStatus.PENDING
-                )
-        for start in range(0, len(orphans), 1000):
-            store.delete(orphans[start : start + 1000])
-    return report

@@ -47,6 +47,14 @@ REINDEX_HINT = "Run `manage.py vectors_reindex --recreate` to rebuild the collec
 _MAX_TERM_CHARS = 256  # longer values (free text) are not useful as exact-match filters
 _MAX_TERMS = 256
 _MAX_DEPTH = 3
+# Every payload is copied within these bounds before it reaches an engine, whatever the database
+# holds: qdrant-edge accepts a payload nested ~125 levels deep into its write-ahead log and then
+# cannot read it back (serde's recursion limit), which broke every search and every later write
+# of the collection. Search reads only document_id and the flattened metadata_terms (depth
+# _MAX_DEPTH), so nothing a filter needs is lost.
+PAYLOAD_MAX_DEPTH = 10  # containers nested in a payload (the metadata object is the first)
+PAYLOAD_MAX_NODES = 4096  # values in one payload
+PAYLOAD_MAX_STRING = 8192  # characters in one string (titles are 1,000, URLs 2,000)
 
 
 class VectorStoreError(Exception):
@@ -59,6 +67,10 @@ class VectorStoreUnavailable(VectorStoreError):
 
 class VectorStoreMismatch(VectorStoreError):
     """The collection was built for another embedding model or dimension."""
+
+
+class PointRefused(VectorStoreError, ValueError):
+    """One point cannot be stored (a zero or non-finite vector, an id that is not a UUID)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +188,57 @@ def as_vector(vector: Any, dimension: int | None) -> list[float]:
     return array.tolist()
 
 
+def bounded_payload(payload: dict) -> dict:
+    """A copy of ``payload`` within PAYLOAD_MAX_DEPTH/NODES/STRING that every engine can store.
+
+    Deeper containers, values past the node budget and non-finite floats are left out; strings
+    are cut and lone surrogates (not encodable as UTF-8) replaced. Plain payloads come back equal.
+    """
+    budget = [PAYLOAD_MAX_NODES]
+
+    def copy(value: Any, depth: int) -> tuple[bool, Any]:
+        if budget[0] <= 0:
+            return False, None
+        budget[0] -= 1
+        if value is None or isinstance(value, bool | int):
+            return True, value
+        if isinstance(value, float):
+            return (True, value) if math.isfinite(value) else (False, None)
+        if isinstance(value, str):
+            return True, _clean_string(value)
+        if isinstance(value, dict | list | tuple):
+            if depth >= PAYLOAD_MAX_DEPTH:
+                return False, None
+            if isinstance(value, dict):
+                out: dict = {}
+                for key, sub in value.items():
+                    keep, sub = copy(sub, depth + 1)
+                    if keep:
+                        out[_clean_string(str(key))] = sub
+                return True, out
+            items = []
+            for sub in value:
+                keep, sub = copy(sub, depth + 1)
+                if keep:
+                    items.append(sub)
+            return True, items
+        return True, _clean_string(str(value))
+
+    return copy(dict(payload), -1)[1]
+
+
+def _clean_string(value: str) -> str:
+    value = value[:PAYLOAD_MAX_STRING]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
 def prepare_payload(payload: dict) -> dict:
-    out = dict(payload)
-    out[TERMS_KEY] = metadata_terms(payload.get("metadata"))
+    out = bounded_payload(payload)
+    out[TERMS_KEY] = metadata_terms(out.get("metadata"))
     return out
 
 
@@ -293,10 +353,18 @@ class VectorStore(abc.ABC):
             self._check_open()
             if self._dimension is None:
                 raise VectorStoreError("call ensure_collection() before upsert() so the model is checked")
-            prepared = [
-                (point_id(p.id), as_vector(p.vector, self._dimension), prepare_payload(p.payload or {})) for p in points
-            ]
+            prepared = [self._prepare(p) for p in points]
             self._upsert(prepared)
+
+    def _prepare(self, point: VectorPoint) -> tuple[str, list[float], dict]:
+        # A refused point is a VectorStoreError like an engine's refusal, so the sync fails that
+        # chunk alone instead of the whole run (VectorStoreMismatch, a wrong dimension, stays itself).
+        try:
+            return point_id(point.id), as_vector(point.vector, self._dimension), prepare_payload(point.payload or {})
+        except VectorStoreError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise PointRefused(f"point {point.id} refused: {exc}") from exc
 
     def delete(self, ids: Iterable[str]) -> None:
         wanted = list(dict.fromkeys(point_id(i) for i in ids))

@@ -177,7 +177,9 @@ class EdgeStore(VectorStore):
                     f"The local vector store at {self.root} is in use by another process. Stop it, or run a "
                     "Qdrant server and set QDRANT_URL so several processes can share it."
                 ) from exc
-            raise VectorStoreError(f"qdrant-edge failed on {self.shard_dir}: {exc}") from exc
+            # The message reaches API error bodies: the shard's path stays in the log.
+            logger.warning("qdrant-edge failed on %s: %s", self.shard_dir, exc)
+            raise VectorStoreError(f"the embedded vector store (qdrant-edge) failed: {exc}") from exc
 
     def _read_sidecar(self) -> dict | None:
         try:
@@ -464,7 +466,9 @@ class EdgeStore(VectorStore):
         # The waiting thread starts the child itself: the child asks Linux to kill it when its
         # parent goes (PR_SET_PDEATHSIG), which fires when the *thread* that forked it ends, and
         # this thread lives exactly as long as the build.
-        self._build_thread = threading.Thread(target=self._build_wait, args=(cmd,), name="edge-index-build", daemon=True)
+        self._build_thread = threading.Thread(
+            target=self._build_wait, args=(cmd,), name="edge-index-build", daemon=True
+        )
         self._build_thread.start()
 
     def _build_cancel(self, why: str) -> None:

@@ -200,6 +200,16 @@ QDRANT_LOCAL_ENGINE = env_choice("QDRANT_LOCAL_ENGINE", "edge", ["edge", "client
 # Brute force costs ~13 ms a query at 100k points, HNSW ~2 ms (bench/results/search_scale.md).
 QDRANT_EDGE_INDEX_THRESHOLD = env_int("QDRANT_EDGE_INDEX_THRESHOLD", 20000, minimum=0)
 QDRANT_EDGE_INDEX_IDLE = env_float("QDRANT_EDGE_INDEX_IDLE", 30.0, minimum=0.0)
+# Self-repair inside the process that owns the vector store (the embedded worker, or db_worker):
+# pending and failed chunks are retried after VECTORS_RETRY_INTERVAL seconds, the wait doubling
+# while the embedder or the store stays down, up to VECTORS_RETRY_MAX_INTERVAL; the drift check
+# (`vectors_sync`'s: chunks vs points, chunks vs their document's text) runs every
+# VECTORS_DRIFT_INTERVAL seconds (0 = only at worker start). A document whose chunks failed or
+# were cut short by a crash VECTORS_SYNC_MAX_ATTEMPTS syncs in a row is quarantined.
+VECTORS_RETRY_INTERVAL = env_float("VECTORS_RETRY_INTERVAL", 30.0, minimum=0.1)
+VECTORS_RETRY_MAX_INTERVAL = env_float("VECTORS_RETRY_MAX_INTERVAL", 900.0, minimum=0.1)
+VECTORS_DRIFT_INTERVAL = env_float("VECTORS_DRIFT_INTERVAL", 3600.0, minimum=0.0)
+VECTORS_SYNC_MAX_ATTEMPTS = env_int("VECTORS_SYNC_MAX_ATTEMPTS", 3, minimum=1)
 
 EMBEDDING_BACKEND = env_choice("EMBEDDING_BACKEND", "local", ["local", "openai"])
 EMBEDDING_MODEL = env_str(

@@ -18,6 +18,10 @@ from django.dispatch import Signal
 logger = logging.getLogger(__name__)
 
 worker_started = Signal()
+# Periodic jobs of the process that runs the tasks (the vector healer): each receiver starts its
+# own daemon thread and ends it when ``worker_stopping`` is set.
+worker_periodic = Signal()
+worker_stopping = threading.Event()
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
@@ -32,6 +36,12 @@ def send_worker_started() -> None:
     for receiver, response in worker_started.send_robust(sender=None):
         if isinstance(response, Exception):
             logger.error("worker start-up hook %s failed: %s", receiver, response)
+
+
+def start_worker_periodic() -> None:
+    for receiver, response in worker_periodic.send_robust(sender=None, stopping=worker_stopping):
+        if isinstance(response, Exception):
+            logger.error("worker periodic job %s failed to start: %s", receiver, response)
 
 
 def start_embedded_worker(*, interval: float = 0.5) -> bool:
@@ -59,6 +69,7 @@ def start_embedded_worker(*, interval: float = 0.5) -> bool:
 
         def run() -> None:
             send_worker_started()
+            start_worker_periodic()
             _worker.run()
 
         _thread = threading.Thread(target=run, name="ragsite-embedded-worker", daemon=True)
@@ -69,6 +80,7 @@ def start_embedded_worker(*, interval: float = 0.5) -> bool:
 
 def stop_embedded_worker(timeout: float = 10.0) -> None:
     global _thread
+    worker_stopping.set()
     if _worker is not None:
         _worker.running = False
     if _thread is not None:

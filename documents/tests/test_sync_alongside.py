@@ -88,25 +88,27 @@ def test_a_chunk_edited_while_its_batch_is_embedded_is_embedded_again(source, fr
     assert report.ok and not Chunk.objects.filter(index_status=Chunk.IndexStatus.PENDING).exists()
 
 
-def test_a_failing_batch_is_marked_failed_and_the_others_are_indexed(source, fresh_store, monkeypatch):
+def test_a_refused_chunk_is_marked_failed_and_the_rest_of_its_batch_is_indexed(source, fresh_store, monkeypatch):
     embedder = get_embedder()
     original = embedder.embed_documents
-    calls = []
+    poison = TOPICS[2]
 
-    def fail_first(texts):
-        calls.append(texts)
-        if len(calls) == 1:
+    def refuse_one(texts):
+        if any(poison in text for text in texts):
             raise EmbeddingError("the model fell over")
         return original(texts)
 
-    monkeypatch.setattr(embedder, "embed_documents", fail_first)
+    monkeypatch.setattr(embedder, "embed_documents", refuse_one)
     alongside = SyncAlongside(batch_size=2)
     assert alongside.start()
     store_all(source, alongside, [(t, f"Notes on {t}. Two sentences here.") for t in TOPICS[:6]])
     report = alongside.finish()
-    statuses = list(Chunk.objects.values_list("index_status", flat=True))
-    assert statuses.count(Chunk.IndexStatus.FAILED) == 2 and statuses.count(Chunk.IndexStatus.INDEXED) == 4
-    assert report.failed == 2 and report.indexed == 4 and "the model fell over" in report.errors[0]
+    statuses = dict(Chunk.objects.values_list("text", "index_status"))
+    failed = [text for text, status in statuses.items() if status == Chunk.IndexStatus.FAILED]
+    assert len(failed) == 1 and poison in failed[0]
+    assert list(statuses.values()).count(Chunk.IndexStatus.INDEXED) == 5
+    assert report.failed == 1 and report.indexed == 5 and "the model fell over" in report.errors[0]
+    assert "the model fell over" in Chunk.objects.get(index_status=Chunk.IndexStatus.FAILED).last_error
 
 
 def test_an_auth_error_stops_and_leaves_every_chunk_pending(source, fresh_store, monkeypatch):

@@ -298,6 +298,59 @@ def test_optimize_keeps_every_point_searchable(store):
     assert store.search(unit(5), limit=1, document_ids=[5])[0].id == point(5).id
 
 
+def nested(depth: int, leaf=1) -> dict:
+    value: object = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value  # type: ignore[return-value]
+
+
+def test_a_deeply_nested_payload_never_makes_the_store_unreadable(engine, tmp_path):
+    # qdrant-edge stored a 130-level payload in its write-ahead log and then failed every search
+    # and, after a restart, every open with "recursion limit exceeded".
+    s = vector_store_open(collection="chunks", path=tmp_path, engine=engine)
+    s.ensure_collection(dimension=DIM, model_id=MODEL)
+    s.upsert([point(1, metadata={"lang": "en"})])
+    s.upsert(
+        [point(2, document_id=2, metadata={"deep": nested(130), "lang": "de", "bad": "\ud800", "x": float("nan")})]
+    )
+
+    hits = s.search(unit(2), limit=2)
+    assert ids(hits) == {point(1).id, point(2).id}
+    deep = next(h for h in hits if h.id == point(2).id).payload["metadata"]
+    assert deep["lang"] == "de" and deep["bad"] == "?" and "x" not in deep
+    assert ids(s.search(unit(2), limit=5, metadata={"lang": "de"})) == {point(2).id}
+    s.upsert([point(3)])
+    s.delete([point(1).id])
+    s.close()
+
+    reopened = vector_store_open(collection="chunks", path=tmp_path, engine=engine)
+    reopened.ensure_collection(dimension=DIM, model_id=MODEL)
+    assert ids(reopened.search(unit(2), limit=5)) == {point(2).id, point(3).id}
+    reopened.close()
+
+
+def test_payloads_are_bounded_in_size_but_plain_ones_are_kept_as_they_are():
+    from documents.vectorstore import PAYLOAD_MAX_NODES, PAYLOAD_MAX_STRING, bounded_payload
+
+    plain = point(1, metadata={"page": 4, "tags": ["a", "b"], "nested": {"x": {"y": 1.5}}}).payload
+    assert bounded_payload(plain) == plain
+    huge = bounded_payload({"metadata": {str(i): "v" * (PAYLOAD_MAX_STRING * 2) for i in range(PAYLOAD_MAX_NODES * 2)}})
+    assert len(huge["metadata"]) < PAYLOAD_MAX_NODES
+    assert {len(v) for v in huge["metadata"].values()} == {PAYLOAD_MAX_STRING}
+
+
+def test_store_errors_do_not_name_file_paths(tmp_path):
+    s = vector_store_open(collection="chunks", path=tmp_path, engine="edge")
+    s.ensure_collection(dimension=DIM, model_id=MODEL)
+    try:
+        with pytest.raises(VectorStoreError) as caught:
+            s._edge(lambda: (_ for _ in ()).throw(RuntimeError("Service runtime error: broken")))
+        assert str(tmp_path) not in str(caught.value) and "broken" in str(caught.value)
+    finally:
+        s.close()
+
+
 def test_metadata_terms_flatten_values_to_strings():
     terms = metadata_terms({"page": 3, "ok": True, "ratio": 0.5, "n": 2.0, "tags": ["x", 1], "a": {"b": "c"}, "x=y": 1})
 
@@ -499,7 +552,9 @@ def test_the_edge_store_searches_with_one_thread_per_query_old_shards_included(t
     config = tmp_path / "edge" / "chunks" / "edge_config.json"
     assert json.loads(config.read_text())["max_search_threads"] == 1
     # A shard created before the setting existed (qdrant-edge's default pool) is switched on open.
-    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "max_search_threads"}))
+    config.write_text(
+        json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "max_search_threads"})
+    )
     s = vector_store_open(collection="chunks", path=tmp_path, engine="edge")
     try:
         assert s.count() == 3 and s.search(unit(2), limit=1)[0].id == point(2).id
