@@ -306,6 +306,44 @@ def test_a_job_abandoned_by_a_dead_worker_is_resumed_without_refetching_finished
 
 
 @pytest.mark.django_db
+def test_a_catastrophic_exclude_regex_does_not_stall_the_crawl_of_a_long_url(site):
+    # Python's re would need ~2**5000 steps for "(a+)+$" on the first link (see test_scope for
+    # the same check in a child process that a hang cannot take down).
+    long_path = "/" + "a" * 1900 + "!"
+    links = f'<a href="{long_path}">long</a> <a href="/x/aaaa">excluded</a>'
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    site.overrides[long_path] = (200, {"Content-Type": "text/plain"}, b"A page behind a long URL.")
+    job = crawl(site, start="/start.html", exclude=["re:(a+)+$"], use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    assert page_paths(job) == {"/start.html", long_path}
+
+
+@pytest.mark.django_db
+def test_links_longer_than_a_url_column_are_out_of_scope_and_the_crawl_goes_on(site):
+    links = '<a href="/' + "b" * 2500 + '">too long</a> <a href="/docs/a.html">fine</a>'
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    assert page_paths(job) == {"/start.html", "/docs/a.html"}
+
+
+@pytest.mark.django_db
+def test_a_redirect_to_an_overlong_url_fails_only_that_page(site):
+    target = "/" + "c" * 2500
+    site.overrides["/start.html"] = (
+        200,
+        {"Content-Type": "text/html"},
+        b'<a href="/jump">j</a> <a href="/docs/a.html">a</a>',
+    )
+    site.overrides["/jump"] = (302, {"Location": target}, b"")
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    jump = CrawlPage.objects.get(job=job, url__endswith="/jump")
+    assert jump.status == CrawlPage.Status.FAILED and "longer than 2000 characters" in jump.error
+    assert CrawlPage.objects.get(job=job, url__endswith="/docs/a.html").status == CrawlPage.Status.INGESTED
+
+
+@pytest.mark.django_db
 def test_a_finished_job_is_not_run_again(site):
     job = crawl(site, max_depth=0)
     site.clear()
@@ -324,8 +362,10 @@ def test_a_finished_job_is_not_run_again(site):
         ({"max_pages": 0}, "max_pages", "at least 1"),
         ({"max_depth": -2}, "max_depth", "at least 0"),
         ({"max_depth": "deep"}, "max_depth", "whole number"),
-        ({"include": ["re:(unclosed"]}, "include", "invalid"),
-        ({"exclude": [""], "include": "re:["}, "include", "invalid"),
+        ({"include": ["re:(unclosed"]}, "include", "cannot be used"),
+        ({"exclude": [""], "include": "re:["}, "include", "cannot be used"),
+        ({"exclude": ["re:(?!/private)"]}, "exclude", "RE2 syntax"),
+        ({"exclude": [f"/p{i}/*" for i in range(101)]}, "exclude", "at most 100 patterns"),
     ],
 )
 @pytest.mark.django_db
