@@ -368,7 +368,8 @@ class _JobRun:
         )
         self.stop = threading.Event()
         self.concurrency = int(crawl_setting("CRAWL_CONCURRENCY"))
-        self.fetcher = Fetcher(max_connections=self.concurrency * 2)
+        # Sharing the stop event lets a cancel abort requests on the wire, not only queued ones.
+        self.fetcher = Fetcher(max_connections=self.concurrency * 2, stop=self.stop)
         self.robots = RobotsCache(self.fetcher)
         self.limiter = HostRateLimiter(stop=self.stop)
         self.cancelled = False
@@ -675,8 +676,9 @@ class _JobRun:
                         continue  # the page stays queued
                     self.process(page, outcome, previous)
                 if self.cancelled:
-                    # Stop waiting for politeness slots; fetches already on the wire finish
-                    # (bounded by CRAWL_TIMEOUT) and their results are dropped.
+                    # Stop waiting for politeness slots and abort fetches on the wire (their
+                    # socket reads check the event every ragsite.outbound.POLL_SECONDS); their
+                    # pages stay queued and end skipped.
                     self.stop.set()
         finally:
             self.stop.set()

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from crawl.services import (
     crawl_jobs_recover,
     crawl_jobs_stale,
 )
+from crawl.tests.site import in_thread, layered_gzip
 from documents.models import Chunk, Document, Source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,6 +343,76 @@ def test_a_redirect_to_an_overlong_url_fails_only_that_page(site):
     jump = CrawlPage.objects.get(job=job, url__endswith="/jump")
     assert jump.status == CrawlPage.Status.FAILED and "longer than 2000 characters" in jump.error
     assert CrawlPage.objects.get(job=job, url__endswith="/docs/a.html").status == CrawlPage.Status.INGESTED
+
+
+@pytest.mark.django_db
+def test_a_compression_bomb_fails_its_page_and_the_crawl_finishes(site):
+    bomb = layered_gzip(b"<html><body><p>bomb</p>", 128 * 1024 * 1024, 2)
+    site.overrides["/bomb.html"] = (200, {"Content-Type": "text/html", "Content-Encoding": "gzip, gzip"}, bomb)
+    site.overrides["/start.html"] = (
+        200, {"Content-Type": "text/html"}, b'<html><body><a href="/bomb.html">b</a> <a href="/docs/a.html">a</a></body></html>'
+    )
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    page = CrawlPage.objects.get(job=job, url__endswith="/bomb.html")
+    assert page.status == CrawlPage.Status.FAILED
+    assert page.error == f"Too large: more than {512 * 1024} bytes once decoded."
+    assert CrawlPage.objects.get(job=job, url__endswith="/docs/a.html").status == CrawlPage.Status.INGESTED
+
+
+@pytest.mark.django_db
+def test_a_compression_bomb_as_robots_txt_still_lets_the_crawl_obey_its_rules(site):
+    bomb = layered_gzip(b"User-agent: *\nDisallow: /docs/\n", 128 * 1024 * 1024, 2)
+    site.overrides["/robots.txt"] = (200, {"Content-Type": "text/plain", "Content-Encoding": "gzip, gzip"}, bomb)
+    job = crawl(site, max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    assert CrawlPage.objects.get(job=job, url__endswith="/index.html").status == CrawlPage.Status.INGESTED
+    assert not any(path.startswith("/docs/") for path in fetched_paths(site))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_trickling_pages_fail_at_the_total_deadline_and_the_crawl_finishes(site):
+    links = "".join(f'<a href="/trickle?rate=9&size=10000&n={i}">t{i}</a>' for i in range(4))
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    job = crawl_job_create(start_url=f"{site.url}/start.html", max_depth=1, use_sitemap=False)
+
+    def run():
+        try:
+            return crawl_job_run(job.pk)
+        finally:
+            connection.close()
+
+    job = in_thread(run)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    slow = CrawlPage.objects.filter(job=job, url__contains="/trickle")
+    assert slow.count() == 4
+    assert {(p.status, p.error) for p in slow} == {(CrawlPage.Status.FAILED, "Timed out: the page took longer than 2 s.")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_stops_pages_in_flight_without_waiting_for_their_deadline(site, settings):
+    settings.CRAWL_TIMEOUT = 60  # a 240 s deadline: only the cancel can end these fetches in time
+    links = "".join(f'<a href="/trickle?rate=9&size=10000&n={i}">t{i}</a>' for i in range(4))
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    job = crawl_job_create(start_url=f"{site.url}/start.html", max_depth=1, use_sitemap=False)
+
+    def run():
+        try:
+            return crawl_job_run(job.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while len(site.trickling) < 2 and thread.is_alive():
+        time.sleep(0.05)
+    crawl_job_cancel(job=job)
+    thread.join(60)
+    assert not thread.is_alive(), "the crawl went on after the cancel"
+    job.refresh_from_db()
+    assert job.status == CrawlJob.Status.CANCELLED
+    slow = CrawlPage.objects.filter(job=job, url__contains="/trickle")
+    assert {p.status for p in slow} == {CrawlPage.Status.SKIPPED}
 
 
 @pytest.mark.django_db
