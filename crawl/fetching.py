@@ -35,6 +35,8 @@ import lxml.html
 from crawl.conf import crawl_setting
 from crawl.safety import Resolver, UnsafeURL, allow_private_default, check_url_safety
 from crawl.urls_canon import InvalidURL, canonicalize_url, resolve_link, tracking_params_default
+from documents.parsing import UnreadableContent, html_tree
+from documents.parsing import sniff_content_type as parsing_sniff
 from ragsite.outbound import (
     ACCEPT_ENCODING,
     TOTAL_TIMEOUT_FACTOR,
@@ -95,13 +97,8 @@ def parse_content_type(value: str) -> tuple[str, str]:
 
 
 def sniff_content_type(head: bytes) -> str:
-    """A best guess for bodies served without a usable Content-Type."""
-    start = head.lstrip()[:512].lower()
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    if start.startswith((b"<!doctype html", b"<html")) or b"<html" in start or b"<body" in start:
-        return "text/html"
-    return ""
+    """What the body itself is (documents.parsing decides, for uploads and ``ingest`` too)."""
+    return parsing_sniff(head)
 
 
 class Fetcher:
@@ -278,11 +275,15 @@ class Fetcher:
         except ContentDecodingError as exc:
             return _fail(result, "decoding", str(exc))
         result.content = bytes(body)
-        if sniff:
-            result.content_type = sniff_content_type(result.content) or mime
+        sniffed = sniff_content_type(result.content)
+        # The content wins over the label when it is unambiguous (a PDF served as text/html, a
+        # zip served as a PDF), so links are not looked for in a PDF and a zip is not ingested.
+        if sniff or (sniffed and sniffed != "text/html"):
+            result.content_type = sniffed or mime
             if types is not None and result.content_type not in types:
                 result.content = b""
-                return _fail(result, "unsupported_type", f"Unsupported content type {mime or '(none)'}.")
+                shown = f"{mime or '(none)'}, but the content is {sniffed}" if sniffed and sniffed != mime else mime or "(none)"
+                return _fail(result, "unsupported_type", f"Unsupported content type {shown}.")
         return result
 
 
@@ -319,8 +320,9 @@ def parse_links(
     if not content or not content.strip():
         return PageLinks(links=[])
     try:
-        root = lxml.html.document_fromstring(content)
-    except (lxml.etree.ParserError, ValueError):
+        # Not cut silently at libxml2's depth limit, which would lose every later link.
+        root, _ = html_tree(content)
+    except (lxml.etree.ParserError, ValueError, UnreadableContent):
         return PageLinks(links=[])
     meta = PageLinks(links=[])
     for element in root.iter("meta"):

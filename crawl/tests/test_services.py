@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -26,6 +28,7 @@ from crawl.services import (
 )
 from crawl.tests.site import in_thread, layered_gzip
 from documents.models import Chunk, Document, Source
+from documents.tests.pdf_writer import orchard_report_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -413,6 +416,36 @@ def test_cancelling_stops_pages_in_flight_without_waiting_for_their_deadline(sit
     assert job.status == CrawlJob.Status.CANCELLED
     slow = CrawlPage.objects.filter(job=job, url__contains="/trickle")
     assert {p.status for p in slow} == {CrawlPage.Status.SKIPPED}
+
+
+@pytest.mark.django_db
+def test_a_page_with_an_unclosed_div_per_post_is_ingested_whole_and_its_last_link_followed(site):
+    posts = "".join(f"<div class='post'><h2>Post {n}</h2><p>Diary entry {n} of the year.</p>" for n in range(400))
+    html = f"<html><head><title>Diary</title></head><body>{posts}<a href='/docs/a.html'>next</a></body></html>"
+    site.overrides["/diary.html"] = (200, {"Content-Type": "text/html"}, html.encode())
+    job = crawl(site, start="/diary.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    diary = Document.objects.get(url=f"{site.url}/diary.html")
+    assert diary.text.count("of the year") == 400
+    assert page_paths(job) == {"/diary.html", "/docs/a.html"}
+
+
+@pytest.mark.django_db
+def test_the_content_decides_over_the_served_content_type(site):
+    site.overrides["/report"] = (200, {"Content-Type": "text/html"}, orchard_report_pdf())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("slides.pptx", bytes(range(256)) * 64)
+    site.overrides["/slides.pdf"] = (200, {"Content-Type": "application/pdf"}, buffer.getvalue())
+    site.overrides["/start.html"] = (
+        200, {"Content-Type": "text/html"}, b'<html><body><a href="/report">r</a> <a href="/slides.pdf">s</a></body></html>'
+    )
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    report = Document.objects.get(url=f"{site.url}/report")
+    assert report.mime_type == "application/pdf" and "Orchard Report 2024" in report.text
+    slides = CrawlPage.objects.get(job=job, url__endswith="/slides.pdf")
+    assert slides.status == CrawlPage.Status.FAILED
+    assert slides.error == "Unsupported content type application/pdf, but the content is application/zip."
 
 
 @pytest.mark.django_db
