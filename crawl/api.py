@@ -10,7 +10,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from crawl.models import CrawlJob, CrawlPage
-from crawl.services import CrawlJobError, crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.scope import MAX_PATTERN_CHARS
+from crawl.services import MAX_PATTERNS, CrawlJobError, crawl_job_cancel, crawl_job_create, crawl_job_enqueue
 from ragsite.api import ApiError
 
 
@@ -35,10 +36,24 @@ class CrawlJobCreateSerializer(serializers.Serializer):
     source = serializers.CharField(required=False, max_length=200, help_text="Source name (default: the start URL's host).")
     max_pages = serializers.IntegerField(required=False, default=100, help_text="Stop after fetching this many pages.")
     max_depth = serializers.IntegerField(required=False, default=3, help_text="Links followed from the start URL.")
-    include = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list,
-                                    help_text="URL patterns to keep: glob (`*/docs/*`) or regex (`re:^https://...`).")
-    exclude = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list)
-    allowed_hosts = serializers.ListField(child=serializers.CharField(max_length=255), required=False, default=list)
+    include = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_PATTERN_CHARS),
+        required=False,
+        default=list,
+        max_length=MAX_PATTERNS,
+        help_text="URL patterns to keep: glob (`*/docs/*`) or regex in RE2 syntax "
+        "(`re:^https://...`; no backreferences or lookaround).",
+    )
+    exclude = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_PATTERN_CHARS),
+        required=False,
+        default=list,
+        max_length=MAX_PATTERNS,
+        help_text="URL patterns to skip, same syntax as `include`.",
+    )
+    allowed_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=255), required=False, default=list, max_length=MAX_PATTERNS
+    )
     path_prefix_only = serializers.BooleanField(required=False, default=False)
     use_sitemap = serializers.BooleanField(required=False, default=True)
     delete_missing = serializers.BooleanField(required=False, default=False)

@@ -7,11 +7,14 @@ crawl records the reason on the page and goes on.
 
 Limits (settings read when the fetcher is built):
 
-- ``CRAWL_TIMEOUT`` seconds for connecting and for each wait for data; the whole response must
-  arrive within ``TOTAL_TIMEOUT_FACTOR`` times that, so a server trickling one byte a second
-  cannot hold a worker forever;
-- ``CRAWL_MAX_PAGE_BYTES`` of (decompressed) body: reading stops there and the page fails as
-  too large; a Content-Length above the cap fails before reading;
+- ``CRAWL_TIMEOUT`` seconds for connecting and for each wait for data; the whole response
+  (redirects included) must arrive within ``TOTAL_TIMEOUT_FACTOR`` times that, so a server
+  trickling one byte a second cannot hold a worker forever. The deadline is enforced inside
+  every socket read (``ragsite.outbound.read_limits``), not between body chunks, and so is the
+  fetcher's ``stop`` event: a cancelled crawl abandons its requests in flight at once;
+- ``CRAWL_MAX_PAGE_BYTES`` of decoded body, however many ``Content-Encoding`` layers it has:
+  reading stops there and the page fails as too large (``ragsite.outbound.iter_decoded``); a
+  Content-Length above the cap fails before reading;
 - ``CRAWL_MAX_REDIRECTS`` redirects, followed by hand so every target is re-checked for safety
   (private addresses) and, through ``redirect_check``, for scope and robots rules.
 """
@@ -19,6 +22,7 @@ Limits (settings read when the fetcher is built):
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,14 +33,22 @@ import lxml.etree
 import lxml.html
 
 from crawl.conf import crawl_setting
-from crawl.safety import GuardedNetworkBackend, Resolver, UnsafeURL, allow_private_default, check_url_safety
+from crawl.safety import Resolver, UnsafeURL, allow_private_default, check_url_safety
 from crawl.urls_canon import InvalidURL, canonicalize_url, resolve_link, tracking_params_default
+from documents.parsing import UnreadableContent, html_tree
+from documents.parsing import sniff_content_type as parsing_sniff
+from ragsite.outbound import (
+    ACCEPT_ENCODING,
+    TOTAL_TIMEOUT_FACTOR,
+    ContentDecodingError,
+    guarded_transport,
+    iter_decoded,
+    read_limits,
+)
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 PAGE_TYPES = HTML_TYPES | {"text/plain", "text/markdown", "text/x-markdown", "application/pdf"}
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-TOTAL_TIMEOUT_FACTOR = 4
-_READ_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -52,7 +64,7 @@ class FetchResult:
     last_modified: str = ""
     error: str = ""
     # timeout | connection | too_large | unsupported_type | http_status | too_many_redirects |
-    # redirect_loop | bad_redirect | unsafe | out_of_scope | invalid_url | decoding
+    # redirect_loop | bad_redirect | unsafe | out_of_scope | invalid_url | decoding | cancelled
     error_code: str = ""
     redirects: list[str] = field(default_factory=list)
 
@@ -85,25 +97,16 @@ def parse_content_type(value: str) -> tuple[str, str]:
 
 
 def sniff_content_type(head: bytes) -> str:
-    """A best guess for bodies served without a usable Content-Type."""
-    start = head.lstrip()[:512].lower()
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    if start.startswith((b"<!doctype html", b"<html")) or b"<html" in start or b"<body" in start:
-        return "text/html"
-    return ""
-
-
-class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, *, allow_private: bool, resolver: Resolver, max_connections: int) -> None:
-        super().__init__(limits=httpx.Limits(max_connections=max_connections), trust_env=False)
-        # httpx has no public hook for the network backend; the pool is fresh (no connections
-        # yet), so swapping its backend routes every connect through the address check.
-        self._pool._network_backend = GuardedNetworkBackend(allow_private=allow_private, resolver=resolver)
+    """What the body itself is (documents.parsing decides, for uploads and ``ingest`` too)."""
+    return parsing_sniff(head)
 
 
 class Fetcher:
-    """One HTTP client for a crawl; safe to share between threads."""
+    """One HTTP client for a crawl; safe to share between threads.
+
+    Setting ``stop`` (the crawl's cancel event) makes fetches in flight fail at once with
+    ``error_code="cancelled"``.
+    """
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class Fetcher:
         allowed_types: Iterable[str] | None = PAGE_TYPES,
         resolver: Resolver = socket.getaddrinfo,
         max_connections: int | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.user_agent = user_agent or crawl_setting("CRAWL_USER_AGENT")
         self.timeout = float(timeout if timeout is not None else crawl_setting("CRAWL_TIMEOUT"))
@@ -124,17 +128,19 @@ class Fetcher:
         self.allow_private = allow_private_default() if allow_private is None else allow_private
         self.allowed_types = frozenset(allowed_types) if allowed_types is not None else None
         self.resolver = resolver
+        self.stop = stop
         connections = max_connections or max(10, int(crawl_setting("CRAWL_CONCURRENCY")) * 2)
         self.client = httpx.Client(
-            transport=_GuardedTransport(
-                allow_private=self.allow_private, resolver=resolver, max_connections=connections
-            ),
+            transport=guarded_transport(allow_private=self.allow_private, resolver=resolver, max_connections=connections),
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
             trust_env=False,
             headers={
                 "User-Agent": self.user_agent,
                 "Accept": "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8,application/pdf;q=0.8,*/*;q=0.1",
+                # Only what iter_decoded can undo within the cap (httpx would add br or zstd
+                # when their packages happen to be installed).
+                "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
 
@@ -173,41 +179,60 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        current = url
         seen = {url}
         try:
-            for hop in range(self.max_redirects + 1):
-                result.final_url = current
-                if hop:
-                    reason = redirect_check(current) if redirect_check else None
-                    if reason:
-                        return _fail(result, "out_of_scope", f"Redirected to {current}, which is refused: {reason}.")
-                check_url_safety(current, allow_private=self.allow_private, resolver=self.resolver)
-                with self.client.stream("GET", current, headers=headers) as response:
-                    result.status = response.status_code
-                    result.headers = {k.lower(): v for k, v in response.headers.items()}
-                    if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
-                        target = resolve_link(response.headers["location"], current, tracking_params=())
-                        if target is None:
-                            return _fail(result, "bad_redirect", f"Redirect to an unsupported location: {response.headers['location']!r}.")
-                        if target in seen:
-                            return _fail(result, "redirect_loop", f"Redirect loop: {target} was already visited.")
-                        seen.add(target)
-                        result.redirects.append(target)
-                        current = target
-                        continue
-                    return self._read(response, result, types=types, cap=cap, deadline=deadline, truncate=truncate)
-            return _fail(result, "too_many_redirects", f"More than {self.max_redirects} redirects.")
+            with read_limits(deadline=deadline, stop=self.stop):
+                return self._follow(result, headers, seen, redirect_check, types=types, cap=cap, deadline=deadline, truncate=truncate)
         except UnsafeURL as exc:
             return _fail(result, "unsafe", str(exc))
         except httpx.TimeoutException:
+            if time.monotonic() >= deadline:
+                return _fail(result, "timeout", f"Timed out: the page took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.")
             return _fail(result, "timeout", f"Timed out (no response within {self.timeout:g} s).")
         except httpx.DecodingError as exc:
             return _fail(result, "decoding", f"The response could not be decoded: {exc}.")
         except httpx.InvalidURL as exc:
             return _fail(result, "invalid_url", f"Invalid URL: {exc}.")
         except httpx.TransportError as exc:
+            if self.stop is not None and self.stop.is_set():
+                return _fail(result, "cancelled", "The crawl was cancelled while this page was being fetched.")
             return _fail(result, "connection", f"Connection failed: {exc or type(exc).__name__}.")
+
+    def _follow(
+        self,
+        result: FetchResult,
+        headers: dict[str, str],
+        seen: set[str],
+        redirect_check: Callable[[str], str | None] | None,
+        *,
+        types: frozenset[str] | None,
+        cap: int,
+        deadline: float,
+        truncate: bool,
+    ) -> FetchResult:
+        current = result.url
+        for hop in range(self.max_redirects + 1):
+            result.final_url = current
+            if hop:
+                reason = redirect_check(current) if redirect_check else None
+                if reason:
+                    return _fail(result, "out_of_scope", f"Redirected to {current}, which is refused: {reason}.")
+            check_url_safety(current, allow_private=self.allow_private, resolver=self.resolver)
+            with self.client.stream("GET", current, headers=headers) as response:
+                result.status = response.status_code
+                result.headers = {k.lower(): v for k, v in response.headers.items()}
+                if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
+                    target = resolve_link(response.headers["location"], current, tracking_params=())
+                    if target is None:
+                        return _fail(result, "bad_redirect", f"Redirect to an unsupported location: {response.headers['location']!r}.")
+                    if target in seen:
+                        return _fail(result, "redirect_loop", f"Redirect loop: {target} was already visited.")
+                    seen.add(target)
+                    result.redirects.append(target)
+                    current = target
+                    continue
+                return self._read(response, result, types=types, cap=cap, deadline=deadline, truncate=truncate)
+        return _fail(result, "too_many_redirects", f"More than {self.max_redirects} redirects.")
 
     def _read(
         self,
@@ -237,21 +262,28 @@ class Fetcher:
         if not truncate and declared.isdigit() and int(declared) > cap and "content-encoding" not in response.headers:
             return _fail(result, "too_large", f"Too large: {int(declared)} bytes, the limit is {cap}.")
         body = bytearray()
-        for chunk in response.iter_bytes(_READ_CHUNK):
-            body += chunk
-            if len(body) > cap:
-                if truncate:
-                    del body[cap:]
-                    break
-                return _fail(result, "too_large", f"Too large: more than {cap} bytes.")
-            if time.monotonic() > deadline:
-                return _fail(result, "timeout", f"Timed out: the body took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.")
+        try:
+            for chunk in iter_decoded(response.iter_raw(), response.headers.get("content-encoding", "")):
+                body += chunk
+                if len(body) > cap:
+                    if truncate:
+                        del body[cap:]
+                        break
+                    return _fail(result, "too_large", f"Too large: more than {cap} bytes once decoded.")
+                if time.monotonic() > deadline:
+                    return _fail(result, "timeout", f"Timed out: the page took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.")
+        except ContentDecodingError as exc:
+            return _fail(result, "decoding", str(exc))
         result.content = bytes(body)
-        if sniff:
-            result.content_type = sniff_content_type(result.content) or mime
+        sniffed = sniff_content_type(result.content)
+        # The content wins over the label when it is unambiguous (a PDF served as text/html, a
+        # zip served as a PDF), so links are not looked for in a PDF and a zip is not ingested.
+        if sniff or (sniffed and sniffed != "text/html"):
+            result.content_type = sniffed or mime
             if types is not None and result.content_type not in types:
                 result.content = b""
-                return _fail(result, "unsupported_type", f"Unsupported content type {mime or '(none)'}.")
+                shown = f"{mime or '(none)'}, but the content is {sniffed}" if sniffed and sniffed != mime else mime or "(none)"
+                return _fail(result, "unsupported_type", f"Unsupported content type {shown}.")
         return result
 
 
@@ -288,8 +320,9 @@ def parse_links(
     if not content or not content.strip():
         return PageLinks(links=[])
     try:
-        root = lxml.html.document_fromstring(content)
-    except (lxml.etree.ParserError, ValueError):
+        # Not cut silently at libxml2's depth limit, which would lose every later link.
+        root, _ = html_tree(content)
+    except (lxml.etree.ParserError, ValueError, UnreadableContent):
         return PageLinks(links=[])
     meta = PageLinks(links=[])
     for element in root.iter("meta"):

@@ -19,10 +19,17 @@ The rules, in the order they are checked (all on canonical URLs, see ``crawl.url
    of ``/docs/`` crawls the API pages linked from there.
 5. **Depth.** Pages more than ``max_depth`` links away from the start URL are out of scope.
 
-Pattern syntax (include and exclude alike):
+URLs longer than ``MAX_URL_CHARS`` (2,000) are always out of scope: that is what can be stored.
 
-- ``re:<regex>`` — a Python regular expression, searched (``re.search``) in the full canonical
-  URL, e.g. ``re:/v[0-9]+/`` or ``re:\\.pdf$``.
+Pattern syntax (include and exclude alike; each at most ``MAX_PATTERN_CHARS`` characters):
+
+- ``re:<regex>`` — a regular expression in RE2 syntax, searched in the full canonical URL, e.g.
+  ``re:/v[0-9]+/`` or ``re:\\.pdf$``. Patterns come from users and are matched against URLs
+  that crawled sites choose, so they run on RE2, whose matching time is linear in the URL
+  whatever the pattern: ``re:(a+)+$`` is harmless, where Python's ``re`` would backtrack for
+  hours on a long URL while holding the GIL. RE2 has no backreferences (``\\1``) and no
+  lookaround (``(?=``, ``(?!``, ``(?<=``); such a pattern is refused with the reason. ``\\d``,
+  ``\\w`` and ``\\b`` are ASCII-only (canonical URLs are ASCII anyway).
 - a glob starting with ``/`` — matched (``fnmatch``, case-sensitive, ``*`` also crosses ``/``)
   against the URL's path, without the query: ``/blog/*``, ``*.pdf`` is *not* of this kind.
 - any other glob — matched against the full canonical URL including the query:
@@ -31,34 +38,68 @@ Pattern syntax (include and exclude alike):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Any
 from urllib.parse import urlsplit
 
+import re2
+
 from crawl.urls_canon import InvalidURL, canonicalize_url, url_host_key
+
+# The URL columns of CrawlPage and Document hold this much; a crawled site can link to longer
+# URLs (the link text is the site's choice), and those are out of scope instead of an error.
+MAX_URL_CHARS = 2000
+# Long enough for any real URL rule; short enough that compiling or matching (globs run on
+# Python's fnmatch, whose atomic groups keep it linear per "*") stays cheap.
+MAX_PATTERN_CHARS = 500
+# RE2 refuses a regex whose compiled program would need more memory than this (e.g.
+# "[a-z]{1000}" nested in repetitions), instead of building it.
+_RE2_MAX_MEM = 4 * 1024 * 1024
 
 
 class InvalidPattern(ValueError):
     """A pattern does not compile; the message names the pattern."""
 
 
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.max_mem = _RE2_MAX_MEM
+    options.log_errors = False  # the reason goes back to the user, not to stderr
+    return options
+
+
+def compile_regex(expression: str) -> Any:
+    """Compile a user's regex with RE2 (linear-time matching), or raise InvalidPattern."""
+    try:
+        return re2.compile(expression, _re2_options())
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise InvalidPattern(
+            f"The regular expression {expression!r} cannot be used: {reason}. Patterns use RE2 syntax, "
+            "which has no backreferences or lookaround, so that matching always takes linear time."
+        ) from exc
+
+
 @dataclass(frozen=True)
 class Pattern:
     text: str
-    regex: re.Pattern[str] | None = None
+    regex: Any = None  # a compiled RE2 regex
 
     @classmethod
     def parse(cls, text: str) -> Pattern:
         text = text.strip()
         if not text:
             raise InvalidPattern("A pattern is empty.")
+        if len(text) > MAX_PATTERN_CHARS:
+            raise InvalidPattern(
+                f"A pattern is at most {MAX_PATTERN_CHARS} characters ({text[:40]!r}... has {len(text)})."
+            )
         if text.startswith("re:"):
-            try:
-                return cls(text=text, regex=re.compile(text[3:]))
-            except re.error as exc:
-                raise InvalidPattern(f"The regular expression {text[3:]!r} is invalid: {exc}.") from exc
+            return cls(text=text, regex=compile_regex(text[3:]))
         return cls(text=text)
 
     def matches(self, url: str) -> bool:
@@ -138,6 +179,8 @@ class Scope:
 
     def refusal(self, url: str, *, depth: int = 0) -> str | None:
         """Why a canonical URL is out of scope, or None when it is in scope."""
+        if len(url) > MAX_URL_CHARS:
+            return f"longer than {MAX_URL_CHARS} characters"
         if urlsplit(url).scheme not in ("http", "https"):
             return "not an http(s) URL"
         if not self.host_allowed(url):

@@ -55,7 +55,7 @@ from crawl.models import CrawlJob, CrawlPage
 from crawl.politeness import CrawlStopped, HostRateLimiter
 from crawl.robots import RobotsCache
 from crawl.safety import UnsafeURL, check_url_safety
-from crawl.scope import InvalidPattern, Scope, parse_patterns
+from crawl.scope import MAX_URL_CHARS, InvalidPattern, Scope, parse_patterns
 from crawl.sitemaps import sitemap_candidates, sitemap_collect
 from crawl.urls_canon import InvalidURL, canonicalize_url, url_host_key, url_origin
 from documents.models import Document, Source
@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 MAX_PAGES_LIMIT = 100_000
 MAX_DEPTH_LIMIT = 100
+# Per list (include, exclude, allowed_hosts): every pattern is tried on every link found.
+MAX_PATTERNS = 100
 # How often a running job proves it is alive while waiting for slow fetches.
 HEARTBEAT_SECONDS = 5.0
 PROGRESS_FIELDS = (
@@ -108,6 +110,8 @@ def _as_patterns(value: str | Iterable[str] | None, *, field: str) -> list[str]:
     if not all(isinstance(item, str) for item in items):
         raise CrawlJobError(f"{field} must be a list of patterns.", field=field)
     patterns = [item.strip() for item in items if item.strip()]
+    if len(patterns) > MAX_PATTERNS:
+        raise CrawlJobError(f"{field} holds at most {MAX_PATTERNS} patterns, not {len(patterns)}.", field=field)
     try:
         parse_patterns(patterns)
     except InvalidPattern as exc:
@@ -140,6 +144,8 @@ def crawl_job_create(
         start = canonicalize_url(start_url)
     except InvalidURL as exc:
         raise CrawlJobError(str(exc), field="start_url") from exc
+    if len(start) > MAX_URL_CHARS:
+        raise CrawlJobError(f"start_url is at most {MAX_URL_CHARS} characters once normalised.", field="start_url")
     try:
         check_url_safety(start)
     except UnsafeURL as exc:
@@ -362,7 +368,8 @@ class _JobRun:
         )
         self.stop = threading.Event()
         self.concurrency = int(crawl_setting("CRAWL_CONCURRENCY"))
-        self.fetcher = Fetcher(max_connections=self.concurrency * 2)
+        # Sharing the stop event lets a cancel abort requests on the wire, not only queued ones.
+        self.fetcher = Fetcher(max_connections=self.concurrency * 2, stop=self.stop)
         self.robots = RobotsCache(self.fetcher)
         self.limiter = HostRateLimiter(stop=self.stop)
         self.cancelled = False
@@ -669,8 +676,9 @@ class _JobRun:
                         continue  # the page stays queued
                     self.process(page, outcome, previous)
                 if self.cancelled:
-                    # Stop waiting for politeness slots; fetches already on the wire finish
-                    # (bounded by CRAWL_TIMEOUT) and their results are dropped.
+                    # Stop waiting for politeness slots and abort fetches on the wire (their
+                    # socket reads check the event every ragsite.outbound.POLL_SECONDS); their
+                    # pages stay queued and end skipped.
                     self.stop.set()
         finally:
             self.stop.set()

@@ -5,6 +5,14 @@ crawler) goes through `parse_document`, so the same input always yields the same
 `Section` spans index into that text exactly (`parsed.text[s.char_start:s.char_end] == s.text`).
 
 Supported types: plain text (any `text/*` not listed below), Markdown, HTML, PDF.
+
+The content decides before the label: bytes that start like a PDF are parsed as a PDF whatever
+their name or Content-Type says, and bytes of a known binary format (zip, images, ...) are
+refused naming that format, also when they claim to be a PDF or text (`sniff_content_type`).
+
+Bounded: the extracted text of one document is at most `max_chars` characters (the caller
+passes INGEST_MAX_TEXT_CHARS): a small PDF can expand enormously (one page object listed 5,000
+times, or content streams that inflate), and PDF extraction stops as soon as the bound is passed.
 """
 
 from __future__ import annotations
@@ -52,8 +60,10 @@ _EXTENSIONS = {
     ".xhtml": TEXT_HTML,
     ".pdf": APPLICATION_PDF,
 }
+_PDF_MAGIC = b"%PDF-"
 # Magic numbers of common binary formats, so an upload of one gets "unsupported type: image/png"
-# rather than the vaguer "binary data".
+# rather than the vaguer "binary data". Short ones ("MZ", "ID3") can begin a text too, so a match
+# counts only when the bytes also look binary (see _binary_format).
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -134,6 +144,10 @@ class UnreadableContent(ParseError):
     pass
 
 
+class TextTooLong(ParseError):
+    pass
+
+
 def _unsupported(kind: str) -> UnsupportedContentType:
     return UnsupportedContentType(
         f"Unsupported content type {kind}; supported types are: {', '.join(SUPPORTED_TYPES)}."
@@ -178,13 +192,33 @@ def parse_document(
     mime: str = "",
     filename: str = "",
     url: str = "",
+    max_chars: int | None = None,
 ) -> ParsedDocument:
     """Parse raw bytes (`data`) or already-decoded `text` into a `ParsedDocument`.
 
-    The type comes from `mime` (parameters such as `charset=` are honoured), else the extension
-    of `filename` or of the `url` path, else the content itself. Raises `UnsupportedContentType`,
-    `EmptyContent` or `UnreadableContent` (all `ParseError`) with a message fit for the user.
+    The type comes from the bytes when they are a PDF or a known binary format, else from
+    `mime` (parameters such as `charset=` are honoured), else the extension of `filename` or of
+    the `url` path, else the content itself. Raises `UnsupportedContentType`, `EmptyContent`,
+    `UnreadableContent` or, over `max_chars` characters of text, `TextTooLong` (all
+    `ParseError`) with a message fit for the user.
     """
+    parsed = _parse(data=data, text=text, mime=mime, filename=filename, url=url, max_chars=max_chars)
+    if max_chars is not None and len(parsed.text) > max_chars:
+        raise _too_long(len(parsed.text), max_chars)
+    return parsed
+
+
+def _too_long(length: int | None, max_chars: int) -> TextTooLong:
+    size = f" ({length:,} characters)" if length is not None else ""
+    return TextTooLong(
+        f"The extracted text is longer than the limit of {max_chars:,} characters{size} "
+        "(INGEST_MAX_TEXT_CHARS); split the document into smaller files."
+    )
+
+
+def _parse(
+    *, data: bytes | None, text: str | None, mime: str, filename: str, url: str, max_chars: int | None
+) -> ParsedDocument:
     if (data is None) == (text is None):
         raise ValueError("parse_document needs exactly one of data= or text=")
     if data is not None and not data.strip():
@@ -199,7 +233,7 @@ def parse_document(
     if kind == APPLICATION_PDF:
         if data is None:
             raise UnsupportedContentType("A PDF must be uploaded as a file, not pasted as text.")
-        return _parse_pdf(data, name=name)
+        return _parse_pdf(data, name=name, max_chars=max_chars)
 
     if data is not None:
         text = decode_bytes(data, charset=charset)
@@ -249,6 +283,20 @@ def _classify(kind: str) -> str:
 def _detect_type(*, declared: str, name: str, from_url: bool, data: bytes | None, text: str | None) -> str:
     """Return one of SUPPORTED_TYPES, or "" when only the decoded text can tell."""
     suffix = PurePosixPath(name).suffix.lower() if name else ""
+    claims_pdf = declared == APPLICATION_PDF or (declared in _GENERIC_TYPES and _EXTENSIONS.get(suffix) == APPLICATION_PDF)
+    if data is not None:
+        # The bytes first: a PDF named .txt or served as text/html is still a PDF, and a zip
+        # named .pdf is a zip.
+        if _is_pdf(data):
+            return APPLICATION_PDF
+        binary = _binary_format(data)
+        if binary and claims_pdf:
+            raise UnsupportedContentType(f"The file is not a PDF: its content is {binary}.")
+        if binary:
+            raise _unsupported(binary)
+        if claims_pdf:
+            looks = "HTML" if _HTML_START.match(data[:2048].decode("utf-8", "replace")) else "text"
+            raise UnreadableContent(f"The file is not a PDF: it does not start with %PDF- (it looks like {looks}).")
     if declared not in _GENERIC_TYPES:
         kind = _classify(declared)
         # Servers (GitHub raw, S3, nginx defaults) label Markdown files text/plain.
@@ -262,19 +310,32 @@ def _detect_type(*, declared: str, name: str, from_url: bool, data: bytes | None
         guessed, _ = mimetypes.guess_type(name, strict=False)
         if guessed and guessed not in _GENERIC_TYPES:
             return _classify(guessed)
-    if data is not None:
-        return _sniff_bytes_type(data)
     return ""
 
 
-def _sniff_bytes_type(data: bytes) -> str:
-    head = data[:1024].lstrip()
-    if head.startswith(b"%PDF-"):
-        return APPLICATION_PDF
+def _is_pdf(data: bytes) -> bool:
+    # Readers accept the header anywhere in the first 1,024 bytes; leading whitespace is common.
+    return data[:1024].lstrip().startswith(_PDF_MAGIC)
+
+
+def _binary_format(data: bytes) -> str:
+    """The known binary format the bytes are in, or ""."""
     for magic, kind in _MAGIC:
-        if data.startswith(magic):
-            raise _unsupported(kind)
+        if data.startswith(magic) and _looks_binary(data):
+            return kind
     return ""
+
+
+def sniff_content_type(data: bytes) -> str:
+    """What the bytes themselves are: "application/pdf", a known binary format ("image/png",
+    "application/zip ..."), "text/html" for an obvious HTML page, else "" (text of some kind)."""
+    if _is_pdf(data):
+        return APPLICATION_PDF
+    binary = _binary_format(data)
+    if binary:
+        return binary.split(" ", 1)[0]
+    head = data[:2048].decode("utf-8", "replace")
+    return TEXT_HTML if _HTML_START.match(head) or len(_HTML_TAG.findall(head)) >= 3 else ""
 
 
 _HTML_START = re.compile(r"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE | re.DOTALL)
@@ -548,13 +609,53 @@ _BLOCK_TAGS = frozenset(
 )  # fmt: skip
 
 
-def _parse_html(html: str, *, name: str, url: str) -> ParsedDocument:
+# libxml2 (under lxml and trafilatura) stops building the tree 256 elements deep and drops the
+# rest of the page, reporting it only in the parser's error log: an unclosed <div> per blog post
+# loses every post after the 254th. Such pages are parsed again without their layout wrappers,
+# which carry no text of their own; each opening one becomes a line break.
+HTML_MAX_DEPTH = 255
+_WRAPPER_TAG = re.compile(r"<(/?)(?:div|span|section|article|main|font|center)\b[^<>]*>", re.IGNORECASE)
+_WRAPPER_TAG_BYTES = re.compile(_WRAPPER_TAG.pattern.encode(), re.IGNORECASE)
+
+
+def _lxml_html(content: str | bytes):
+    """(tree, whether libxml2 cut the tree at its depth limit)."""
     import lxml.html
+
+    parser = lxml.html.HTMLParser()
+    tree = lxml.html.document_fromstring(content, parser=parser)
+    return tree, any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log)
+
+
+def html_tree(content: str | bytes):
+    """Parse HTML with lxml, never silently cut: returns (tree, the markup that was parsed).
+
+    Markup nested deeper than libxml2's limit is parsed again without its layout wrappers (see
+    ``_WRAPPER_TAG``); if it is still too deep, UnreadableContent says so. Raises lxml's
+    ParserError or ValueError for input that is not a document at all.
+    """
+    tree, cut = _lxml_html(content)
+    if not cut:
+        return tree, content
+    if isinstance(content, bytes):
+        flat: str | bytes = _WRAPPER_TAG_BYTES.sub(lambda m: b"" if m.group(1) else b"<br>", content)
+    else:
+        flat = _WRAPPER_TAG.sub(lambda m: "" if m.group(1) else "<br>", content)
+    tree, cut = _lxml_html(flat)
+    if cut:
+        raise UnreadableContent(
+            f"The HTML nests elements more than {HTML_MAX_DEPTH} deep (beyond its div/span/section wrappers), "
+            "so it cannot be read completely."
+        )
+    return tree, flat
+
+
+def _parse_html(html: str, *, name: str, url: str) -> ParsedDocument:
     from lxml import etree
 
     html = _XML_DECLARATION.sub("", html, count=1)
     try:
-        tree = lxml.html.document_fromstring(html)
+        tree, html = html_tree(html)
     except (etree.ParserError, ValueError) as exc:
         raise UnreadableContent(f"The HTML could not be parsed: {exc}") from exc
 
@@ -720,7 +821,7 @@ def _html_space(text: str | None, pre: bool) -> str:
 # --- PDF ----------------------------------------------------------------------------------------
 
 
-def _parse_pdf(data: bytes, *, name: str) -> ParsedDocument:
+def _parse_pdf(data: bytes, *, name: str, max_chars: int | None = None) -> ParsedDocument:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
@@ -748,10 +849,22 @@ def _parse_pdf(data: bytes, *, name: str) -> ParsedDocument:
     parts: list[str] = []
     sections: list[Section] = []
     unreadable_pages: list[int] = []
+    repeated_pages: list[int] = []
+    seen_pages: set[tuple[int, int]] = set()
     offset = 0
     for number in range(1, page_count + 1):
         try:
-            raw = reader.pages[number - 1].extract_text() or ""
+            page = reader.pages[number - 1]
+            # A page tree may list one page object thousands of times (a 30 KB file became 27
+            # million characters): its text is extracted once, its repeats are only counted.
+            reference = page.indirect_reference
+            key = (reference.idnum, reference.generation) if reference is not None else None
+            if key is not None and key in seen_pages:
+                repeated_pages.append(number)
+                continue
+            if key is not None:
+                seen_pages.add(key)
+            raw = page.extract_text() or ""
         except Exception:
             # One broken page should not cost the whole document; it is listed in the metadata.
             logger.warning("Could not extract text from PDF page %s of %s", number, name or "upload", exc_info=True)
@@ -767,6 +880,9 @@ def _parse_pdf(data: bytes, *, name: str) -> ParsedDocument:
         )
         parts.append(page_text)
         offset += len(page_text)
+        if max_chars is not None and offset > max_chars:
+            # Stop here rather than extract the rest only to refuse it.
+            raise _too_long(None if number < page_count else offset, max_chars)
     text = "\n\n".join(parts)
 
     if not text:
@@ -777,8 +893,24 @@ def _parse_pdf(data: bytes, *, name: str) -> ParsedDocument:
     metadata: dict = {"pages": page_count}
     if unreadable_pages:
         metadata["unreadable_pages"] = unreadable_pages
+    if repeated_pages:
+        metadata["repeated_pages"] = _page_ranges(repeated_pages)
     title = _pdf_title(reader) or _name_title(name) or _first_line_title(text)
     return ParsedDocument(title=_cap(title), text=text, mime_type=APPLICATION_PDF, sections=sections, metadata=metadata)
+
+
+def _page_ranges(numbers: list[int]) -> list[str]:
+    """[2, 3, 4, 9] -> ["2-4", "9"]: thousands of repeats stay a short metadata entry."""
+    ranges: list[str] = []
+    start = previous = numbers[0]
+    for number in [*numbers[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        ranges.append(str(start) if start == previous else f"{start}-{previous}")
+        if number is not None:
+            start = previous = number
+    return ranges
 
 
 def _pdf_title(reader) -> str:

@@ -260,7 +260,9 @@ def _document_prepare(
         raise IngestError("url is at most 2000 characters.", field="url")
 
     try:
-        parsed = parse_document(data=data, text=text, mime=mime, filename=filename, url=url)
+        parsed = parse_document(
+            data=data, text=text, mime=mime, filename=filename, url=url, max_chars=settings.INGEST_MAX_TEXT_CHARS
+        )
     except ParseError as exc:
         raise IngestError(str(exc), field="file" if data is not None else "text", code=type(exc).__name__) from exc
 

@@ -240,6 +240,9 @@ CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 32, minimum=0, maximum=40
 if CHUNK_OVERLAP_TOKENS >= CHUNK_SIZE_TOKENS:
     raise ImproperlyConfigured("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_SIZE_TOKENS.")
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+# Extracted text per document: what a text file of INGEST_MAX_BYTES can hold, so a small PDF
+# cannot expand past what the largest accepted text file costs to chunk and embed.
+INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 20_000_000, minimum=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django does not count a multipart request's files against DATA_UPLOAD_MAX_MEMORY_SIZE: this

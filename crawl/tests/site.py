@@ -21,20 +21,27 @@ Layout written by :func:`generate_site` (``{other}`` is the same server reached 
 Special endpoints (not files): /slow (sleeps ``hang_seconds`` before answering), /error500,
 /loop-a <-> /loop-b, /endless/N -> /endless/N+1, /huge (declares its length), /huge-chunked
 (no length), /gone (410), /redirect-to?to=URL, /html-no-type (HTML without Content-Type),
-/count-links?n=N (a page with N links). Anything else missing is a 404.
+/count-links?n=N (a page with N links), /trickle?rate=R&size=N (an HTML body of N bytes sent
+at R bytes a second; the request paths it is serving are in ``trickling``). Anything else
+missing is a 404.
 ``server.overrides[path] = (status, headers, body)`` replaces any path for a test.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
+import gzip
 import hashlib
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -127,6 +134,7 @@ class SiteServer:
     requests: list[Request] = field(default_factory=list)
     overrides: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    trickling: list[str] = field(default_factory=list)
     httpd: ThreadingHTTPServer | None = None
     port: int = 0
 
@@ -228,6 +236,9 @@ class SiteHandler(BaseHTTPRequestHandler):
             n = int(parse_qs(parts.query).get("n", ["10"])[0])
             links = "".join(f'<a href="/generated/{i}.html">{i}</a>' for i in range(n))
             return self._send(200, f"<html><body>{links}</body></html>".encode(), {"Content-Type": "text/html"})
+        if path == "/trickle":
+            query = parse_qs(parts.query)
+            return self._send_trickle(float(query.get("rate", ["9"])[0]), int(query.get("size", ["10000"])[0]))
         if path in ("/huge", "/huge-chunked"):
             return self._send_huge(chunked=path == "/huge-chunked")
         return self._send_file(path)
@@ -255,6 +266,25 @@ class SiteHandler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _send_trickle(self, rate: float, size: int) -> None:
+        body = (b"<html><body><p>" + b"slow " * size)[:size]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        with self.site.lock:
+            self.site.trickling.append(self.path)
+        try:
+            for offset in range(size):
+                self.wfile.write(body[offset : offset + 1])
+                self.wfile.flush()
+                time.sleep(1.0 / rate)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            with self.site.lock:
+                self.site.trickling.remove(self.path)
 
     def _send_file(self, path: str) -> None:
         if self.site.page_delay and path != "/robots.txt":
@@ -292,3 +322,27 @@ def start_site(root: Path, **options: object) -> SiteServer:
     server = SiteServer(root=root, **options).start()  # type: ignore[arg-type]
     generate_site(root, port=server.port)
     return server
+
+
+@functools.cache
+def layered_gzip(head: bytes, fill: int, layers: int) -> bytes:
+    """``head`` followed by ``fill`` newlines, gzip-compressed ``layers`` times (a decompression
+    bomb when ``fill`` is large: 128 MiB of newlines are about 300 bytes after three layers)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\n" * (1 << 20)
+    parts = [compressor.compress(head)] + [compressor.compress(block) for _ in range(fill >> 20)]
+    body = b"".join(parts) + compressor.flush()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, compresslevel=9)
+    return body
+
+
+def in_thread(action, *, join_timeout: float = 60):
+    """Run ``action`` in a thread; return its result, or fail if it is still running at the timeout."""
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", action()), daemon=True)
+    thread.start()
+    thread.join(join_timeout)
+    if thread.is_alive():
+        pytest.fail(f"still running after {join_timeout:g} s")
+    return outcome["result"]

@@ -56,6 +56,9 @@ def test_cancelling_a_queued_job_through_the_api(api, site):
         ({"start_url": "http://127.0.0.1:9/", "max_pages": -1}, "max_pages"),
         ({"start_url": "http://127.0.0.1:9/", "max_depth": -3}, "max_depth"),
         ({"start_url": "http://127.0.0.1:9/", "include": ["re:("]}, "include"),
+        ({"start_url": "http://127.0.0.1:9/", "exclude": ["re:(a)\\1"]}, "exclude"),
+        ({"start_url": "http://127.0.0.1:9/", "exclude": ["re:" + "a" * 600]}, "exclude"),
+        ({"start_url": "http://127.0.0.1:9/", "include": [f"/p{i}/*" for i in range(101)]}, "include"),
         ({}, "start_url"),
     ],
 )

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import gzip
+import threading
+import time
+import tracemalloc
+import zlib
+
 import pytest
 
 from crawl.fetching import Fetcher, extract_links, parse_content_type, parse_links, x_robots_directives
+from crawl.tests.site import in_thread, layered_gzip
 
 
 @pytest.fixture
@@ -180,3 +187,86 @@ def test_garbage_yields_no_links():
 def test_x_robots_tag_applies_unless_addressed_to_another_crawler():
     assert x_robots_directives({"x-robots-tag": "noindex, nofollow"}) == {"noindex", "nofollow"}
     assert x_robots_directives({"x-robots-tag": "otherbot: noindex"}) == set()
+
+
+BOMB_FILL = 128 * 1024 * 1024
+
+
+def traced_peak(action):
+    """Run ``action`` and return (its result, the peak of Python memory allocated meanwhile)."""
+    tracemalloc.start()
+    try:
+        result = action()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("encoding", ["gzip, gzip, gzip", "gzip,x-gzip , gzip", "gzip, gzip, deflate"])
+def test_a_layered_compression_bomb_stops_at_the_cap_once_decoded(site, fetcher, encoding):
+    head = b"<html><body><p>" + b"bomb " * 1000 + b"</p>"
+    body = layered_gzip(head, BOMB_FILL, 3)
+    if encoding.endswith("deflate"):
+        # The outer layer (listed last: applied last) as deflate instead.
+        body = zlib.compress(gzip.decompress(body), 9)
+    site.overrides["/bomb.html"] = (200, {"Content-Type": "text/html", "Content-Encoding": encoding}, body)
+    result, peak = traced_peak(lambda: fetcher.fetch(f"{site.url}/bomb.html"))
+    assert result.error_code == "too_large"
+    assert "once decoded" in result.error
+    # The cap is 1 MiB; reading more than a few MiB would mean a layer was inflated whole.
+    assert peak < 16 * 1024 * 1024, f"{peak} bytes allocated while reading {len(body)} bytes"
+
+
+def test_a_layered_body_within_the_cap_is_decoded(site, fetcher):
+    head = b"<html><body><p>" + b"fine " * 1000 + b"</p>"
+    site.overrides["/layers.html"] = (
+        200,
+        {"Content-Type": "text/html", "Content-Encoding": "gzip, gzip"},
+        gzip.compress(gzip.compress(head)),
+    )
+    result = fetcher.fetch(f"{site.url}/layers.html")
+    assert result.ok
+    assert result.content == head
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "message"),
+    [
+        ("br", b"\x0b\x02\x80hello\x03", "Unsupported Content-Encoding 'br'"),
+        ("gzip", b"\x1f\x8b\x08\x00garbage-not-gzip", "gzip data is corrupt"),
+        ("gzip, gzip, gzip, gzip", b"", "at most 3 layers"),
+    ],
+)
+def test_unsupported_or_corrupt_encodings_fail_the_page_with_the_reason(site, fetcher, encoding, body, message):
+    site.overrides["/enc.html"] = (200, {"Content-Type": "text/html", "Content-Encoding": encoding}, body)
+    result = fetcher.fetch(f"{site.url}/enc.html")
+    assert result.error_code == "decoding"
+    assert message in result.error
+
+
+def test_only_encodings_that_can_be_bounded_are_requested(site, fetcher):
+    fetcher.fetch(f"{site.url}/docs/a.html")
+    assert site.requests[-1].headers["accept-encoding"] == "gzip, deflate"
+
+
+def test_a_trickled_body_fails_at_the_total_deadline(site):
+    # 10,000 bytes at 9 bytes/s would take 18 minutes; every read waits far less than the
+    # 0.5 s read timeout, so only the total deadline (4 x 0.5 s) can end it.
+    with Fetcher(allow_private=True, timeout=0.5) as fetcher:
+        result = in_thread(lambda: fetcher.fetch(f"{site.url}/trickle?rate=9&size=10000"))
+    assert result.error_code == "timeout"
+    assert result.error == "Timed out: the page took longer than 2 s."
+
+
+def test_setting_the_stop_event_abandons_a_fetch_in_flight(site):
+    stop = threading.Event()
+    with Fetcher(allow_private=True, timeout=60, stop=stop) as fetcher:
+        thread_result = {}
+        thread = threading.Thread(target=lambda: thread_result.setdefault("r", fetcher.fetch(f"{site.url}/trickle?rate=9")))
+        thread.start()
+        while not site.trickling and thread.is_alive():
+            time.sleep(0.05)
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the fetch went on after stop was set"
+    assert thread_result["r"].error_code == "cancelled"

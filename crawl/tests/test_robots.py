@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from crawl.fetching import Fetcher
 from crawl.robots import RobotsCache, product_token
+from crawl.tests.site import layered_gzip
 
 
 @pytest.fixture
@@ -96,3 +99,20 @@ def test_the_product_token_is_the_first_word_of_the_user_agent():
     assert product_token("ragsite-crawler/1.0 (+https://x)") == "ragsite-crawler"
     assert product_token("MyBot") == "mybot"
     assert product_token("") == "*"
+
+
+def test_a_layered_compression_bomb_as_robots_txt_is_read_up_to_its_cap(site, fetcher):
+    rules = b"User-agent: *\nDisallow: /private/\n"
+    body = layered_gzip(rules, 128 * 1024 * 1024, 3)
+    site.overrides["/robots.txt"] = (200, {"Content-Type": "text/plain", "Content-Encoding": "gzip, gzip, gzip"}, body)
+    cache = robots(site, fetcher)
+    tracemalloc.start()
+    try:
+        refusal = cache.refusal(f"{site.url}/private/x.html")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refusal == "disallowed by robots.txt"
+    assert cache.allowed(f"{site.url}/docs/a.html")
+    # robots.txt is read up to 512 KiB; a layer inflated whole would be 128 MiB.
+    assert peak < 16 * 1024 * 1024, f"{peak} bytes allocated while reading {len(body)} bytes"

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from crawl.scope import InvalidPattern, Scope
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_only_the_start_host_is_in_scope_by_default():
@@ -66,3 +72,49 @@ def test_depth_beyond_the_maximum_is_out_of_scope():
 def test_an_invalid_regex_is_reported_with_the_pattern():
     with pytest.raises(InvalidPattern, match=r"\[unclosed"):
         Scope.build(start_url="https://h/", include=["re:[unclosed"])
+
+
+# Python's re needs ~2**n steps for this pattern on n "a"s followed by a non-match.
+CATASTROPHIC = "re:(a+)+$"
+
+
+def test_a_catastrophic_regex_on_a_long_url_is_matched_in_linear_time():
+    # In a child process, so that a backtracking engine (which holds the GIL and ignores
+    # signals inside the match) cannot hang the test run: it is killed at the timeout.
+    script = (
+        "from crawl.scope import Pattern\n"
+        f"pattern = Pattern.parse({CATASTROPHIC!r})\n"
+        "print(pattern.matches('https://h/' + 'a' * 50000 + '!'))\n"
+        "print(pattern.matches('https://h/x/' + 'a' * 50000))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("matching one URL against the pattern did not finish within 60 s")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "True"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"re:(a)\1", "backreferences"),
+        ("re:/docs/(?=v2)", "lookaround"),
+        ("re:(?<!x)y", "lookaround"),
+        ("re:((a{100}){100}){100}", "repetition"),
+        ("re:" + "x" * 600, "at most 500 characters"),
+        ("/" + "*" * 600, "at most 500 characters"),
+    ],
+)
+def test_patterns_the_linear_engine_cannot_run_are_refused_with_the_reason(pattern, reason):
+    with pytest.raises(InvalidPattern, match=reason):
+        Scope.build(start_url="https://h/", exclude=[pattern])
+
+
+def test_regex_patterns_keep_their_usual_meaning():
+    scope = Scope.build(start_url="https://h/", exclude=[r"re:(?i)/ARCHIVE/\d{4}/", r"re:\.pdf$", "re:^https://h/tmp"])
+    assert not scope.allows("https://h/archive/2021/x.html")
+    assert not scope.allows("https://h/files/a.pdf")
+    assert not scope.allows("https://h/tmp/x")
+    assert scope.allows("https://h/files/a.pdf.html")
+    assert scope.allows("https://h/x/https://h/tmp")

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -23,7 +26,9 @@ from crawl.services import (
     crawl_jobs_recover,
     crawl_jobs_stale,
 )
+from crawl.tests.site import in_thread, layered_gzip
 from documents.models import Chunk, Document, Source
+from documents.tests.pdf_writer import orchard_report_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -306,6 +311,144 @@ def test_a_job_abandoned_by_a_dead_worker_is_resumed_without_refetching_finished
 
 
 @pytest.mark.django_db
+def test_a_catastrophic_exclude_regex_does_not_stall_the_crawl_of_a_long_url(site):
+    # Python's re would need ~2**5000 steps for "(a+)+$" on the first link (see test_scope for
+    # the same check in a child process that a hang cannot take down).
+    long_path = "/" + "a" * 1900 + "!"
+    links = f'<a href="{long_path}">long</a> <a href="/x/aaaa">excluded</a>'
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    site.overrides[long_path] = (200, {"Content-Type": "text/plain"}, b"A page behind a long URL.")
+    job = crawl(site, start="/start.html", exclude=["re:(a+)+$"], use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    assert page_paths(job) == {"/start.html", long_path}
+
+
+@pytest.mark.django_db
+def test_links_longer_than_a_url_column_are_out_of_scope_and_the_crawl_goes_on(site):
+    links = '<a href="/' + "b" * 2500 + '">too long</a> <a href="/docs/a.html">fine</a>'
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    assert page_paths(job) == {"/start.html", "/docs/a.html"}
+
+
+@pytest.mark.django_db
+def test_a_redirect_to_an_overlong_url_fails_only_that_page(site):
+    target = "/" + "c" * 2500
+    site.overrides["/start.html"] = (
+        200,
+        {"Content-Type": "text/html"},
+        b'<a href="/jump">j</a> <a href="/docs/a.html">a</a>',
+    )
+    site.overrides["/jump"] = (302, {"Location": target}, b"")
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    jump = CrawlPage.objects.get(job=job, url__endswith="/jump")
+    assert jump.status == CrawlPage.Status.FAILED and "longer than 2000 characters" in jump.error
+    assert CrawlPage.objects.get(job=job, url__endswith="/docs/a.html").status == CrawlPage.Status.INGESTED
+
+
+@pytest.mark.django_db
+def test_a_compression_bomb_fails_its_page_and_the_crawl_finishes(site):
+    bomb = layered_gzip(b"<html><body><p>bomb</p>", 128 * 1024 * 1024, 2)
+    site.overrides["/bomb.html"] = (200, {"Content-Type": "text/html", "Content-Encoding": "gzip, gzip"}, bomb)
+    site.overrides["/start.html"] = (
+        200, {"Content-Type": "text/html"}, b'<html><body><a href="/bomb.html">b</a> <a href="/docs/a.html">a</a></body></html>'
+    )
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    page = CrawlPage.objects.get(job=job, url__endswith="/bomb.html")
+    assert page.status == CrawlPage.Status.FAILED
+    assert page.error == f"Too large: more than {512 * 1024} bytes once decoded."
+    assert CrawlPage.objects.get(job=job, url__endswith="/docs/a.html").status == CrawlPage.Status.INGESTED
+
+
+@pytest.mark.django_db
+def test_a_compression_bomb_as_robots_txt_still_lets_the_crawl_obey_its_rules(site):
+    bomb = layered_gzip(b"User-agent: *\nDisallow: /docs/\n", 128 * 1024 * 1024, 2)
+    site.overrides["/robots.txt"] = (200, {"Content-Type": "text/plain", "Content-Encoding": "gzip, gzip"}, bomb)
+    job = crawl(site, max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    assert CrawlPage.objects.get(job=job, url__endswith="/index.html").status == CrawlPage.Status.INGESTED
+    assert not any(path.startswith("/docs/") for path in fetched_paths(site))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_trickling_pages_fail_at_the_total_deadline_and_the_crawl_finishes(site):
+    links = "".join(f'<a href="/trickle?rate=9&size=10000&n={i}">t{i}</a>' for i in range(4))
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    job = crawl_job_create(start_url=f"{site.url}/start.html", max_depth=1, use_sitemap=False)
+
+    def run():
+        try:
+            return crawl_job_run(job.pk)
+        finally:
+            connection.close()
+
+    job = in_thread(run)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    slow = CrawlPage.objects.filter(job=job, url__contains="/trickle")
+    assert slow.count() == 4
+    assert {(p.status, p.error) for p in slow} == {(CrawlPage.Status.FAILED, "Timed out: the page took longer than 2 s.")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_stops_pages_in_flight_without_waiting_for_their_deadline(site, settings):
+    settings.CRAWL_TIMEOUT = 60  # a 240 s deadline: only the cancel can end these fetches in time
+    links = "".join(f'<a href="/trickle?rate=9&size=10000&n={i}">t{i}</a>' for i in range(4))
+    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, f"<html><body>{links}</body></html>".encode())
+    job = crawl_job_create(start_url=f"{site.url}/start.html", max_depth=1, use_sitemap=False)
+
+    def run():
+        try:
+            return crawl_job_run(job.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while len(site.trickling) < 2 and thread.is_alive():
+        time.sleep(0.05)
+    crawl_job_cancel(job=job)
+    thread.join(60)
+    assert not thread.is_alive(), "the crawl went on after the cancel"
+    job.refresh_from_db()
+    assert job.status == CrawlJob.Status.CANCELLED
+    slow = CrawlPage.objects.filter(job=job, url__contains="/trickle")
+    assert {p.status for p in slow} == {CrawlPage.Status.SKIPPED}
+
+
+@pytest.mark.django_db
+def test_a_page_with_an_unclosed_div_per_post_is_ingested_whole_and_its_last_link_followed(site):
+    posts = "".join(f"<div class='post'><h2>Post {n}</h2><p>Diary entry {n} of the year.</p>" for n in range(400))
+    html = f"<html><head><title>Diary</title></head><body>{posts}<a href='/docs/a.html'>next</a></body></html>"
+    site.overrides["/diary.html"] = (200, {"Content-Type": "text/html"}, html.encode())
+    job = crawl(site, start="/diary.html", max_depth=1, use_sitemap=False)
+    assert job.status == CrawlJob.Status.SUCCEEDED
+    diary = Document.objects.get(url=f"{site.url}/diary.html")
+    assert diary.text.count("of the year") == 400
+    assert page_paths(job) == {"/diary.html", "/docs/a.html"}
+
+
+@pytest.mark.django_db
+def test_the_content_decides_over_the_served_content_type(site):
+    site.overrides["/report"] = (200, {"Content-Type": "text/html"}, orchard_report_pdf())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("slides.pptx", bytes(range(256)) * 64)
+    site.overrides["/slides.pdf"] = (200, {"Content-Type": "application/pdf"}, buffer.getvalue())
+    site.overrides["/start.html"] = (
+        200, {"Content-Type": "text/html"}, b'<html><body><a href="/report">r</a> <a href="/slides.pdf">s</a></body></html>'
+    )
+    job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
+    report = Document.objects.get(url=f"{site.url}/report")
+    assert report.mime_type == "application/pdf" and "Orchard Report 2024" in report.text
+    slides = CrawlPage.objects.get(job=job, url__endswith="/slides.pdf")
+    assert slides.status == CrawlPage.Status.FAILED
+    assert slides.error == "Unsupported content type application/pdf, but the content is application/zip."
+
+
+@pytest.mark.django_db
 def test_a_finished_job_is_not_run_again(site):
     job = crawl(site, max_depth=0)
     site.clear()
@@ -324,8 +467,10 @@ def test_a_finished_job_is_not_run_again(site):
         ({"max_pages": 0}, "max_pages", "at least 1"),
         ({"max_depth": -2}, "max_depth", "at least 0"),
         ({"max_depth": "deep"}, "max_depth", "whole number"),
-        ({"include": ["re:(unclosed"]}, "include", "invalid"),
-        ({"exclude": [""], "include": "re:["}, "include", "invalid"),
+        ({"include": ["re:(unclosed"]}, "include", "cannot be used"),
+        ({"exclude": [""], "include": "re:["}, "include", "cannot be used"),
+        ({"exclude": ["re:(?!/private)"]}, "exclude", "RE2 syntax"),
+        ({"exclude": [f"/p{i}/*" for i in range(101)]}, "exclude", "at most 100 patterns"),
     ],
 )
 @pytest.mark.django_db

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from pypdf import PdfReader, PdfWriter
 from documents.parsing import (
     EmptyContent,
     ParseError,
+    TextTooLong,
     UnreadableContent,
     UnsupportedContentType,
     content_hash,
@@ -461,3 +463,128 @@ def test_every_parse_error_is_a_parse_error_with_a_message():
 def test_data_and_text_are_mutually_exclusive():
     with pytest.raises(ValueError, match="exactly one"):
         parse_document(data=b"a", text="a")
+
+
+# --- The content decides before the label -------------------------------------------------------
+
+
+def zip_archive() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("report.docx", bytes(range(256)) * 64)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"filename": "report.txt"},
+        {"mime": "text/html; charset=utf-8"},
+        {"mime": "text/plain", "filename": "notes.md"},
+        {"mime": "text/html", "url": "https://example.com/page.html"},
+        {"filename": "scan.png"},
+    ],
+)
+def test_a_pdf_is_parsed_as_a_pdf_whatever_its_name_or_declared_type(kwargs):
+    parsed = parse_document(data=orchard_report_pdf(), **kwargs)
+
+    assert parsed.mime_type == "application/pdf"
+    assert "Orchard Report 2024" in parsed.text
+
+
+@pytest.mark.parametrize("kwargs", [{"filename": "report.pdf"}, {"mime": "application/pdf"}, {"url": "https://x/a.pdf"}])
+def test_a_zip_named_or_labelled_pdf_is_reported_as_not_a_pdf(kwargs):
+    with pytest.raises(UnsupportedContentType, match=r"not a PDF: its content is application/zip"):
+        parse_document(data=zip_archive(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"filename": "notes.txt"}, {"mime": "text/html"}, {}])
+def test_a_zip_labelled_as_text_is_reported_as_a_zip(kwargs):
+    with pytest.raises(UnsupportedContentType, match=r"Unsupported content type application/zip"):
+        parse_document(data=zip_archive(), **kwargs)
+
+
+def test_an_html_page_served_as_a_pdf_is_not_parsed_as_either():
+    login = b"<!doctype html><html><body><form>Please log in to download the report.</form></body></html>"
+
+    with pytest.raises(UnreadableContent, match=r"not a PDF: it does not start with %PDF- \(it looks like HTML\)"):
+        parse_document(data=login, mime="application/pdf", url="https://example.com/report.pdf")
+
+
+@pytest.mark.parametrize("start", [b"MZ", b"ID3", b"BZh", b"RIFF", b"GIF89a"])
+def test_text_that_happens_to_start_like_a_binary_format_is_still_text(start):
+    parsed = parse_document(data=start + b" is how these notes begin.\n", filename="notes.txt")
+
+    assert parsed.mime_type == "text/plain"
+    assert parsed.text.startswith(start.decode())
+
+
+# --- Deeply nested HTML -------------------------------------------------------------------------
+
+
+def unclosed_div_blog(posts: int) -> bytes:
+    body = "".join(f"<div class='post'><h2>Post {n}</h2><p>Entry number {n} of the diary.</p>" for n in range(posts))
+    return f"<!doctype html><html><head><title>Diary</title></head><body>{body}</body></html>".encode()
+
+
+@pytest.mark.parametrize("posts", [400, 3000])
+def test_html_with_an_unclosed_div_per_post_keeps_every_post(posts):
+    parsed = parse_document(data=unclosed_div_blog(posts), filename="diary.html")
+
+    assert parsed.text.count("of the diary") == posts
+    assert f"Entry number {posts - 1} of the diary." in parsed.text
+    assert_consistent(parsed)
+
+
+def test_html_nested_too_deep_to_read_completely_fails_clearly():
+    deep = b"<html><body>" + b"<ul><li>item" * 400 + b"<p>The end of the list.</p></body></html>"
+
+    with pytest.raises(UnreadableContent, match="nests elements more than 255 deep"):
+        parse_document(data=deep, filename="deep.html")
+
+
+# --- Bounded extracted text -----------------------------------------------------------------------
+
+
+def pdf_listing_one_page(times: int, text: str = "The only page, listed again and again.") -> bytes:
+    """A valid PDF whose page tree lists the same page object ``times`` times (about 6 bytes each)."""
+    stream = b"BT /F1 11 Tf 72 740 Td (" + text.encode("latin-1") + b") Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + b" ".join([b"3 0 R"] * times) + b"] /Count %d >>" % times,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_page_listed_thousands_of_times_is_extracted_once():
+    data = pdf_listing_one_page(5000)
+    assert len(data) < 40_000
+
+    parsed = parse_document(data=data, filename="loop.pdf")
+
+    assert parsed.text == "The only page, listed again and again."
+    assert parsed.metadata == {"pages": 5000, "repeated_pages": ["2-5000"]}
+    assert [s.page for s in parsed.sections] == [1]
+
+
+def test_extracted_text_over_the_limit_is_refused_with_the_setting_named():
+    data = make_pdf([[f"Page {n} has its own sentence about apples and pears."] for n in range(1, 41)])
+
+    assert len(parse_document(data=data, filename="long.pdf").text) > 1000
+    with pytest.raises(TextTooLong, match=r"longer than the limit of 1,000 characters \(INGEST_MAX_TEXT_CHARS\)"):
+        parse_document(data=data, filename="long.pdf", max_chars=1000)
+    with pytest.raises(TextTooLong, match=r"1,000 characters \(2,000 characters\)"):
+        parse_document(data=b"x" * 2000, filename="long.txt", max_chars=1000)
+    assert parse_document(data=b"x" * 1000, filename="fits.txt", max_chars=1000).text == "x" * 1000

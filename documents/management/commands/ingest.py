@@ -9,6 +9,7 @@ files are stored (documents.sync.embeds_alongside says why not with the local mo
 from __future__ import annotations
 
 import mimetypes
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -146,20 +147,47 @@ def _read(path: Path) -> dict:
 
 
 def _fetch(url: str) -> dict:
+    """Download one URL with the crawler's guards (ragsite.outbound): no private addresses unless
+    CRAWL_ALLOW_PRIVATE_ADDRESSES, on any redirect hop too (checked at connect time); the body
+    capped at INGEST_MAX_BYTES after decoding every Content-Encoding layer; the whole download
+    within TOTAL_TIMEOUT_FACTOR x CRAWL_TIMEOUT."""
     import httpx
 
+    from ragsite import outbound
+
     limit = settings.INGEST_MAX_BYTES
-    headers = {"User-Agent": settings.CRAWL_USER_AGENT}
+    allow_private = outbound.allow_private_default()
+    total = settings.CRAWL_TIMEOUT * outbound.TOTAL_TIMEOUT_FACTOR
     try:
-        with httpx.stream("GET", url, headers=headers, timeout=settings.CRAWL_TIMEOUT, follow_redirects=True) as response:
+        outbound.check_url_safety(url, allow_private=allow_private)
+        with (
+            httpx.Client(
+                transport=outbound.guarded_transport(allow_private=allow_private, max_connections=2),
+                headers={"User-Agent": settings.CRAWL_USER_AGENT, "Accept-Encoding": outbound.ACCEPT_ENCODING},
+                timeout=settings.CRAWL_TIMEOUT,
+                follow_redirects=True,
+                max_redirects=settings.CRAWL_MAX_REDIRECTS,
+                trust_env=False,  # a proxy from the environment would be connected to instead, unvetted
+            ) as client,
+            outbound.read_limits(deadline=time.monotonic() + total),
+            client.stream("GET", url) as response,
+        ):
             if response.status_code >= 400:
                 raise IngestError(f"HTTP {response.status_code}")
             body = bytearray()
-            for piece in response.iter_bytes():
+            for piece in outbound.iter_decoded(response.iter_raw(), response.headers.get("content-encoding", "")):
                 body += piece
                 if len(body) > limit:
-                    raise IngestError(f"the response is over the limit of {limit} bytes (INGEST_MAX_BYTES)")
-            mime = response.headers.get("content-type", "").split(";")[0].strip()
-            return {"data": bytes(body), "mime": mime, "url": str(response.url)}
+                    raise IngestError(f"the response is over the limit of {limit} bytes once decoded (INGEST_MAX_BYTES)")
+            # With its charset parameter, which parsing honours.
+            return {"data": bytes(body), "mime": response.headers.get("content-type", ""), "url": str(response.url)}
+    except outbound.UnsafeURL as exc:
+        raise IngestError(f"refused: {exc}") from exc
+    except outbound.ContentDecodingError as exc:
+        raise IngestError(str(exc)) from exc
+    except httpx.TooManyRedirects as exc:
+        raise IngestError(f"more than {settings.CRAWL_MAX_REDIRECTS} redirects (CRAWL_MAX_REDIRECTS)") from exc
+    except httpx.TimeoutException as exc:
+        raise IngestError(f"timed out (CRAWL_TIMEOUT is {settings.CRAWL_TIMEOUT:g} s a read, {total:g} s in all)") from exc
     except httpx.HTTPError as exc:
         raise IngestError(f"could not fetch: {exc}") from exc
