@@ -17,8 +17,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import pytest
 import httpx
+import pytest
 
 from documents.embeddings import get_embedder
 from documents.models import Chunk, Document, Source
