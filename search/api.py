@@ -127,6 +127,9 @@ class SearchResultSerializer(serializers.Serializer):
     heading_path = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField()
     rerank_score = serializers.FloatField(required=False, help_text="The rerank endpoint's score (reranked hits).")
+    low_confidence = serializers.BooleanField(
+        help_text="The evidence for this hit is weak on both sides (low similarity, few of the query's words)."
+    )
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -157,6 +160,7 @@ def search_response_body(response) -> dict:
                 "rank": r.rank,
                 "heading_path": r.heading_path,
                 "metadata": r.metadata,
+                "low_confidence": r.low_confidence,
             }
             for r in response.results
         ],

@@ -46,6 +46,8 @@ class SearchResult:
     keyword_rank: int | None = None
     semantic_rank: int | None = None
     rerank_score: float | None = None
+    similarity: float | None = None  # cosine to the query, when the semantic side saw this chunk
+    low_confidence: bool = False  # weak evidence on both sides (search.relevance)
 
 
 @dataclass
@@ -267,6 +269,7 @@ def chunk_search(
     else:
         results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
     count = len(grouped) - gone
+    _mark_low_confidence(query, results)
     return SearchResponse(
         query=query,
         mode=mode,
@@ -277,6 +280,19 @@ def chunk_search(
         reranked=reranked,
         rerank_error=rerank_error,
     )
+
+
+def _mark_low_confidence(query: str, results: list[SearchResult]) -> None:
+    """Flag hits the evidence barely supports, by the rule Ask answers with (no extra embedding:
+    the cosine is the vector search's own, known for chunks the semantic side returned)."""
+    from search.relevance import content_terms, coverage, passage_relevant, relevance_settings
+
+    terms = content_terms(query)
+    rule = relevance_settings()
+    for result in results:
+        result.low_confidence = not passage_relevant(
+            similarity=result.similarity, coverage=coverage(terms, result.text), **rule
+        )
 
 
 def _reranked_page(grouped: list[_Candidate], query: str, *, offset: int, limit: int, with_snippets: bool):
@@ -380,6 +396,7 @@ def _page(
                     metadata=_json(metadata),
                     keyword_rank=cand.keyword_rank,
                     semantic_rank=cand.semantic_rank,
+                    similarity=cand.similarity,
                 )
             )
     return results, gone
