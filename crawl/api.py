@@ -10,7 +10,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from crawl.models import CrawlJob, CrawlPage
-from crawl.services import CrawlJobError, crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.services import (
+    MAX_DEPTH_LIMIT,
+    MAX_PAGES_LIMIT,
+    CrawlJobError,
+    crawl_job_cancel,
+    crawl_job_create,
+    crawl_job_enqueue,
+)
 from ragsite.api import ApiError
 
 
@@ -30,15 +37,25 @@ class CrawlJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+MAX_PATTERNS = 100
+
+
 class CrawlJobCreateSerializer(serializers.Serializer):
     start_url = serializers.CharField(max_length=2000)
     source = serializers.CharField(required=False, max_length=200, help_text="Source name (default: the start URL's host).")
-    max_pages = serializers.IntegerField(required=False, default=100, help_text="Stop after fetching this many pages.")
-    max_depth = serializers.IntegerField(required=False, default=3, help_text="Links followed from the start URL.")
+    max_pages = serializers.IntegerField(required=False, default=100, min_value=1, max_value=MAX_PAGES_LIMIT,
+                                         help_text="Stop after fetching this many pages.")
+    max_depth = serializers.IntegerField(required=False, default=3, min_value=0, max_value=MAX_DEPTH_LIMIT,
+                                         help_text="Links followed from the start URL.")
+    # Every discovered link is matched against every pattern: their number is bounded like their length.
     include = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list,
+                                    max_length=MAX_PATTERNS,
                                     help_text="URL patterns to keep: glob (`*/docs/*`) or regex (`re:^https://...`).")
-    exclude = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list)
-    allowed_hosts = serializers.ListField(child=serializers.CharField(max_length=255), required=False, default=list)
+    exclude = serializers.ListField(child=serializers.CharField(max_length=500), required=False, default=list,
+                                    max_length=MAX_PATTERNS, help_text="URL patterns to skip (same syntax).")
+    allowed_hosts = serializers.ListField(child=serializers.CharField(max_length=255), required=False, default=list,
+                                          max_length=MAX_PATTERNS,
+                                          help_text="Hosts besides the start URL's that the crawl may follow.")
     path_prefix_only = serializers.BooleanField(required=False, default=False)
     use_sitemap = serializers.BooleanField(required=False, default=True)
     delete_missing = serializers.BooleanField(required=False, default=False)

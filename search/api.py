@@ -13,7 +13,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from documents.models import Source
-from ragsite.api import ApiError
+from ragsite.api import MAX_ID, ApiError, object_id
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
 
@@ -49,12 +49,10 @@ class SearchParams(serializers.Serializer):
         return value
 
     def validate_document(self, value):
-        try:
-            ids = [int(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            raise serializers.ValidationError("document takes numeric ids separated by commas.") from None
-        if not ids or any(i <= 0 for i in ids):
-            raise serializers.ValidationError("document takes positive ids.")
+        parts = [part for part in value.split(",") if part.strip()]
+        ids = [object_id(part) for part in parts]
+        if not ids or None in ids:
+            raise serializers.ValidationError(f"document takes ids (1 to {MAX_ID}) separated by commas.")
         return ids
 
     def validate_source(self, value):
@@ -62,7 +60,8 @@ class SearchParams(serializers.Serializer):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            source = Source.objects.filter(pk=int(part)).first() if part.isdigit() else None
+            pk = object_id(part)
+            source = Source.objects.filter(pk=pk).first() if pk is not None else None
             source = source or Source.objects.filter(name=part).first()
             if source is None:
                 raise serializers.ValidationError(f"No source with id or name {part!r}.")
