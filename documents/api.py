@@ -36,7 +36,7 @@ from documents.services import (
     source_delete,
     source_get_or_create,
 )
-from ragsite.api import ApiError, JSONObjectField, object_id
+from ragsite.api import MAX_ID, ApiError, JSONObjectField, object_id
 
 DEFAULT_API_SOURCE = "api"
 METADATA_HELP = (
@@ -433,10 +433,29 @@ class DocumentViewSet(
         return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
 
 
+class ObjectIdField(forms.CharField):
+    """An object id in a query parameter: ASCII digits within bigint, or a 400 naming the parameter."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        pk = object_id(value)
+        if pk is None:
+            raise forms.ValidationError(f"Enter an id from 1 to {MAX_ID}.", code="invalid")
+        return pk
+
+
+class ObjectIdFilter(django_filters.Filter):
+    field_class = ObjectIdField
+
+
 class ChunkFilter(django_filters.FilterSet):
     index_status = django_filters.ChoiceFilter(
         choices=Chunk.IndexStatus.choices, help_text="Vector index status: pending, indexed or failed."
     )
+    # Not a ModelChoiceFilter: an id that names no document is an empty list, not a 400.
+    document = ObjectIdFilter(field_name="document_id", help_text="Only this document's chunks (its id).")
 
     class Meta:
         model = Chunk
@@ -447,7 +466,12 @@ class ChunkFilter(django_filters.FilterSet):
     list=extend_schema(
         summary="List chunks",
         description="Read-only: chunks change only by ingesting their document again. In document order.",
-        parameters=[OpenApiParameter("document", int, description="Only this document's chunks (its id).")],
+        parameters=[
+            OpenApiParameter(
+                "document", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                description="Only this document's chunks (its id).",
+            )
+        ],
         examples=[OpenApiExample("Chunk", value=CHUNK_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
@@ -20,15 +21,29 @@ from search.selectors import MODES, SearchUnavailable, chunk_search
 logger = logging.getLogger(__name__)
 
 
+# The schema's patterns are the API's own checks (drf-spectacular publishes a RegexValidator as
+# `pattern`), so a client generated from it sends only what is accepted.
+NOT_BLANK = RegexValidator(r"\S", "This field may not be blank.")
+# 1 to 18 digits, no 0: within PostgreSQL's bigint whatever the digits.
+DOCUMENT_IDS = RegexValidator(
+    r"^\s*0*[1-9][0-9]{0,17}(\s*,\s*0*[1-9][0-9]{0,17})*\s*$", "document takes ids (1 to 18 digits) separated by commas."
+)
+METADATA_PAIR = RegexValidator(r"^\s*[^:\s][^:]*:", "Give key:value.")
+
+
 class SearchParams(serializers.Serializer):
-    q = serializers.CharField(trim_whitespace=True, help_text="The query: words, \"quoted phrases\", -exclusions.")
+    q = serializers.CharField(trim_whitespace=True, validators=[NOT_BLANK],
+                              help_text="The query: words, \"quoted phrases\", -exclusions.")
     mode = serializers.ChoiceField(choices=MODES, required=False, help_text="keyword, semantic or hybrid; default SEARCH_DEFAULT_MODE.")
     limit = serializers.IntegerField(required=False, default=10, min_value=1, help_text="Results per page (at most SEARCH_MAX_LIMIT).")
     offset = serializers.IntegerField(required=False, default=0, min_value=0, help_text="Results to skip (at most SEARCH_MAX_OFFSET).")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
-    document = serializers.CharField(required=False, help_text="Document id; several separated by commas.")
+    document = serializers.CharField(
+        required=False, validators=[DOCUMENT_IDS], help_text="Document id; several separated by commas."
+    )
     metadata = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="key:value on document metadata; repeatable."
+        child=serializers.CharField(validators=[METADATA_PAIR]), required=False,
+        help_text="key:value on document metadata; repeatable.",
     )
 
     def validate_q(self, value):
@@ -206,7 +221,8 @@ class SearchView(APIView):
 
 
 class AskParams(serializers.Serializer):
-    question = serializers.CharField(allow_blank=True, trim_whitespace=True, help_text="A question in plain words.")
+    question = serializers.CharField(allow_blank=True, trim_whitespace=True, validators=[NOT_BLANK],
+                                     help_text="A question in plain words.")
     mode = serializers.ChoiceField(choices=MODES, required=False, help_text="Retrieval mode; default SEARCH_DEFAULT_MODE.")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
     limit = serializers.IntegerField(
