@@ -415,7 +415,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "ragsite.api.JSONParser",  # DRF's, bounded in depth
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],

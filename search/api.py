@@ -8,27 +8,42 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from documents.models import Source
-from ragsite.api import ApiError
+from ragsite.api import MAX_ID, ApiError, object_id
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
 
 logger = logging.getLogger(__name__)
 
 
+# The schema's patterns are the API's own checks (drf-spectacular publishes a RegexValidator as
+# `pattern`), so a client generated from it sends only what is accepted.
+NOT_BLANK = RegexValidator(r"\S", "This field may not be blank.")
+# 1 to 18 digits, no 0: within PostgreSQL's bigint whatever the digits.
+DOCUMENT_IDS = RegexValidator(
+    r"^\s*0*[1-9][0-9]{0,17}(\s*,\s*0*[1-9][0-9]{0,17})*\s*$", "document takes ids (1 to 18 digits) separated by commas."
+)
+METADATA_PAIR = RegexValidator(r"^\s*[^:\s][^:]*:", "Give key:value.")
+
+
 class SearchParams(serializers.Serializer):
-    q = serializers.CharField(trim_whitespace=True, help_text="The query: words, \"quoted phrases\", -exclusions.")
+    q = serializers.CharField(trim_whitespace=True, validators=[NOT_BLANK],
+                              help_text="The query: words, \"quoted phrases\", -exclusions.")
     mode = serializers.ChoiceField(choices=MODES, required=False, help_text="keyword, semantic or hybrid; default SEARCH_DEFAULT_MODE.")
     limit = serializers.IntegerField(required=False, default=10, min_value=1, help_text="Results per page (at most SEARCH_MAX_LIMIT).")
     offset = serializers.IntegerField(required=False, default=0, min_value=0, help_text="Results to skip (at most SEARCH_MAX_OFFSET).")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
-    document = serializers.CharField(required=False, help_text="Document id; several separated by commas.")
+    document = serializers.CharField(
+        required=False, validators=[DOCUMENT_IDS], help_text="Document id; several separated by commas."
+    )
     metadata = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="key:value on document metadata; repeatable."
+        child=serializers.CharField(validators=[METADATA_PAIR]), required=False,
+        help_text="key:value on document metadata; repeatable.",
     )
     rerank = serializers.BooleanField(
         required=False,
@@ -54,12 +69,10 @@ class SearchParams(serializers.Serializer):
         return value
 
     def validate_document(self, value):
-        try:
-            ids = [int(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            raise serializers.ValidationError("document takes numeric ids separated by commas.") from None
-        if not ids or any(i <= 0 for i in ids):
-            raise serializers.ValidationError("document takes positive ids.")
+        parts = [part for part in value.split(",") if part.strip()]
+        ids = [object_id(part) for part in parts]
+        if not ids or None in ids:
+            raise serializers.ValidationError(f"document takes ids (1 to {MAX_ID}) separated by commas.")
         return ids
 
     def validate_source(self, value):
@@ -67,7 +80,8 @@ class SearchParams(serializers.Serializer):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            source = Source.objects.filter(pk=int(part)).first() if part.isdigit() else None
+            pk = object_id(part)
+            source = Source.objects.filter(pk=pk).first() if pk is not None else None
             source = source or Source.objects.filter(name=part).first()
             if source is None:
                 raise serializers.ValidationError(f"No source with id or name {part!r}.")
@@ -239,7 +253,8 @@ class SearchView(APIView):
 
 
 class AskParams(serializers.Serializer):
-    question = serializers.CharField(allow_blank=True, trim_whitespace=True, help_text="A question in plain words.")
+    question = serializers.CharField(allow_blank=True, trim_whitespace=True, validators=[NOT_BLANK],
+                                     help_text="A question in plain words.")
     mode = serializers.ChoiceField(choices=MODES, required=False, help_text="Retrieval mode; default SEARCH_DEFAULT_MODE.")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
     limit = serializers.IntegerField(

@@ -93,7 +93,11 @@ def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> li
             payload_fields=["document_id"],
         )
     except (EmbeddingError, VectorStoreError, OSError) as exc:
-        raise SearchUnavailable(f"semantic search is unavailable: {exc}") from exc
+        # The cause's text can hold server paths and engine internals: it goes to the log, and
+        # what users see (API error bodies, hybrid's warning, the search page) names the side.
+        logger.warning("semantic search failed: %s: %s", type(exc).__name__, exc)
+        side = "the embedder" if isinstance(exc, EmbeddingError) else "the vector store"
+        raise SearchUnavailable(f"semantic search is unavailable: {side} failed (the server log has the cause)") from exc
     return [
         _Candidate(
             chunk_id=str(hit.id),
