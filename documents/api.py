@@ -25,10 +25,10 @@ from rest_framework.response import Response
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
 from documents.services import (
-    DocumentGone,
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     METADATA_MAX_KEYS,
+    DocumentGone,
     IngestError,
     document_delete,
     document_ingest,
