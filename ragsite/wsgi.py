@@ -14,6 +14,9 @@ django_application = get_wsgi_application()
 from agents.http import McpRouter, server_address_record  # noqa: E402 - needs the app registry
 
 application = McpRouter(django_application)
+# Started now, not on the first /mcp request: a worker whose MCP server cannot start fails to boot,
+# so the api service's health gating (Compose) covers /mcp too.
+application.mcp_app.bridge()
 
 if settings.EMBEDDED_WORKER:
     # Embedded mode: this process owns the local vector store, so it runs the tasks too.
