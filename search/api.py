@@ -364,6 +364,71 @@ def sse_event(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+def ask_begin(data: dict, *, owner: str) -> AskTurn:
+    """Retrieval for a validated ask (AskParams): the conversation's history shapes the query.
+
+    Shared by POST /api/ask/ and the MCP ``ask`` tool. Raises ApiError (404 naming
+    ``conversation`` for someone else's or an unknown one; 503 when vectors cannot be searched).
+    """
+    from search.answers.retrieval import answer_retrieve
+    from search.conversations import (
+        ConversationNotFound,
+        conversation_get,
+        conversation_history,
+        conversation_start,
+        standalone_query,
+    )
+
+    conversation = None
+    if data.get("conversation"):
+        try:
+            conversation = conversation_get(conversation_id=data["conversation"], owner=owner)
+        except ConversationNotFound as exc:
+            raise ApiError(str(exc), field="conversation", code="not_found", status_code=404) from exc
+    history = conversation_history(conversation)
+    rewrite = standalone_query(data["question"], history)
+    try:
+        context = answer_retrieve(
+            question=data["question"],
+            mode=data.get("mode"),
+            limit=data.get("limit"),
+            filters=SearchFilters(source_ids=data.get("source")),
+            rerank=search_rerank(data),
+            searched_for=rewrite.query,
+        )
+    except SearchUnavailable as exc:
+        raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
+    context.history = [(turn.question, turn.answer) for turn in history]
+    if rewrite.warning:
+        context.warnings.append(rewrite.warning)
+    new = conversation is None
+    if conversation is None:
+        conversation = conversation_start(owner=owner, question=data["question"])
+    return AskTurn(conversation=conversation, new=new, rewrite=rewrite, context=context)
+
+
+def ask_finish(turn: AskTurn) -> dict:
+    """Answer a begun ask (not streamed), record the turn, and return the response body."""
+    from search.answers.errors import AnswerError
+    from search.answers.generate import answer_generate, answer_provider
+
+    try:
+        answer = answer_generate(context=turn.context, provider=answer_provider())
+    except AnswerError as exc:
+        turn.abandon()
+        raise ApiError(exc.message, code=exc.code, status_code=exc.status) from exc
+    body = ask_response_body(answer)
+    turn.record(
+        answer=answer.text,
+        status=body["status"],
+        provider=answer.provider,
+        model=answer.model,
+        citations=body["citations"],
+        took_ms=answer.took_ms,
+    )
+    return {**body, **turn.fields()}
+
+
 class AskTurn:
     """One question of a conversation, recorded once its answer is complete (streamed or not)."""
 
@@ -540,66 +605,18 @@ class AskView(APIView):
         from django.http import StreamingHttpResponse
         from rest_framework.response import Response
 
-        from search.answers.errors import AnswerError
-        from search.answers.generate import answer_generate, answer_provider
-        from search.answers.retrieval import answer_retrieve
-        from search.conversations import (
-            ConversationNotFound,
-            conversation_get,
-            conversation_history,
-            conversation_owner,
-            conversation_start,
-            standalone_query,
-        )
+        from search.answers.generate import answer_provider
+        from search.conversations import conversation_owner
 
         params = AskParams(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        owner = conversation_owner(request)
-        conversation = None
-        if data.get("conversation"):
-            try:
-                conversation = conversation_get(conversation_id=data["conversation"], owner=owner)
-            except ConversationNotFound as exc:
-                raise ApiError(str(exc), field="conversation", code="not_found", status_code=404) from exc
-        history = conversation_history(conversation)
-        rewrite = standalone_query(data["question"], history)
-        try:
-            context = answer_retrieve(
-                question=data["question"],
-                mode=data.get("mode"),
-                limit=data.get("limit"),
-                filters=SearchFilters(source_ids=data.get("source")),
-                rerank=search_rerank(data),
-                searched_for=rewrite.query,
-            )
-        except SearchUnavailable as exc:
-            raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
-        context.history = [(turn.question, turn.answer) for turn in history]
-        if rewrite.warning:
-            context.warnings.append(rewrite.warning)
-        started_here = conversation is None
-        if conversation is None:
-            conversation = conversation_start(owner=owner, question=data["question"])
-        turn = AskTurn(conversation=conversation, new=started_here, rewrite=rewrite, context=context)
-        provider = answer_provider()
+        turn = ask_begin(data, owner=conversation_owner(request))
         if data["stream"]:
-            response = StreamingHttpResponse(ask_stream(context, provider, turn), content_type="text/event-stream")
+            response = StreamingHttpResponse(
+                ask_stream(turn.context, answer_provider(), turn), content_type="text/event-stream"
+            )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
             return response
-        try:
-            answer = answer_generate(context=context, provider=provider)
-        except AnswerError as exc:
-            turn.abandon()
-            raise ApiError(exc.message, code=exc.code, status_code=exc.status) from exc
-        body = ask_response_body(answer)
-        turn.record(
-            answer=answer.text,
-            status=body["status"],
-            provider=answer.provider,
-            model=answer.model,
-            citations=body["citations"],
-            took_ms=answer.took_ms,
-        )
-        return Response({**body, **turn.fields()})
+        return Response(ask_finish(turn))
