@@ -29,6 +29,7 @@ from documents.vectorstore import (
     VectorStoreUnavailable,
     get_vector_store,
 )
+from ragsite.worker import raise_if_stopping
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,8 @@ def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: i
         return
     seen_failed: set = set()
     while True:
+        # A stopping worker hands its task back between batches; what is not embedded stays pending.
+        raise_if_stopping()
         batch = _next_batch(batch_size, exclude=seen_failed)
         if not batch:
             return
