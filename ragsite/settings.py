@@ -353,6 +353,9 @@ TASKS = {
 # In embedded mode (local Qdrant store, owned by one process) the web process runs the task
 # worker in a thread; with a Qdrant server, run `manage.py db_worker` separately.
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
+# A task whose worker died this many times while running it (killed, out of memory) is marked
+# failed at the next worker start instead of being run again: it may be what kills the worker.
+TASKS_MAX_ATTEMPTS = env_int("TASKS_MAX_ATTEMPTS", 3, minimum=1)
 
 # --- Clients, login and key guessing ---------------------------------------------------------
 # How many reverse proxies append to X-Forwarded-For in front of the app: 0 (the default) trusts
