@@ -20,7 +20,7 @@ MAX_IMAGE_FRAMES = 50
 
 
 def parse(data: bytes, *, name: str, timeout: float = OCR_SECONDS_PER_PAGE) -> ParsedDocument:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -51,7 +51,8 @@ def parse(data: bytes, *, name: str, timeout: float = OCR_SECONDS_PER_PAGE) -> P
             raise
         except Exception as exc:
             raise UnreadableContent(f"The image is corrupt or unreadable ({type(exc).__name__}: {exc}).") from exc
-        text = ocr_image(image, timeout=timeout)
+        # Phone photos of pages are stored sideways with an EXIF rotation; OCR needs them upright.
+        text = ocr_image(ImageOps.exif_transpose(image), timeout=timeout)
         builder.start_section([], page=index + 1 if frames > 1 else None)
         builder.add(text)
     if builder.empty:
