@@ -5,7 +5,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, EmbeddingCache, Source
@@ -119,7 +119,6 @@ class DocumentAdmin(admin.ModelAdmin):
     list_select_related = ["source"]
     search_fields = ["title", "url"]
     readonly_fields = ["content_hash", "created_at", "updated_at"]
-    exclude = ["search_vector"]
     inlines = [ChunkInline]
     actions = ["reembed", "delete_selected"]
 
@@ -172,7 +171,7 @@ class DocumentAdmin(admin.ModelAdmin):
         if not search_term.strip():
             return queryset, False
         query = SearchQuery(search_term, search_type="websearch", config=SEARCH_CONFIG)
-        fulltext = queryset.filter(search_vector=query)
+        fulltext = queryset.filter(Exists(Chunk.objects.filter(document_id=OuterRef("pk"), search_vector=query)))
         by_name = queryset.filter(Q(title__icontains=search_term) | Q(url__icontains=search_term))
         return fulltext | by_name, False
 

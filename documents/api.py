@@ -11,7 +11,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -289,11 +289,11 @@ class DocumentFilter(django_filters.FilterSet):
         if not value:
             return queryset
         query = SearchQuery(value, search_type="websearch", config=SEARCH_CONFIG)
-        return (
-            queryset.filter(search_vector=query)
-            .annotate(rank=SearchRank(F("search_vector"), query))
-            .order_by("-rank", "-id")
-        )
+        # Documents with a matching chunk (title and headings are in each chunk's vector), ranked
+        # by their best chunk: there is no document-level vector (documents.models.Document).
+        chunks = Chunk.objects.filter(document_id=OuterRef("pk"), search_vector=query)
+        best = chunks.annotate(rank=SearchRank(F("search_vector"), query)).order_by("-rank").values("rank")[:1]
+        return queryset.filter(Exists(chunks)).annotate(rank=Subquery(best)).order_by("-rank", "-id")
 
 
 DOCUMENT_EXAMPLE = {
