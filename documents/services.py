@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models.signals import post_save
 
-from documents.chunking import ChunkDraft, chunk_document
+from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
 from documents.embeddings import get_tokenizer
 from documents.models import Chunk, Document, Source
 from documents.parsing import ParseError, parse_document
@@ -115,8 +115,11 @@ def chunk_token_budget(tokenizer, title: str, parsed) -> int:
         limit = 0
     budget = settings.CHUNK_SIZE_TOKENS
     if limit:
-        deepest = max((s.heading_path for s in parsed.sections), key=len, default=[])
-        context = chunk_context(title, deepest)
+        # The longest context line, as chunks will carry it (headings bounded by the chunker).
+        longest = max(
+            (heading_path_bounded(s.heading_path) for s in parsed.sections), key=lambda p: sum(map(len, p)), default=[]
+        )
+        context = chunk_context(title, longest)
         context_tokens = len(tokenizer.encode(context, add_special_tokens=False).ids) + 1 if context else 0
         budget = min(budget, limit - 2 - context_tokens)
     return max(budget, MIN_CHUNK_TOKENS)
