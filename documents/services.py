@@ -211,14 +211,15 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
         try:
             with transaction.atomic():
                 stored = _documents_store_batch(source, [prepared[i] for i in batch])
-        except DatabaseError:
-            logger.warning("storing a batch of %d documents failed; storing them one by one", len(batch), exc_info=True)
+        except DatabaseError as exc:
+            # Expected, and reported per item below: one line, no traceback (a command prints it).
+            logger.warning("storing a batch of %d documents failed (%s); storing them one by one", len(batch), exc)
             stored = []
             for i in batch:
                 try:
                     stored.append(_document_store_alone(source, prepared[i]))
                 except DatabaseError as exc:
-                    logger.exception("storing document %r failed", prepared[i].url or prepared[i].title)
+                    logger.warning("storing document %r failed: %s", prepared[i].url or prepared[i].title, exc)
                     stored.append(IngestError(f"could not store the document: {exc}", code="DatabaseError"))
         for i, result in zip(batch, stored, strict=True):
             results[i] = result
