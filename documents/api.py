@@ -344,6 +344,8 @@ class DocumentViewSet(
         qs = Document.objects.select_related("source").annotate(chunk_count=Count("chunks"))
         if self.action == "retrieve":
             qs = qs.prefetch_related("chunks")
+        elif self.action == "list":
+            qs = qs.defer("text")  # not in a list item, and megabytes per large document
         return qs
 
     def get_serializer_class(self):

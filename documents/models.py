@@ -67,6 +67,13 @@ class Document(models.Model):
         return self.title or self.url or f"Document {self.pk}"
 
 
+class ChunkManager(models.Manager):
+    def get_queryset(self):
+        # The search vector is for PostgreSQL to match and rank, never read in Python; loaded, it
+        # is ~twice the chunk's text again (its text form) on every chunk a query returns.
+        return super().get_queryset().defer("search_vector")
+
+
 class Chunk(models.Model):
     class IndexStatus(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -101,6 +108,8 @@ class Chunk(models.Model):
         output_field=SearchVectorField(),
         db_persist=True,
     )
+
+    objects = ChunkManager()
 
     class Meta:
         ordering = ["document_id", "ordinal"]

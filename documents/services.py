@@ -394,7 +394,8 @@ def _chunks_replace(
     existing: dict[str, list[Chunk]] = {}
     # A document created in this transaction has no chunks: skipping the query saves one of the
     # eight round trips a new document costs (bench/results/ingest.md).
-    for chunk in () if new_document else document.chunks.all().order_by("ordinal"):
+    # Only what the diff reads and writes: a large document has tens of thousands of chunks.
+    for chunk in () if new_document else document.chunks.defer("text", "context").order_by("ordinal"):
         existing.setdefault(chunk.content_hash, []).append(chunk)
 
     keep: list[Chunk] = []

@@ -563,3 +563,22 @@ def test_sync_batches_never_read_the_document_text(source, fresh_store):
     assert report.indexed == Chunk.objects.count() > 1
     document_text = f'"{Document._meta.db_table}"."text"'
     assert not [q["sql"] for q in queries.captured_queries if document_text in q["sql"]]
+
+
+def test_reading_documents_through_the_api_loads_no_text_or_vector_it_does_not_return(source, api):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document = document_ingest(source=source, title="Long", text=long_markdown(), mime="text/markdown").document
+    document_text = f'"{Document._meta.db_table}"."text"'
+    chunk_vector = f'"{Chunk._meta.db_table}"."search_vector"'
+
+    with CaptureQueriesContext(connection) as listing:
+        assert api.get("/api/documents/").json()["results"][0]["id"] == document.pk
+    with CaptureQueriesContext(connection) as detail:
+        body = api.get(f"/api/documents/{document.pk}/").json()
+
+    assert not [q["sql"] for q in listing.captured_queries if document_text in q["sql"]]
+    assert body["text"] == document.text and len(body["chunks"]) == document.chunks.count() > 1
+    selects = [q["sql"].split(" FROM ")[0] for q in detail.captured_queries]
+    assert not [sql for sql in selects if chunk_vector in sql]
