@@ -582,3 +582,27 @@ def test_reading_documents_through_the_api_loads_no_text_or_vector_it_does_not_r
     assert body["text"] == document.text and len(body["chunks"]) == document.chunks.count() > 1
     selects = [q["sql"].split(" FROM ")[0] for q in detail.captured_queries]
     assert not [sql for sql in selects if chunk_vector in sql]
+
+
+def test_the_largest_chunk_the_settings_allow_fits_a_tsvector(db):
+    import random
+
+    from documents.chunking import MAX_HEADING_CHARS, MAX_HEADING_DEPTH, chunk_document
+    from documents.embeddings import get_tokenizer
+    from documents.parsing import parse_document
+    from documents.services import chunk_context
+
+    # Hyphenated pairs of 101-letter words: the tokenizer reads each word as one [UNK], and
+    # PostgreSQL indexes the pair and each part, so few tokens hold a lot of tsvector.
+    rng = random.Random(0)
+    word = lambda: "".join(chr(rng.randint(0xE0, 0x24F)) for _ in range(101))  # noqa: E731
+    parsed = parse_document(text=" ".join(f"{word()}-{word()}" for _ in range(4000)), mime="text/plain")
+    largest = lambda chunks: max((c.text for c in chunks), key=len)  # noqa: E731
+    context = chunk_context("t" * 1000, [word()[:MAX_HEADING_CHARS]] * MAX_HEADING_DEPTH)
+    sizes = {"tokenizer": get_tokenizer(), "chunk_tokens": 8192, "overlap_tokens": 0}  # the maximum setting
+
+    unbounded = chunk_document(parsed, **sizes, max_chars=10**9)
+    bounded = chunk_document(parsed, **sizes)
+
+    assert _over_a_tsvector(largest(unbounded))  # as chunks were bounded in tokens only
+    assert not _over_a_tsvector(context + "\n" + largest(bounded))
