@@ -266,7 +266,7 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 class DocumentFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
-    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query over title and text.")
+    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query: documents with a chunk that matches it (its text, title and headings).")
     url = django_filters.CharFilter(help_text="The document's exact URL.")
     mime_type = django_filters.CharFilter(help_text="Exact MIME type, e.g. text/markdown or application/pdf.")
     status = django_filters.ChoiceFilter(choices=Document.Status.choices, help_text="Ingestion status.")
@@ -314,8 +314,8 @@ INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_
 @extend_schema_view(
     list=extend_schema(
         summary="List documents",
-        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query over "
-        "title and text, ranked by relevance.",
+        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query: documents "
+        "with a chunk that matches it (the chunk's text, the title and headings), ranked by their best chunk.",
         examples=[OpenApiExample("Document", value=DOCUMENT_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(
