@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 
@@ -147,7 +147,6 @@ class DocumentAdmin(admin.ModelAdmin):
     list_select_related = ["source"]
     search_fields = ["title", "url"]
     readonly_fields = ["content_hash", "created_at", "updated_at"]
-    exclude = ["search_vector"]
     inlines = [ChunkInline]
     actions = ["reembed", "delete_selected"]
     formfield_overrides = METADATA_FORM_FIELD
@@ -232,7 +231,7 @@ class DocumentAdmin(admin.ModelAdmin):
         if not search_term.strip():
             return queryset, False
         query = SearchQuery(search_term, search_type="websearch", config=SEARCH_CONFIG)
-        fulltext = queryset.filter(search_vector=query)
+        fulltext = queryset.filter(Exists(Chunk.objects.filter(document_id=OuterRef("pk"), search_vector=query)))
         by_name = queryset.filter(Q(title__icontains=search_term) | Q(url__icontains=search_term))
         return fulltext | by_name, False
 

@@ -10,7 +10,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -270,7 +270,7 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 class DocumentFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
-    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query over title and text.")
+    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query: documents with a chunk that matches it (its text, title and headings).")
     url = django_filters.CharFilter(help_text="The document's exact URL.")
     mime_type = django_filters.CharFilter(help_text="Exact MIME type, e.g. text/markdown or application/pdf.")
     status = django_filters.ChoiceFilter(choices=Document.Status.choices, help_text="Ingestion status.")
@@ -293,11 +293,11 @@ class DocumentFilter(django_filters.FilterSet):
         if not value:
             return queryset
         query = SearchQuery(value, search_type="websearch", config=SEARCH_CONFIG)
-        return (
-            queryset.filter(search_vector=query)
-            .annotate(rank=SearchRank(F("search_vector"), query))
-            .order_by("-rank", "-id")
-        )
+        # Documents with a matching chunk (title and headings are in each chunk's vector), ranked
+        # by their best chunk: there is no document-level vector (documents.models.Document).
+        chunks = Chunk.objects.filter(document_id=OuterRef("pk"), search_vector=query)
+        best = chunks.annotate(rank=SearchRank(F("search_vector"), query)).order_by("-rank").values("rank")[:1]
+        return queryset.filter(Exists(chunks)).annotate(rank=Subquery(best)).order_by("-rank", "-id")
 
 
 DOCUMENT_EXAMPLE = {
@@ -318,8 +318,8 @@ INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_
 @extend_schema_view(
     list=extend_schema(
         summary="List documents",
-        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query over "
-        "title and text, ranked by relevance.",
+        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query: documents "
+        "with a chunk that matches it (the chunk's text, the title and headings), ranked by their best chunk.",
         examples=[OpenApiExample("Document", value=DOCUMENT_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(
@@ -348,6 +348,8 @@ class DocumentViewSet(
         qs = Document.objects.select_related("source").annotate(chunk_count=Count("chunks"))
         if self.action == "retrieve":
             qs = qs.prefetch_related("chunks")
+        elif self.action == "list":
+            qs = qs.defer("text")  # not in a list item, and megabytes per large document
         return qs
 
     def get_serializer_class(self):

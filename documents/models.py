@@ -47,18 +47,14 @@ class Document(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Computed by PostgreSQL on every write, so it can never lag behind the row.
-    search_vector = models.GeneratedField(
-        expression=SearchVector("title", weight="A", config=SEARCH_CONFIG)
-        + SearchVector("text", weight="B", config=SEARCH_CONFIG),
-        output_field=SearchVectorField(),
-        db_persist=True,
-    )
+    # No document-level search vector: full-text search reads the chunks' vectors (which carry the
+    # title in their context). A vector over the whole text duplicated them and failed PostgreSQL's
+    # 1 MB tsvector limit on large documents (a 6.3 MB log, 100k Markdown headings), so those
+    # could not be stored at all.
 
     class Meta:
         ordering = ["-updated_at", "-id"]
         indexes = [
-            GinIndex(fields=["search_vector"], name="document_search_vector_gin"),
             models.Index(fields=["source", "-updated_at"], name="document_source_updated"),
         ]
         constraints = [
@@ -69,6 +65,13 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.url or f"Document {self.pk}"
+
+
+class ChunkManager(models.Manager):
+    def get_queryset(self):
+        # The search vector is for PostgreSQL to match and rank, never read in Python; loaded, it
+        # is ~twice the chunk's text again (its text form) on every chunk a query returns.
+        return super().get_queryset().defer("search_vector")
 
 
 class Chunk(models.Model):
@@ -102,12 +105,16 @@ class Chunk(models.Model):
     sync_attempts = models.PositiveIntegerField(default=0)
     sync_retry_at = models.DateTimeField(null=True, blank=True)  # a failed chunk's next automatic retry
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bounded because a chunk is (documents.chunking: characters of text, heading path) and so is
+    # a title (1000 characters): far below the 1 MB a tsvector may hold.
     search_vector = models.GeneratedField(
         expression=SearchVector("context", weight="A", config=SEARCH_CONFIG)
         + SearchVector("text", weight="B", config=SEARCH_CONFIG),
         output_field=SearchVectorField(),
         db_persist=True,
     )
+
+    objects = ChunkManager()
 
     class Meta:
         ordering = ["document_id", "ordinal"]

@@ -22,7 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 
-from documents.chunking import ChunkDraft, chunk_document
+from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
 from documents.embeddings import get_tokenizer
 from documents.models import Chunk, Document, Source
 from documents.parsing import ParseError, parse_document
@@ -184,8 +184,11 @@ def chunk_token_budget(tokenizer, title: str, parsed) -> int:
         limit = 0
     budget = settings.CHUNK_SIZE_TOKENS
     if limit:
-        deepest = max((s.heading_path for s in parsed.sections), key=len, default=[])
-        context = chunk_context(title, deepest)
+        # The longest context line, as chunks will carry it (headings bounded by the chunker).
+        longest = max(
+            (heading_path_bounded(s.heading_path) for s in parsed.sections), key=lambda p: sum(map(len, p)), default=[]
+        )
+        context = chunk_context(title, longest)
         context_tokens = len(tokenizer.encode(context, add_special_tokens=False).ids) + 1 if context else 0
         budget = min(budget, limit - 2 - context_tokens)
     return max(budget, MIN_CHUNK_TOKENS)
@@ -277,14 +280,15 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
         try:
             with transaction.atomic():
                 stored = _documents_store_batch(source, [prepared[i] for i in batch])
-        except DatabaseError:
-            logger.warning("storing a batch of %d documents failed; storing them one by one", len(batch), exc_info=True)
+        except DatabaseError as exc:
+            # Expected, and reported per item below: one line, no traceback (a command prints it).
+            logger.warning("storing a batch of %d documents failed (%s); storing them one by one", len(batch), exc)
             stored = []
             for i in batch:
                 try:
                     stored.append(_document_store_alone(source, prepared[i]))
                 except DatabaseError as exc:
-                    logger.exception("storing document %r failed", prepared[i].url or prepared[i].title)
+                    logger.warning("storing document %r failed: %s", prepared[i].url or prepared[i].title, exc)
                     stored.append(IngestError(f"could not store the document: {exc}", code="DatabaseError"))
         for i, result in zip(batch, stored, strict=True):
             results[i] = result
@@ -515,7 +519,8 @@ def _chunks_replace(
     existing: dict[str, list[Chunk]] = {}
     # A document created in this transaction has no chunks: skipping the query saves one of the
     # eight round trips a new document costs (bench/results/ingest.md).
-    for chunk in () if new_document else document.chunks.all().order_by("ordinal"):
+    # Only what the diff reads and writes: a large document has tens of thousands of chunks.
+    for chunk in () if new_document else document.chunks.defer("text", "context").order_by("ordinal"):
         existing.setdefault(chunk.content_hash, []).append(chunk)
 
     keep: list[Chunk] = []
