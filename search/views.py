@@ -118,6 +118,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "searched": False,
         "llm_streams": bool(settings.LLM_MODEL),
         "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
+        "max_upload_bytes": settings.INGEST_MAX_BYTES,
         "user": request.user,
     }
     status = 200
