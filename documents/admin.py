@@ -133,6 +133,7 @@ class DocumentIngestForm(forms.ModelForm):
                 filename=upload.name if upload else "",
                 mime=getattr(upload, "content_type", "") if upload else "text/plain",
                 metadata=cleaned.get("metadata") or {},
+                keep_file=bool(upload),
             )
         except IngestError as exc:
             field = exc.field if exc.field in self.fields else ("file" if upload else "text")

@@ -402,6 +402,7 @@ class DocumentViewSet(
                     filename=upload.name if upload else "",
                     mime=data["mime_type"] or (getattr(upload, "content_type", "") if upload else "text/plain"),
                     metadata=data["metadata"],
+                    keep_file=bool(upload),
                 )
                 # Read in the same transaction: a DELETE right after the commit must not turn
                 # this acknowledged ingest into a 500.

@@ -6,4 +6,4 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from documents import readiness, signals  # noqa: F401
+        from documents import files, readiness, signals  # noqa: F401

@@ -45,6 +45,12 @@ class Document(models.Model):
     content_hash = models.CharField(max_length=64, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # The uploaded original (documents.files): its SHA-256 names the file on disk; empty when
+    # the document came as text or from a crawl.
+    file_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    file_type = models.CharField(max_length=200, blank=True)
+    file_size = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # No document-level search vector: full-text search reads the chunks' vectors (which carry the

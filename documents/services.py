@@ -24,6 +24,7 @@ from django.db.models.signals import post_save
 
 from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
 from documents.embeddings import get_tokenizer
+from documents.files import Original, file_keep, file_release_on_commit
 from documents.models import Chunk, Document, Source
 from documents.parsing import ParseError, parse_document
 
@@ -215,6 +216,7 @@ class _Prepared:
     metadata: dict
     content_hash: str
     drafts: list[ChunkDraft]
+    original: Original | None = None
 
     @property
     def identity(self) -> str:
@@ -232,14 +234,17 @@ def document_ingest(
     mime: str = "",
     filename: str = "",
     metadata: dict | None = None,
+    keep_file: bool = False,
 ) -> IngestResult:
     """Parse, chunk and store one document; re-ingesting identical content changes nothing.
 
     Changed content keeps the chunks whose text (and context) did not change, deletes the ones
     that disappeared and inserts the new ones as ``pending``; only those get embedded.
+    With ``keep_file`` (uploads), the bytes are kept as the document's original (documents.files).
     """
     prepared = _document_prepare(
-        title=title, url=url, data=data, text=text, mime=mime, filename=filename, metadata=metadata
+        title=title, url=url, data=data, text=text, mime=mime, filename=filename, metadata=metadata,
+        keep_file=keep_file,
     )
     return _document_store_alone(source, prepared)
 
@@ -305,6 +310,7 @@ def _document_prepare(
     mime: str = "",
     filename: str = "",
     metadata: dict | None = None,
+    keep_file: bool = False,
 ) -> _Prepared:
     """Validate, parse and chunk: everything that needs no database. Raises IngestError."""
     if (data is None) == (text is None):
@@ -356,6 +362,8 @@ def _document_prepare(
         metadata=doc_metadata,
         content_hash=_document_hash(title, parsed.text, doc_metadata),
         drafts=drafts,
+        # The type parsing found, not the one the client declared: the file is served with it.
+        original=Original.of(data, filename, parsed.mime_type) if keep_file and data is not None else None,
     )
 
 
@@ -430,6 +438,10 @@ def _document_store(source: Source, prepared: _Prepared, existing: Document | No
         and existing.content_hash == prepared.content_hash
         and existing.status == Document.Status.ACTIVE
     ):
+        if prepared.original is not None and existing.file_sha256 != prepared.original.sha256:
+            # Same text from other bytes (or stored before originals were kept): keep these.
+            _original_fill(existing, prepared.original)
+            Document.objects.filter(pk=existing.pk).update(**{f: getattr(existing, f) for f in FILE_FIELDS})
         return IngestResult(document=existing, created=False, changed=False, chunks_kept=existing.chunks.count())
     created = existing is None
     document = existing or Document(source=source, url=prepared.url)
@@ -449,7 +461,8 @@ def _document_store(source: Source, prepared: _Prepared, existing: Document | No
     return result
 
 
-DOCUMENT_CONTENT_FIELDS = ["title", "mime_type", "text", "content_hash", "metadata", "status"]
+FILE_FIELDS = ["file_sha256", "file_name", "file_type", "file_size"]
+DOCUMENT_CONTENT_FIELDS = ["title", "mime_type", "text", "content_hash", "metadata", "status", *FILE_FIELDS]
 
 
 def _document_fill(document: Document, prepared: _Prepared) -> None:
@@ -459,6 +472,26 @@ def _document_fill(document: Document, prepared: _Prepared) -> None:
     document.content_hash = prepared.content_hash
     document.metadata = prepared.metadata
     document.status = Document.Status.ACTIVE
+    _original_fill(document, prepared.original)
+
+
+def _original_fill(document: Document, original: Original | None) -> None:
+    """Keep the original on disk and name it on the row (inside the storing transaction).
+
+    New content without an original (text sent for an uploaded document's url) drops the old
+    original: it no longer matches the text. A file no document names is deleted after commit.
+    """
+    previous = document.file_sha256
+    if original is None:
+        document.file_sha256, document.file_name, document.file_type, document.file_size = "", "", "", 0
+    else:
+        file_keep(original.data, original.sha256)
+        document.file_sha256 = original.sha256
+        document.file_name = original.name[:255]
+        document.file_type = original.content_type[:200]
+        document.file_size = len(original.data)
+    if previous and previous != document.file_sha256:
+        file_release_on_commit(previous)
 
 
 def _documents_store_batch(source: Source, prepared: list[_Prepared]) -> list[IngestResult]:

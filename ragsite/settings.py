@@ -245,6 +245,8 @@ INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # cannot expand past what the largest accepted text file costs to chunk and embed.
 INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 20_000_000, minimum=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
+# Uploaded originals, content-addressed by SHA-256 (documents.files): one copy per distinct file.
+FILES_DIR = Path(env_str("FILES_DIR", str(DATA_DIR / "files"))).resolve()
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django does not count a multipart request's files against DATA_UPLOAD_MAX_MEMORY_SIZE: this
 # handler refuses an oversized upload as it arrives (413) instead of spooling it to disk first.
