@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("documents", "0004_chunk_sync_attempts"),
+        ("documents", "0005_drop_document_search_vector"),
     ]
 
     operations = [
