@@ -9,7 +9,13 @@ from __future__ import annotations
 from django.db.models import Count, Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -34,6 +40,9 @@ def _document(pk: str, *fields: str) -> Document:
     return document
 
 
+DOCUMENT_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The document's id.")
+
+
 class DocumentFileView(APIView):
     def perform_content_negotiation(self, request, force=False):
         # The body is the file, whatever the client asked for: `Accept: application/pdf` must not be a 406.
@@ -46,9 +55,9 @@ class DocumentFileView(APIView):
             "images and plain text open in the browser (a PDF at `#page=N`); other types download. 404 when the "
             "document was ingested as text or crawled."
         ),
+        parameters=[DOCUMENT_ID],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The original file."),
-            404: OpenApiResponse(description="No such document, or it has no original file."),
         },
     )
     def get(self, request, pk: str):
@@ -76,6 +85,7 @@ class DocumentFileView(APIView):
 class DocumentProgressView(APIView):
     @extend_schema(
         summary="A document's indexing progress",
+        parameters=[DOCUMENT_ID],
         description=(
             "Chunk counts by vector index status, and the distinct errors of failed chunks (at most "
             f"{ERRORS_SHOWN}). `done` is true once no chunk is pending. Cheap to poll: no text is read."
