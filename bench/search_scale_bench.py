@@ -329,7 +329,7 @@ def phase_build(args: argparse.Namespace) -> dict:
 def _client_and_key():
     from django.test import Client
 
-    from documents.auth import api_key_create
+    from accounts.auth import api_key_create
 
     _, key = api_key_create(name=f"bench-{time.time()}")
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_ACCEPT="application/json"), key
@@ -548,7 +548,7 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
     import search.api
     import search.keyword
     import search.selectors
-    from documents.auth import ApiKeyAuthentication
+    from accounts.auth import ApiKeyAuthentication
 
     spent: dict[str, float] = {}
 

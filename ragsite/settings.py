@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "django_tasks",
     "axes",
+    "accounts",
     "documents",
     "search",
     "crawl",
@@ -397,16 +398,16 @@ THROTTLE_KEY = env_str("THROTTLE_KEY", "1200/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "ragsite.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "documents.auth.ApiKeyAuthentication",
+        "accounts.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["documents.auth.ReadOrWrite"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.auth.ReadOrWrite"],
     "DEFAULT_PAGINATION_CLASS": "ragsite.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "ragsite.api.KeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "accounts.auth.KeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY, "bad_key": THROTTLE_BAD_KEY},
     # Otherwise DRF takes the whole X-Forwarded-For as the client's identity, which the client
     # writes itself: a new value per request would escape every per-address throttle.
