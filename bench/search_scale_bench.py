@@ -493,7 +493,7 @@ def phase_measure(args: argparse.Namespace) -> dict:
         "storage_mb": storage,
         "vector_search_payload_probe": probe,
         "settings": {
-            name: getattr(settings, name, None)
+            name: getattr(settings, name)
             for name in (
                 "SEARCH_CANDIDATES",
                 "SEARCH_MAX_PER_DOCUMENT",

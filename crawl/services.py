@@ -44,12 +44,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from crawl.conf import crawl_setting
 from crawl.fetching import Fetcher, FetchResult, parse_links, x_robots_directives
 from crawl.models import CrawlJob, CrawlPage
 from crawl.politeness import CrawlStopped, HostRateLimiter
@@ -208,7 +208,7 @@ def crawl_job_cancel(*, job: CrawlJob) -> CrawlJob:
 
 def crawl_jobs_stale() -> list[int]:
     """Ids of jobs left ``running`` by a worker whose heartbeat stopped (it died)."""
-    stale = timezone.now() - timedelta(seconds=float(crawl_setting("CRAWL_STALE_SECONDS")))
+    stale = timezone.now() - timedelta(seconds=float(settings.CRAWL_STALE_SECONDS))
     return list(
         CrawlJob.objects.filter(status=CrawlJob.Status.RUNNING)
         .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
@@ -250,7 +250,7 @@ def crawl_job_watch(job_id: int) -> bool:
     if not task.get_backend().supports_defer or _task_pending(job_id):
         return False
     now = timezone.now()
-    stale = timedelta(seconds=float(crawl_setting("CRAWL_STALE_SECONDS")))
+    stale = timedelta(seconds=float(settings.CRAWL_STALE_SECONDS))
     run_after = max(now, (job.heartbeat_at or now) + stale) + timedelta(seconds=1)
     task.using(run_after=run_after).enqueue(job_id)
     return True
@@ -309,7 +309,7 @@ def default_worker_id() -> str:
 
 def _claim(job_id: int, worker_id: str) -> bool:
     now = timezone.now()
-    stale = now - timedelta(seconds=float(crawl_setting("CRAWL_STALE_SECONDS")))
+    stale = now - timedelta(seconds=float(settings.CRAWL_STALE_SECONDS))
     claimable = Q(status=CrawlJob.Status.QUEUED) | Q(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True), status=CrawlJob.Status.RUNNING
     )
@@ -356,7 +356,7 @@ class _JobRun:
         self.worker_id = worker_id
         self.on_progress = on_progress
         self.respect_nofollow = (
-            bool(crawl_setting("CRAWL_RESPECT_NOFOLLOW")) if respect_nofollow is None else respect_nofollow
+            bool(settings.CRAWL_RESPECT_NOFOLLOW) if respect_nofollow is None else respect_nofollow
         )
         self.scope = Scope.build(
             start_url=job.start_url,
@@ -367,7 +367,7 @@ class _JobRun:
             max_depth=job.max_depth,
         )
         self.stop = threading.Event()
-        self.concurrency = int(crawl_setting("CRAWL_CONCURRENCY"))
+        self.concurrency = int(settings.CRAWL_CONCURRENCY)
         # Sharing the stop event lets a cancel abort requests on the wire, not only queued ones.
         self.fetcher = Fetcher(max_connections=self.concurrency * 2, stop=self.stop)
         self.robots = RobotsCache(self.fetcher)
@@ -432,7 +432,7 @@ class _JobRun:
                 sitemap_candidates(start, robots_policy.sitemaps),
                 fetch_allowed=lambda url: self.scope.host_allowed(url) and not self._robots_refusal(url),
                 entry_allowed=lambda url: self.scope.allows(url, depth=1),
-                max_urls=min(int(crawl_setting("CRAWL_MAX_SITEMAP_URLS")), self.job.max_pages * 10),
+                max_urls=min(int(settings.CRAWL_MAX_SITEMAP_URLS), self.job.max_pages * 10),
             )
             added += self._discover([entry.url for entry in found.entries], depth=1)
         added += self._seed_known_documents()

@@ -263,7 +263,7 @@ class AskParams(serializers.Serializer):
         return value
 
     def validate_limit(self, value):
-        maximum = int(getattr(settings, "ASK_MAX_LIMIT", 20))
+        maximum = settings.ASK_MAX_LIMIT
         if value > maximum:
             raise serializers.ValidationError(f"limit is at most {maximum}.")
         return value
