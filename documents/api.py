@@ -11,7 +11,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -25,6 +25,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
+from documents.selectors import source_by_id_or_name
 from documents.services import (
     DocumentGone,
     IngestError,
@@ -45,19 +46,6 @@ MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+
 def ingest_error(exc: IngestError) -> ApiError:
     status_code = {"too_large": 413, "conflict": 409}.get(exc.code, 400)
     return ApiError(exc.message, field=exc.field, code=exc.code, status_code=status_code)
-
-
-def source_lookup(value: str) -> Source:
-    """A source by id or by name."""
-    value = (value or "").strip()
-    source = None
-    if value.isdigit():
-        source = Source.objects.filter(pk=int(value)).first()
-    if source is None:
-        source = Source.objects.filter(name=value).first()
-    if source is None:
-        raise ApiError(f"No source with id or name {value!r}.", field="source", code="not_found")
-    return source
 
 
 # --- Sources ---------------------------------------------------------------------------------
@@ -293,9 +281,8 @@ class DocumentFilter(django_filters.FilterSet):
         fields = ["status", "mime_type", "url"]
 
     def filter_source(self, queryset, name, value):
-        if value.isdigit():
-            return queryset.filter(Q(source_id=int(value)) | Q(source__name=value))
-        return queryset.filter(source__name=value)
+        source = source_by_id_or_name(value)
+        return queryset.filter(source=source) if source is not None else queryset.none()
 
     def filter_q(self, queryset, name, value):
         value = value.strip()[:1000]

@@ -12,7 +12,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from documents.models import Source
+from documents.selectors import source_by_id_or_name
 from ragsite.api import ApiError
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
@@ -67,8 +67,7 @@ class SearchParams(serializers.Serializer):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            source = Source.objects.filter(pk=int(part)).first() if part.isdigit() else None
-            source = source or Source.objects.filter(name=part).first()
+            source = source_by_id_or_name(part)
             if source is None:
                 raise serializers.ValidationError(f"No source with id or name {part!r}.")
             ids.append(source.pk)

@@ -218,3 +218,24 @@ def test_concurrent_ingests_of_the_same_url_produce_one_document(api_key, client
     assert sorted(statuses)[0] in (200, 201) and all(s in (200, 201) for s in statuses), statuses
     assert statuses.count(201) == 1
     assert Document.objects.filter(url="https://example.com/same").count() == 1
+
+
+# --- sources by id or name -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "99999999999999999999"])
+def test_a_source_filter_that_is_no_id_is_a_name_and_finds_nothing_instead_of_failing(api, value):
+    Source.objects.create(name="notes")
+    response = api.get("/api/documents/", {"source": value})
+    assert response.status_code == 200, response.content
+    assert response.json()["count"] == 0
+
+
+def test_documents_are_filtered_by_a_source_named_with_digits_or_by_its_id(api, fresh_store, run_commit_hooks):
+    with run_commit_hooks():
+        post_text(api, source="²", title="Squared")
+        post_text(api, source="notes", title="Notes", text="Other text entirely.")
+    squared = Source.objects.get(name="²")
+    by_name = api.get("/api/documents/", {"source": "²"}).json()
+    by_id = api.get("/api/documents/", {"source": str(squared.pk)}).json()
+    assert [d["title"] for d in by_name["results"]] == [d["title"] for d in by_id["results"]] == ["Squared"]
