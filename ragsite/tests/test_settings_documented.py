@@ -30,8 +30,9 @@ ENV_READERS = {"env_str", "env_bool", "env_int", "env_float", "env_choice", "env
 ENV_MODULES = {"ragsite/settings.py", "ragsite/gunicorn.conf.py"}
 SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 EMPTY = "(empty)"
-# Written by Django or a launcher for the process, not settings of ragsite.
-NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE"}
+# Not settings of the service: written by a launcher for Django, or a command's own argument
+# (`manage.py mcp --key`, which a local agent's client passes in its environment instead).
+NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE", "RAGSITE_API_KEY"}
 
 
 def _code_files() -> list[Path]:

@@ -9,6 +9,7 @@ files are stored (documents.sync.embeds_alongside says why not with the local mo
 from __future__ import annotations
 
 import mimetypes
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -36,6 +37,11 @@ class Command(BaseCommand):
         items = self._collect(targets, recursive)
         if not items:
             raise CommandError("Nothing to ingest: no files found.")
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:
+            # argv bytes that are not UTF-8 arrive as lone surrogates, which PostgreSQL cannot store
+            raise CommandError("--source: the name is not valid UTF-8.") from None
         try:
             src = source_get_or_create(name=source, kind=Source.Kind.UPLOAD)
         except IngestError as exc:
@@ -140,7 +146,9 @@ def _read(path: Path) -> dict:
     mime, _ = mimetypes.guess_type(path.name)
     return {
         "data": path.read_bytes(),
-        "filename": path.name,
+        # A name that is not UTF-8 (from a Latin-1 file system, say) holds lone surrogates, which
+        # neither the tokenizer nor PostgreSQL accept: shown with replacement characters instead.
+        "filename": os.fsencode(path.name).decode("utf-8", "replace"),
         "mime": mime or "",
         "url": path.resolve().as_uri(),
     }
