@@ -135,7 +135,7 @@ def main() -> None:
         document_ingest(source=newcomer, title=doc["title"], url=f"calibration://{key}", text=doc["text"])
     vectors_sync_pending()
     scifact = Source.objects.get(name=args.scifact_source)
-    claims = [q["text"] for q in harness.load_dataset(harness.DATASETS / "scifact-train", "train").queries.values()]
+    claims = list(harness.load_dataset(harness.DATASETS / "scifact-train", "train").queries.values())
     claims = sorted(claims)[: args.limit_queries or None]
     sets = {
         "scifact": {

@@ -44,6 +44,7 @@ from documents.vectorstore import (
     get_vector_store,
 )
 from ragsite.metrics import chunks_embedded
+from ragsite.worker import raise_if_stopping
 
 logger = logging.getLogger(__name__)
 
@@ -410,6 +411,8 @@ def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: i
         return
     seen_failed: set = set()
     while True:
+        # A stopping worker hands its task back between batches; what is not embedded stays pending.
+        raise_if_stopping()
         batch = _next_batch(batch_size, exclude=seen_failed)
         if not batch:
             return

@@ -65,7 +65,7 @@ def test_the_rest_apis_per_key_throttle_applies(api_key, monkeypatch, settings):
     from rest_framework.throttling import SimpleRateThrottle
 
     # DRF's throttles read their rates into a class attribute at import (see tests/test_api_security.py).
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "100/min", "key": "3/min"})
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "100/min", "key": "3/min", "bad_key": "100/min"})
     cache.clear()
     try:
         app, key, other = McpWsgiApp(), api_key("read"), api_key("write")

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from documents.maintenance import tables_analyze
 from documents.management.commands._progress import progress_bar
 from documents.models import Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
@@ -77,6 +78,7 @@ class Command(BaseCommand):
                     "ingested into source {!r}: {created} created, {updated} updated, {unchanged} unchanged, "
                     "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
                 )
+                tables_analyze()  # new rows in bulk: give the planner their statistics now
                 if not no_embed:
                     # Before the deferred point deletions are queued, so none can overtake an upsert.
                     embed_pending_foreground(self.stdout, self.stderr, alongside=alongside)
