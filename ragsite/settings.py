@@ -75,12 +75,14 @@ INSTALLED_APPS = [
     "corsheaders",
     "django_tasks",
     "axes",
+    # The project package is an app too, for the commands every app's processes share (serve, db_worker).
+    "ragsite",
     "accounts",
     "documents",
     "search",
     "crawl",
     "agents",
-    # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.
+    # After the project's apps, so ragsite's `db_worker` (with start-up hooks) wins.
     "django_tasks_db",
 ]
 
