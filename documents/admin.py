@@ -7,9 +7,8 @@ from django.contrib.postgres.search import SearchQuery
 from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q
 from django.forms.fields import InvalidJSONInput
-from django.utils import timezone
 
-from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, EmbeddingCache, Source
+from documents.models import SEARCH_CONFIG, Chunk, Document, EmbeddingCache, Source
 from documents.services import IngestError, document_ingest, document_reembed, document_update, metadata_check
 
 
@@ -260,22 +259,3 @@ class EmbeddingCacheAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "scope", "user", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
-    search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    exclude = ["key_hash"]
-    actions = ["revoke"]
-
-    def has_add_permission(self, request):
-        # Keys are created with `manage.py create_api_key`, which prints the key once.
-        return False
-
-    @admin.action(description="Revoke selected keys")
-    def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"{count} keys revoked.", messages.SUCCESS)

@@ -10,7 +10,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Subquery
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -24,6 +24,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
+from documents.selectors import source_by_id_or_name
 from documents.services import (
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
@@ -51,19 +52,6 @@ MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+
 def ingest_error(exc: IngestError) -> ApiError:
     status_code = {"too_large": 413, "conflict": 409}.get(exc.code, 400)
     return ApiError(exc.message, field=exc.field, code=exc.code, status_code=status_code)
-
-
-def source_lookup(value: str) -> Source:
-    """A source by id or by name."""
-    value = (value or "").strip()
-    source = None
-    if (pk := object_id(value)) is not None:
-        source = Source.objects.filter(pk=pk).first()
-    if source is None:
-        source = Source.objects.filter(name=value).first()
-    if source is None:
-        raise ApiError(f"No source with id or name {value!r}.", field="source", code="not_found")
-    return source
 
 
 # --- Sources ---------------------------------------------------------------------------------
@@ -284,9 +272,8 @@ class DocumentFilter(django_filters.FilterSet):
         fields = ["status", "mime_type", "url"]
 
     def filter_source(self, queryset, name, value):
-        if (pk := object_id(value)) is not None:
-            return queryset.filter(Q(source_id=pk) | Q(source__name=value))
-        return queryset.filter(source__name=value)
+        source = source_by_id_or_name(value)
+        return queryset.filter(source=source) if source is not None else queryset.none()
 
     def filter_q(self, queryset, name, value):
         value = value.strip()[:1000]

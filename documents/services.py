@@ -36,7 +36,10 @@ class DocumentGone(Exception):
 
 
 class IngestError(Exception):
-    """Input that cannot be ingested. ``field`` names the offending input for API errors."""
+    """Input that cannot be ingested: a document, a source, or a crawl job of a site (crawl.services).
+
+    ``field`` names the offending input for API errors, form errors and command messages.
+    """
 
     def __init__(self, message: str, *, field: str = "non_field_errors", code: str = "invalid"):
         super().__init__(message)

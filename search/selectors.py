@@ -344,7 +344,7 @@ def _semantic_executor() -> ThreadPoolExecutor:
     global _executor, _executor_pid
     with _executor_lock:
         if _executor is None or _executor_pid != os.getpid():
-            workers = int(getattr(settings, "SEARCH_SEMANTIC_THREADS", 8))
+            workers = settings.SEARCH_SEMANTIC_THREADS
             _executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="search-semantic")
             _executor_pid = os.getpid()
         return _executor
