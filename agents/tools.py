@@ -18,8 +18,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from agents.principal import current_principal
 from crawl.api import CrawlJobCreateSerializer, CrawlJobSerializer
 from crawl.fetching import Fetcher
+from crawl.jobs import crawl_job_cancel, crawl_job_create
 from crawl.models import CrawlJob
-from crawl.services import crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.tasks import crawl_job_enqueue
 from documents.api import DEFAULT_API_SOURCE, DocumentCreateSerializer, DocumentFilter, DocumentSerializer
 from documents.models import Chunk, Document, Source
 from documents.services import IngestError, document_delete, document_ingest, source_get_or_create

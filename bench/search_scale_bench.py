@@ -30,7 +30,7 @@ Corpus (what is real and what is synthetic):
   first real chunk plus Gaussian noise (sigma 0.025 per dimension, cosine ~0.9 to the original),
   re-normalised. Rows are inserted with bulk_create (index_status=indexed, real token counts and
   content hashes), points upserted into the store with the app's payload, then the keyword
-  statistics are refreshed (search.keyword.keyword_stats_refresh) and the tables analyzed.
+  statistics are refreshed (search.keyword_stats.keyword_stats_refresh) and the tables analyzed.
   Keyword-wise this is pessimistic: SciFact's vocabulary does not grow with the copies, so every
   lexeme's document frequency (and the candidate sets) grow ~10x from 10k to 100k chunks.
 
@@ -204,7 +204,7 @@ def phase_build(args: argparse.Namespace) -> dict:
     from documents.services import embedding_input
     from documents.sync import point_payload
     from documents.vectorstore import VectorPoint, get_vector_store
-    from search.keyword import keyword_stats_refresh
+    from search.keyword_stats import keyword_stats_refresh
 
     started = time.perf_counter()
     target = int(args.target)
@@ -423,7 +423,7 @@ def phase_measure(args: argparse.Namespace) -> dict:
     # until autovacuum gets to it (without them one filtered plan took seconds).
     from django.db import connection
 
-    from search.keyword import keyword_index_flush
+    from search.keyword_stats import keyword_index_flush
 
     keyword_index_flush()
     with connection.cursor() as cursor:
@@ -573,7 +573,7 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
         wrap(search.selectors, "semantic_candidates", "semantic candidates"),
         wrap(embedder, "embed_query", "  of which query embedding"),
         wrap(store, "search", "  of which vector search"),
-        wrap(search.keyword, "_prepare", "  of which query lexemes and statistics (SQL)"),
+        wrap(search.keyword, "keyword_query_prepare", "  of which query lexemes and statistics (SQL)"),
         wrap(search.selectors, "_page", "hydration + snippets (SQL)"),
     ]
     out = {}

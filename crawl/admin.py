@@ -4,8 +4,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 
+from crawl.jobs import crawl_job_cancel, crawl_job_create
 from crawl.models import CrawlJob, CrawlPage
-from crawl.services import crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.tasks import crawl_job_enqueue
 from documents.admin import SourceAdmin
 from documents.models import Source
 from documents.services import IngestError

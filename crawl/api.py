@@ -9,16 +9,16 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from crawl.models import CrawlJob, CrawlPage
-from crawl.scope import MAX_PATTERN_CHARS
-from crawl.services import (
+from crawl.jobs import (
     MAX_DEPTH_LIMIT,
     MAX_PAGES_LIMIT,
     MAX_PATTERNS,
     crawl_job_cancel,
     crawl_job_create,
-    crawl_job_enqueue,
 )
+from crawl.models import CrawlJob, CrawlPage
+from crawl.scope import MAX_PATTERN_CHARS
+from crawl.tasks import crawl_job_enqueue
 from documents.selectors import source_by_id_or_name
 from documents.services import IngestError
 from ragsite.api import ApiError

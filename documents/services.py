@@ -36,7 +36,7 @@ class DocumentGone(Exception):
 
 
 class IngestError(Exception):
-    """Input that cannot be ingested: a document, a source, or a crawl job of a site (crawl.services).
+    """Input that cannot be ingested: a document, a source, or a crawl job of a site (crawl.jobs).
 
     ``field`` names the offending input for API errors, form errors and command messages.
     """

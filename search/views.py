@@ -23,12 +23,12 @@ from rest_framework.exceptions import ValidationError
 from documents.models import Source
 from search.answers.errors import AnswerError
 from search.answers.generate import answer_generate, answer_provider
-from search.answers.passages import snippet_safe_html
 from search.answers.retrieval import answer_retrieve
 from search.api import search_filters, search_params
 from search.filters import SearchFilters
 from search.links import document_view_url
 from search.selectors import MODES, SearchUnavailable, chunk_search
+from search.snippets import snippet_safe_html
 
 logger = logging.getLogger(__name__)
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from crawl.models import CrawlJob, CrawlPage
-from crawl.services import (
+from crawl.jobs import (
     crawl_job_abandon,
     crawl_job_cancel,
     crawl_job_create,
-    crawl_job_enqueue,
-    crawl_job_run,
-    crawl_jobs_recover,
     crawl_jobs_stale,
 )
+from crawl.models import CrawlJob, CrawlPage
+from crawl.runner import crawl_job_run
+from crawl.tasks import crawl_job_enqueue, crawl_jobs_recover
 from documents.maintenance import tables_analyze
 from documents.management.commands._progress import progress_bar
 from documents.services import IngestError

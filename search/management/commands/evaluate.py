@@ -73,7 +73,7 @@ class Command(BaseCommand):
             from documents.signals import enqueue_vector_sync
 
             enqueue_vector_sync()  # the worker embeds what this run did not
-        from search.keyword import keyword_stats_refresh
+        from search.keyword_stats import keyword_stats_refresh
 
         keyword_stats_refresh(force=False)
 

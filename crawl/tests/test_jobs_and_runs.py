@@ -16,15 +16,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from crawl.jobs import crawl_job_cancel, crawl_job_create, crawl_jobs_stale
 from crawl.models import CrawlJob, CrawlPage
-from crawl.services import (
-    crawl_job_cancel,
-    crawl_job_create,
-    crawl_job_enqueue,
-    crawl_job_run,
-    crawl_jobs_recover,
-    crawl_jobs_stale,
-)
+from crawl.runner import crawl_job_run
+from crawl.tasks import crawl_job_enqueue, crawl_jobs_recover
 from crawl.tests.site import in_thread, layered_gzip
 from documents.models import Chunk, Document, Source
 from documents.services import IngestError
@@ -543,7 +538,7 @@ def test_killing_the_worker_process_mid_crawl_and_restarting_finishes_without_re
         "CRAWL_CONCURRENCY": "1",
         "CRAWL_DEFAULT_DELAY": "0",
     }
-    script = f"import django; django.setup(); from crawl.services import crawl_job_run; crawl_job_run({job.pk})"
+    script = f"import django; django.setup(); from crawl.runner import crawl_job_run; crawl_job_run({job.pk})"
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 120
