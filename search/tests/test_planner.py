@@ -65,9 +65,10 @@ def _bulk_load(source: Source, *, documents: int, chunks_per_document: int, word
         cursor.execute(
             """
             INSERT INTO documents_document
-                (title, url, mime_type, text, content_hash, metadata, status, created_at, updated_at, source_id)
+                (title, url, mime_type, text, content_hash, metadata, status, created_at, updated_at, source_id,
+                 file_name, file_sha256, file_size, file_type)
             SELECT 'report ' || i, '', 'text/plain', 'Field report ' || i, md5(i::text), '{}', 'active',
-                   now(), now(), %s
+                   now(), now(), %s, '', '', 0, ''
             FROM generate_series(1, %s) i
             """,
             [source.pk, documents],

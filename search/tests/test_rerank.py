@@ -10,7 +10,7 @@ from search.tests.rerank_server import COHERE_PATH, TEI_PATH, bi_encoder_scores,
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-QUESTION = "what temperature should the water be"
+QUESTION = "what temperature should the water be for green tea"
 
 
 def _search(api, **params):
