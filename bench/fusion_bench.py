@@ -48,9 +48,9 @@ def main() -> None:
 
     from documents.models import Document, Source
     from documents.services import document_ingest
-    from documents.sync import vectors_sync_pending
     from search.filters import SearchFilters
     from search.selectors import FusionEvidence, _group, keyword_candidates, reciprocal_rank_fusion, semantic_candidates
+    from vectors.sync import vectors_sync_pending
 
     def candidates(query: str, source_id: int):
         filters = SearchFilters(source_ids=[source_id])

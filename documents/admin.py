@@ -9,7 +9,7 @@ from django.contrib.postgres.search import SearchQuery
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, EmbeddingCache, Source
+from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, Source
 from documents.services import IngestError, document_ingest, document_reembed
 
 
@@ -191,7 +191,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.display(description="vectors")
     def vectors(self, obj):
-        """Quarantined (documents.sync: repeated sync failures; re-embed to retry), failed, pending or indexed."""
+        """Quarantined (vectors.quarantine: repeated sync failures; re-embed to retry), failed, pending or indexed."""
         if getattr(obj, "_quarantined", 0):
             return f"quarantined ({obj._quarantined} chunks)"
         if getattr(obj, "_failed", 0):
@@ -218,18 +218,6 @@ class ChunkAdmin(admin.ModelAdmin):
     search_fields = ["id", "text"]
     readonly_fields = [f.name for f in Chunk._meta.fields if f.name != "search_vector"]
     exclude = ["search_vector"]
-
-    def has_add_permission(self, request):
-        return False
-
-
-@admin.register(EmbeddingCache)
-class EmbeddingCacheAdmin(admin.ModelAdmin):
-    list_display = ["model", "content_hash", "dimension", "created_at"]
-    list_filter = ["model"]
-    search_fields = ["content_hash"]
-    readonly_fields = ["model", "content_hash", "dimension", "created_at"]
-    exclude = ["vector"]
 
     def has_add_permission(self, request):
         return False

@@ -6,4 +6,6 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from documents import readiness, signals  # noqa: F401
+        from documents import signals
+
+        signals.connect()

@@ -127,7 +127,8 @@ class DatabaseCollector:
         from django_tasks_db.models import DBTaskResult
 
         from crawl.models import CrawlPage
-        from documents.models import Chunk, Document, EmbeddingCache
+        from documents.models import Chunk, Document
+        from vectors.models import EmbeddingCache
 
         def by_status(name, doc, model, column, choices, labels=("status",)):
             family = GaugeMetricFamily(name, doc, labels=list(labels))

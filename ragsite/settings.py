@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django_tasks",
     "axes",
     "documents",
+    "vectors",
     "search",
     "crawl",
     # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.

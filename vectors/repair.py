@@ -22,16 +22,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from documents.embeddings import get_embedder
 from documents.models import Chunk, Document
-from documents.sync import (
-    SyncReport,
-    pending_chunks,
-    quarantined_chunks,
-    vectors_retry_failed,
-    vectors_sync_pending,
-)
-from documents.vectorstore import get_vector_store
+from vectors.embedders import get_embedder
+from vectors.quarantine import quarantined_chunks, vectors_retry_failed
+from vectors.stores import get_vector_store
+from vectors.sync import SyncReport, pending_chunks, vectors_sync_pending
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Usage (a fixture; import it into a test module or a conftest.py):
 
-    from documents.tests.openai_server import openai_server_fixture, openai_server_session_fixture  # noqa: F401
+    from ragsite.tests.openai_server import openai_server_fixture, openai_server_session_fixture  # noqa: F401
 
     def test_something(openai_server, settings):
         settings.OPENAI_BASE_URL = openai_server.base_url
@@ -354,7 +354,7 @@ def _make_request_handler(server: OpenAICompatibleServer) -> type[BaseHTTPReques
 
 
 # Registered under short names but defined under distinct ones, so a test module can import them
-# (`from documents.tests.openai_server import openai_server_fixture`) without its test arguments
+# (`from ragsite.tests.openai_server import openai_server_fixture`) without its test arguments
 # shadowing the import. A conftest.py can instead list this module in `pytest_plugins`.
 @pytest.fixture(scope="session", name="openai_server_session")
 def openai_server_session_fixture() -> Iterator[OpenAICompatibleServer]:

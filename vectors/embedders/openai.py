@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from documents.embeddings import EmbeddingAuthError, EmbeddingError, EmbeddingUnavailable, normalize_rows
+from ragsite.openai_client import openai_client
+from vectors.embedders.base import EmbeddingAuthError, EmbeddingError, EmbeddingUnavailable, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ class OpenAIEmbedder:
         max_retries: int = 4,
         retry_base_delay: float = 0.5,
     ) -> None:
-        from openai import OpenAI
-
         self.model_id = model
         self.batch_size = max(1, min(batch_size, MAX_INPUTS_PER_REQUEST))
         self.max_retries = max_retries
@@ -62,13 +61,8 @@ class OpenAIEmbedder:
         self._send_dimensions = bool(dimensions) and model.startswith("text-embedding-3")
         self._dimension: int | None = dimensions or KNOWN_DIMENSIONS.get(model)
         self._dimension_lock = threading.Lock()
-        self._client = OpenAI(
-            # A local OpenAI-compatible server often needs no key, but the client insists on one.
-            api_key=api_key or "no-key-configured",
-            base_url=base_url or None,
-            timeout=timeout,
-            max_retries=0,
-        )
+        # Retries are this class's own policy (see the module docstring), not the client's.
+        self._client = openai_client(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     @property
     def dimension(self) -> int:

@@ -14,7 +14,7 @@ Behaviour worth knowing (qdrant-edge-py 0.9, measured in bench/results/vectorsto
   HNSW is built by the shard's optimize(), which is CPU-heavy (minutes at 100k on two cores) and
   holds the GIL throughout, which would freeze every other thread of the process. So the store
   never calls it in-process: an *index build* copies the shard, optimizes the copy in a child
-  process at a lower CPU priority (documents/edge_index.py) while this process keeps serving from
+  process at a lower CPU priority (vectors/stores/edge_index.py) while this process keeps serving from
   the original, then swaps the indexed copy in under the store's lock (a reload, ~1 s at 100k
   points) and replays the writes that arrived meanwhile (kept in a journal).
 - Builds start by themselves (``index_threshold``, QDRANT_EDGE_INDEX_THRESHOLD) once that many
@@ -62,7 +62,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from documents.vectorstore import (
+from vectors.stores.base import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     Conditions,

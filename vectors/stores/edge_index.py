@@ -1,6 +1,6 @@
 """Build the HNSW index of a *copy* of an edge shard, in a child process.
 
-    python documents/edge_index.py SHARD_COPY_DIR [--indexing-threshold-kb N]
+    python vectors/stores/edge_index.py SHARD_COPY_DIR [--indexing-threshold-kb N]
 
 qdrant-edge's ``optimize()`` holds the GIL for its whole run (minutes at 100k points on two cores),
 which would freeze every thread of the serving process. So ``EdgeStore`` copies its shard, runs

@@ -16,7 +16,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from documents.vectorstore import (
+from vectors.stores.base import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     Conditions,

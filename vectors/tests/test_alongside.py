@@ -1,4 +1,4 @@
-"""Embedding alongside storing (documents.sync.SyncAlongside, what `manage.py ingest` uses).
+"""Embedding alongside storing (vectors.alongside.SyncAlongside, what `manage.py ingest` uses).
 
 Real PostgreSQL, real local model, real vector store; batches of two chunks so that a handful of
 small documents goes through several flights while the documents are still being stored.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from documents.embeddings import EmbeddingAuthError, EmbeddingError, get_embedder
 from documents.models import Chunk, Source
 from documents.services import _sha256, document_ingest, embedding_input
-from documents.signals import vector_sync_deferred
-from documents.sync import SyncAlongside, vectors_sync_pending
+from documents.signals import changes_batched
+from vectors.alongside import SyncAlongside
+from vectors.embedders import EmbeddingAuthError, EmbeddingError, get_embedder
+from vectors.sync import vectors_sync_pending
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -30,7 +31,7 @@ def point_ids(store) -> set[str]:
 
 def store_all(source, alongside: SyncAlongside | None, docs: list[tuple[str, str]]) -> int:
     added = 0
-    with vector_sync_deferred(enqueue_sync=False):
+    with changes_batched(embed_here=True):
         for title, text in docs:
             result = document_ingest(source=source, title=title, url=f"test://{title}", text=text, mime="text/plain")
             added += result.chunks_added
@@ -43,7 +44,7 @@ def test_chunks_are_embedded_while_storing_and_each_content_once(source, fresh_s
     docs = [(topic, f"A short note about {topic}. It has two sentences.") for topic in TOPICS]
     alongside = SyncAlongside(batch_size=2)
     assert alongside.start()
-    with vector_sync_deferred(enqueue_sync=False):
+    with changes_batched(embed_here=True):
         for title, text in docs:
             result = document_ingest(source=source, title=title, url=f"test://{title}", text=text, mime="text/plain")
             alongside.stored(result.chunks_added)
@@ -143,7 +144,7 @@ def test_the_sync_lock_is_held_from_start_to_finish(source, fresh_store):
     import psycopg
     from django.db import connection
 
-    from documents.sync import SYNC_LOCK_KEY
+    from vectors.sync import SYNC_LOCK_KEY
 
     def other_session_can_lock() -> bool:
         # Advisory locks are re-entrant within one session: ask from another one.
@@ -172,7 +173,7 @@ def test_ingest_command_while_another_sync_runs_leaves_the_chunks_to_it(source, 
     from django.core.management import call_command
     from django.db import connection
 
-    from documents.sync import SYNC_LOCK_KEY
+    from vectors.sync import SYNC_LOCK_KEY
 
     (tmp_path / "a.txt").write_text("Notes on bees. Two sentences here.")
     connection.ensure_connection()
@@ -192,14 +193,14 @@ def test_ingest_command_with_a_remote_embedder_embeds_while_storing(
 
     from django.core.management import call_command
 
-    from documents import sync
+    from vectors import foreground
 
     settings.EMBEDDING_BACKEND = "openai"
     settings.EMBEDDING_MODEL = "text-embedding-3-small"
     settings.OPENAI_BASE_URL = openai_server.base_url
     settings.OPENAI_API_KEY = "test-key"
     settings.OPENAI_MAX_RETRIES = 0
-    assert sync.embeds_alongside()
+    assert foreground.embeds_alongside()
     monkeypatch.setitem(SyncAlongside.__init__.__kwdefaults__, "batch_size", 2)
     started = []
     original_launch = SyncAlongside._launch

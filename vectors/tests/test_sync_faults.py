@@ -20,16 +20,17 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from documents.models import Chunk, Document, EmbeddingCache, Source
-from documents.repair import VectorsHealer, documents_mismatched
+from documents.models import Chunk, Document, Source
 from documents.services import document_ingest, document_rechunk, document_reembed
-from documents.sync import vectors_sync_pending
-from documents.tests.openai_server import embeddings_handler, error_reply
+from ragsite.tests.openai_server import embeddings_handler, error_reply
+from vectors.models import EmbeddingCache
+from vectors.repair import VectorsHealer, documents_mismatched
+from vectors.sync import vectors_sync_pending
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = ROOT / "documents" / "tests" / "fixtures"  # the parsers' sample files
 
 
 @pytest.fixture
@@ -222,7 +223,7 @@ def test_a_document_that_crashes_the_worker_is_quarantined_after_the_limit_and_t
         "OPENAI_TIMEOUT": "120",
         "TASKS_BACKEND": "immediate",
     }
-    script = "import django; django.setup(); from documents.sync import vectors_sync_pending as s; print(s())"
+    script = "import django; django.setup(); from vectors.sync import vectors_sync_pending as s; print(s())"
 
     def run() -> subprocess.Popen:
         return subprocess.Popen(
@@ -255,8 +256,7 @@ def _ingest_fixtures(source) -> list[Document]:
     docs = []
     for name in ("guide.md", "notes.txt", "page.html", "orchard-report.pdf"):
         path = FIXTURES / name
-        if path.exists():
-            docs.append(document_ingest(source=source, data=path.read_bytes(), filename=name).document)
+        docs.append(document_ingest(source=source, data=path.read_bytes(), filename=name).document)
     return docs
 
 
@@ -293,8 +293,8 @@ def test_vectors_sync_rechunks_a_document_whose_chunks_do_not_match_its_text(sou
 
 
 def test_the_healer_removes_orphan_points_and_repairs_drift_by_itself(source, fresh_store, run_commit_hooks):
-    from documents.embeddings import get_embedder
-    from documents.vectorstore import VectorPoint
+    from vectors.embedders import get_embedder
+    from vectors.stores import VectorPoint
 
     with run_commit_hooks():
         doc = add(source, "Kept", "Text that stays, with chunks that will not match it.")
@@ -313,7 +313,7 @@ def test_the_healer_removes_orphan_points_and_repairs_drift_by_itself(source, fr
 
 
 def test_the_admin_shows_a_quarantined_document(source, fresh_store, staff_client, settings):
-    from documents.sync import documents_quarantine
+    from vectors.quarantine import documents_quarantine
 
     doc = add(source, "Quarantined one", "Text of a document whose sync kept failing.")
     add(source, "Pending one", "Text of a document still waiting for its vectors.")
@@ -329,7 +329,7 @@ def test_the_admin_shows_a_quarantined_document(source, fresh_store, staff_clien
 def test_the_worker_process_removes_orphan_points_by_itself_at_start(openai_server, tmp_path):
     """Rows gone, points left (a kill -9 between a delete's commit and its point removal): a
     real `db_worker` owning the embedded store heals it with no operator."""
-    from documents.vectorstore import vector_store_open
+    from vectors.stores import vector_store_open
 
     db = connection.settings_dict
     env = {
@@ -348,7 +348,7 @@ def test_the_worker_process_removes_orphan_points_by_itself_at_start(openai_serv
         "import django; django.setup()\n"
         "from documents.models import Source\n"
         "from documents.services import document_ingest\n"
-        "from documents.sync import vectors_sync_pending\n"
+        "from vectors.sync import vectors_sync_pending\n"
         "s = Source.objects.create(name='orphans')\n"
         "document_ingest(source=s, title='Gone', text='A document whose rows vanish but whose points stay.')\n"
         "print(vectors_sync_pending().indexed)\n"

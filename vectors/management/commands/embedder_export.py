@@ -8,8 +8,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from documents.embeddings import onnx_model_dir
-from documents.embeddings_onnx import export_is_current, export_onnx_model
+from vectors.embedders import onnx_model_dir
+from vectors.embedders.onnx import export_is_current, export_onnx_model
 
 
 class Command(BaseCommand):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from documents.embeddings import get_embedder
-from documents.management.commands._progress import progress_bar
 from documents.models import Chunk, Source
-from documents.sync import pending_chunks, vectors_sync_pending
-from documents.vectorstore import VectorStoreError, get_vector_store
+from ragsite.progress import progress_bar
+from vectors.embedders import get_embedder
+from vectors.stores import VectorStoreError, get_vector_store
+from vectors.sync import pending_chunks, vectors_sync_pending
 
 
 class Command(BaseCommand):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from documents.management.commands._progress import progress_bar
-from documents.repair import vectors_repair
-from documents.sync import pending_chunks, vectors_sync_pending
-from documents.vectorstore import VectorStoreError
+from ragsite.progress import progress_bar
+from vectors.repair import vectors_repair
+from vectors.stores import VectorStoreError
+from vectors.sync import pending_chunks, vectors_sync_pending
 
 
 class Command(BaseCommand):

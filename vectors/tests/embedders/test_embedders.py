@@ -12,19 +12,19 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from documents.embeddings import (
-    EmbeddingAuthError,
-    EmbeddingError,
-    EmbeddingUnavailable,
-    get_embedder,
-    get_tokenizer,
-)
-from documents.embeddings_onnx import FP32_FILE, INT8_FILE, MANIFEST_FILE, OnnxEncoder, export_onnx_model
-from documents.tests.openai_server import (  # noqa: F401 - fixtures
+from documents.tokenizer import get_tokenizer
+from ragsite.tests.openai_server import (  # noqa: F401 - fixtures
     hashed_embedding,
     openai_server_fixture,
     openai_server_session_fixture,
 )
+from vectors.embedders import (
+    EmbeddingAuthError,
+    EmbeddingError,
+    EmbeddingUnavailable,
+    get_embedder,
+)
+from vectors.embedders.onnx import FP32_FILE, INT8_FILE, MANIFEST_FILE, OnnxEncoder, export_onnx_model
 
 LOCAL = {"EMBEDDING_BACKEND": "local", "EMBEDDING_MODEL": "all-MiniLM-L6-v2", "EMBEDDING_BATCH_SIZE": 16}
 
@@ -211,14 +211,6 @@ def test_an_unknown_onnx_arena_policy_is_a_clear_error(onnx_data_dir):
 def test_an_unknown_local_model_is_a_clear_error():
     with override_settings(**{**LOCAL, "EMBEDDING_MODEL": "bge-large"}), pytest.raises(EmbeddingError, match="offline"):
         get_embedder()
-
-
-def test_tokenizer_counts_every_token_without_truncation_or_padding():
-    tokenizer = get_tokenizer()
-    long_text = "word " * 1000
-
-    assert len(tokenizer.encode(long_text).ids) == 1002  # [CLS] + 1000 + [SEP]: the file's 128 cap is off
-    assert tokenizer.encode("hello world").ids == [101, 7592, 2088, 102]  # no padding
 
 
 def test_the_openai_backend_counts_tokens_with_the_same_tokenizer(openai_server, settings):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from documents.tests.test_vectorstore import MODEL, point, unit
-from documents.vectorstore import vector_store_open
+from vectors.stores import vector_store_open
+from vectors.tests.stores.test_stores import MODEL, point, unit
 
 DIM = 8
 
@@ -163,7 +163,7 @@ def test_a_failed_build_is_reported_and_leaves_the_store_serving(tmp_path, monke
     store = open_store(tmp_path)
     try:
         store.upsert([point(i) for i in range(50)])
-        monkeypatch.setattr("documents.vectorstore_edge.sys.executable", "/bin/false")
+        monkeypatch.setattr("vectors.stores.edge.sys.executable", "/bin/false")
         store.index_build_start()
         state = store.index_build_wait(timeout=30)
 
@@ -178,7 +178,7 @@ def test_a_failed_build_is_reported_and_leaves_the_store_serving(tmp_path, monke
 def test_search_through_the_api_uses_the_background_index(api, settings, fresh_store, run_commit_hooks):
     from documents.models import Source
     from documents.services import document_ingest
-    from documents.vectorstore import get_vector_store, vector_store_reset
+    from vectors.stores import get_vector_store, vector_store_reset
 
     vector_store_reset()
     settings.QDRANT_EDGE_INDEX_THRESHOLD = 3
@@ -212,14 +212,14 @@ def test_the_build_child_stops_when_its_parent_is_killed(tmp_path):
     import sys
     import textwrap
 
-    from documents.tests.test_vectorstore import ROOT
+    from vectors.tests.stores.test_stores import ROOT
 
     script = textwrap.dedent(
         f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from documents.tests.test_vectorstore import MODEL, point
-        from documents.vectorstore import vector_store_open
+        from vectors.tests.stores.test_stores import MODEL, point
+        from vectors.stores import vector_store_open
         store = vector_store_open(collection="chunks", path={str(tmp_path)!r}, engine="edge")
         store.ensure_collection(dimension=8, model_id=MODEL)
         store.upsert([point(i) for i in range(3000)])
@@ -262,9 +262,9 @@ def test_a_build_child_is_killed_by_the_kernel_when_its_parent_dies(tmp_path):
     import sys
     import textwrap
 
-    from documents.tests.test_vectorstore import ROOT
+    from vectors.tests.stores.test_stores import ROOT
 
-    child = f"import os, sys, time; sys.path.insert(0, {str(ROOT)!r}); from documents.edge_index import _die_with_parent; _die_with_parent(os.getppid()); print('armed', flush=True); time.sleep(60)"
+    child = f"import os, sys, time; sys.path.insert(0, {str(ROOT)!r}); from vectors.stores.edge_index import _die_with_parent; _die_with_parent(os.getppid()); print('armed', flush=True); time.sleep(60)"
     script = textwrap.dedent(
         f"""
         import subprocess, sys, time
@@ -287,10 +287,10 @@ def test_a_build_for_a_parent_that_is_already_gone_does_nothing(tmp_path):
     import subprocess
     import sys
 
-    from documents.tests.test_vectorstore import ROOT
+    from vectors.tests.stores.test_stores import ROOT
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "documents" / "edge_index.py"), str(tmp_path), "--parent-pid", "1"],
+        [sys.executable, str(ROOT / "vectors" / "stores" / "edge_index.py"), str(tmp_path), "--parent-pid", "1"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 3 and result.stdout == ""

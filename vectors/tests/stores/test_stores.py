@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 from django.test import override_settings
 
-from documents.vectorstore import (
+from vectors.stores import (
     VectorPoint,
     VectorStoreError,
     VectorStoreMismatch,
     VectorStoreUnavailable,
     get_vector_store,
-    metadata_terms,
     vector_store_open,
     vector_store_reset,
 )
+from vectors.stores.base import metadata_terms
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIM = 8
 MODEL = "test-model"
 ENGINES = ["edge", "client"]
@@ -331,7 +331,7 @@ def test_a_deeply_nested_payload_never_makes_the_store_unreadable(engine, tmp_pa
 
 
 def test_payloads_are_bounded_in_size_but_plain_ones_are_kept_as_they_are():
-    from documents.vectorstore import PAYLOAD_MAX_NODES, PAYLOAD_MAX_STRING, bounded_payload
+    from vectors.stores import PAYLOAD_MAX_NODES, PAYLOAD_MAX_STRING, bounded_payload
 
     plain = point(1, metadata={"page": 4, "tags": ["a", "b"], "nested": {"x": {"y": 1.5}}}).payload
     assert bounded_payload(plain) == plain
@@ -378,7 +378,7 @@ def test_a_second_process_gets_a_clear_error_while_the_first_owns_the_store(engi
     child = _child(
         f"""
         import sys
-        from documents.vectorstore import vector_store_open
+        from vectors.stores import vector_store_open
         s = vector_store_open(collection="chunks", path={str(tmp_path)!r}, engine={engine!r})
         s.ensure_collection(dimension={DIM}, model_id={MODEL!r})
         print("ready", flush=True)
@@ -408,7 +408,7 @@ def test_a_killed_owner_loses_no_points_and_leaves_no_lock(engine, tmp_path):
         f"""
         import os, signal, uuid
         import numpy as np
-        from documents.vectorstore import VectorPoint, vector_store_open
+        from vectors.stores import VectorPoint, vector_store_open
         s = vector_store_open(collection="chunks", path={str(tmp_path)!r}, engine={engine!r})
         s.ensure_collection(dimension={DIM}, model_id={MODEL!r})
         rng = np.random.default_rng(0)

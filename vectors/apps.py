@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class VectorsConfig(AppConfig):
+    name = "vectors"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from vectors import readiness, receivers
+
+        readiness.register()
+        receivers.connect()
