@@ -63,8 +63,26 @@ def test_no_build_starts_while_writes_keep_coming(tmp_path):
         store.close()
 
 
-def test_searches_are_served_while_the_child_builds(tmp_path):
-    store = open_store(tmp_path)
+@pytest.fixture
+def build_gate(tmp_path, monkeypatch):
+    """Index-build children wait at their start until the test creates the returned file.
+
+    The child is a real process; without the gate a fast machine could finish a 500-point build
+    before the test looked, and "the build is still running" was a race the test could lose.
+    """
+    import stat
+    import sys
+
+    gate = tmp_path / "go"
+    wrapper = tmp_path / "gated-python"
+    wrapper.write_text(f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.02; done\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr("vectors.stores.edge.sys.executable", str(wrapper))
+    return gate
+
+
+def test_searches_are_served_while_the_child_builds(tmp_path, build_gate):
+    store = open_store(tmp_path / "store")
     try:
         store.upsert([point(i, document_id=i) for i in range(500)])
         assert store.index_build_start() is True
@@ -74,8 +92,10 @@ def test_searches_are_served_while_the_child_builds(tmp_path):
 
         assert hits[0].id == point(7).id
         assert store.health()["index_build"]["state"] == "running"  # the search did not wait for it
+        build_gate.touch()
         assert store.index_build_wait(timeout=120)["state"] == "done"
     finally:
+        build_gate.touch()
         store.close()
 
 
