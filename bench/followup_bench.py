@@ -47,7 +47,7 @@ WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-]+")
 
 
 def build_set(size: int, seed: int = 7) -> list[dict]:
-    from search.answers.terms import STOPWORDS
+    from search.relevance import STOPWORDS
 
     dataset = harness.load_dataset(harness.DATASETS / "scifact-train", "train")
     df: Counter = Counter()

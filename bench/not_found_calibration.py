@@ -57,8 +57,8 @@ def features(question: str, *, mode: str, source_id: int) -> list[tuple[float, f
     from django.conf import settings
 
     from search.answers.retrieval import chunk_similarities
-    from search.answers.terms import content_terms, coverage
     from search.filters import SearchFilters
+    from search.relevance import content_terms, coverage
     from search.selectors import chunk_search
 
     response = chunk_search(
@@ -76,7 +76,7 @@ def features(question: str, *, mode: str, source_id: int) -> list[tuple[float, f
 
 
 def kept(rows, *, floor, low, cov_with, cov_alone, use_similarity=True) -> bool:
-    from search.answers.retrieval import passage_relevant
+    from search.relevance import passage_relevant
 
     return any(
         passage_relevant(
@@ -135,7 +135,7 @@ def main() -> None:
         document_ingest(source=newcomer, title=doc["title"], url=f"calibration://{key}", text=doc["text"])
     vectors_sync_pending()
     scifact = Source.objects.get(name=args.scifact_source)
-    claims = [q["text"] for q in harness.load_dataset(harness.DATASETS / "scifact-train", "train").queries.values()]
+    claims = list(harness.load_dataset(harness.DATASETS / "scifact-train", "train").queries.values())
     claims = sorted(claims)[: args.limit_queries or None]
     sets = {
         "scifact": {

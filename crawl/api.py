@@ -11,7 +11,15 @@ from rest_framework.response import Response
 
 from crawl.models import CrawlJob, CrawlPage
 from crawl.scope import MAX_PATTERN_CHARS
-from crawl.services import MAX_PATTERNS, CrawlJobError, crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.services import (
+    MAX_DEPTH_LIMIT,
+    MAX_PAGES_LIMIT,
+    MAX_PATTERNS,
+    CrawlJobError,
+    crawl_job_cancel,
+    crawl_job_create,
+    crawl_job_enqueue,
+)
 from ragsite.api import ApiError
 
 
@@ -34,8 +42,13 @@ class CrawlJobSerializer(serializers.ModelSerializer):
 class CrawlJobCreateSerializer(serializers.Serializer):
     start_url = serializers.CharField(max_length=2000)
     source = serializers.CharField(required=False, max_length=200, help_text="Source name (default: the start URL's host).")
-    max_pages = serializers.IntegerField(required=False, default=100, help_text="Stop after fetching this many pages.")
-    max_depth = serializers.IntegerField(required=False, default=3, help_text="Links followed from the start URL.")
+    max_pages = serializers.IntegerField(
+        required=False, default=100, min_value=1, max_value=MAX_PAGES_LIMIT, help_text="Stop after fetching this many pages."
+    )
+    max_depth = serializers.IntegerField(
+        required=False, default=3, min_value=0, max_value=MAX_DEPTH_LIMIT, help_text="Links followed from the start URL."
+    )
+    # Every discovered link is matched against every pattern: their number is bounded like their length.
     include = serializers.ListField(
         child=serializers.CharField(max_length=MAX_PATTERN_CHARS),
         required=False,
@@ -52,7 +65,11 @@ class CrawlJobCreateSerializer(serializers.Serializer):
         help_text="URL patterns to skip, same syntax as `include`.",
     )
     allowed_hosts = serializers.ListField(
-        child=serializers.CharField(max_length=255), required=False, default=list, max_length=MAX_PATTERNS
+        child=serializers.CharField(max_length=255),
+        required=False,
+        default=list,
+        max_length=MAX_PATTERNS,
+        help_text="Hosts besides the start URL's that the crawl may follow.",
     )
     path_prefix_only = serializers.BooleanField(required=False, default=False)
     use_sitemap = serializers.BooleanField(required=False, default=True)

@@ -1,20 +1,49 @@
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery
+from django.db import models
 from django.db.models import Count, Q
+from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 
 from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, Source
-from documents.services import IngestError, document_ingest, document_reembed
+from documents.services import IngestError, document_ingest, document_reembed, document_update, metadata_check
+
+
+class MetadataFormField(forms.JSONField):
+    """Metadata in admin forms: the ingest service's checks, and no crash on JSON nested past
+    Python's recursion limit (json.loads raises RecursionError, which Django's field lets through)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return {}
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError("metadata nests far too deeply.", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        # Shown back as typed: parsing it again could recurse past the limit, and re-serializing
+        # a refused value (a lone surrogate) would fail to render the page.
+        return initial if self.disabled or data is None else InvalidJSONInput(data)
+
+    def validate(self, value):
+        super().validate(value)
+        try:
+            metadata_check(value)
+        except IngestError as exc:
+            raise forms.ValidationError(exc.message, code="invalid") from None
+
+
+METADATA_FORM_FIELD = {models.JSONField: {"form_class": MetadataFormField}}
 
 
 @admin.register(Source)
 class SourceAdmin(admin.ModelAdmin):
+    formfield_overrides = METADATA_FORM_FIELD
     list_display = ["name", "kind", "base_url", "document_count", "chunks_pending", "chunks_indexed", "chunks_failed", "updated_at"]
     list_filter = ["kind"]
     search_fields = ["name", "base_url"]
@@ -81,23 +110,11 @@ class DocumentIngestForm(forms.ModelForm):
 
     file = forms.FileField(required=False, help_text="Text, Markdown, HTML or PDF.")
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12}), help_text="…or paste text.")
-    metadata = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON object, e.g. {"lang": "en"}')
+    metadata = MetadataFormField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON object, e.g. {"lang": "en"}')
 
     class Meta:
         model = Document
         fields = ["source", "title", "url"]
-
-    def clean_metadata(self):
-        raw = (self.cleaned_data.get("metadata") or "").strip()
-        if not raw:
-            return {}
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise forms.ValidationError("Not valid JSON.") from None
-        if not isinstance(value, dict):
-            raise forms.ValidationError("Must be a JSON object.")
-        return value
 
     def clean(self):
         cleaned = super().clean()
@@ -118,7 +135,8 @@ class DocumentIngestForm(forms.ModelForm):
                 metadata=cleaned.get("metadata") or {},
             )
         except IngestError as exc:
-            self.add_error("file" if upload else "text", exc.message)
+            field = exc.field if exc.field in self.fields else ("file" if upload else "text")
+            self.add_error(field, exc.message)
         return cleaned
 
 
@@ -132,12 +150,16 @@ class DocumentAdmin(admin.ModelAdmin):
     exclude = ["search_vector"]
     inlines = [ChunkInline]
     actions = ["reembed", "delete_selected"]
+    formfield_overrides = METADATA_FORM_FIELD
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = DocumentIngestForm
             kwargs["fields"] = ["source", "title", "url", "file", "text", "metadata"]
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            form.base_fields["title"].required = True  # document_update refuses a blank title
+        return form
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -145,14 +167,19 @@ class DocumentAdmin(admin.ModelAdmin):
         return super().get_fieldsets(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else [*self.readonly_fields, "text", "mime_type", "status"]
+        # A stored document changes its title and metadata through the update service (which
+        # re-syncs its chunks' payloads); its source, URL and text only by ingesting it again.
+        return [] if obj is None else [*self.readonly_fields, "source", "url", "text", "mime_type", "status"]
 
     def get_inlines(self, request, obj):
         return [] if obj is None else self.inlines
 
     def save_model(self, request, obj, form, change):
         if change:
-            return super().save_model(request, obj, form, change)
+            changes = {name: getattr(obj, name) for name in ("title", "metadata") if name in form.changed_data}
+            if changes:
+                document_update(document=obj, **changes)
+            return
         result = form.result
         obj.pk = result.document.pk
         obj.__dict__.update({k: v for k, v in result.document.__dict__.items() if not k.startswith("_")})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import django_filters
@@ -26,6 +25,9 @@ from rest_framework.response import Response
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
 from documents.services import (
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    METADATA_MAX_KEYS,
     DocumentGone,
     IngestError,
     document_delete,
@@ -36,9 +38,13 @@ from documents.services import (
     source_delete,
     source_get_or_create,
 )
-from ragsite.api import ApiError
+from ragsite.api import MAX_ID, ApiError, JSONObjectField, object_id
 
 DEFAULT_API_SOURCE = "api"
+METADATA_HELP = (
+    f"A JSON object: at most {METADATA_MAX_DEPTH} levels deep, {METADATA_MAX_KEYS} keys and "
+    f"{METADATA_MAX_BYTES // 1024} KB as JSON; no NUL characters."
+)
 MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+14)
 
 
@@ -51,8 +57,8 @@ def source_lookup(value: str) -> Source:
     """A source by id or by name."""
     value = (value or "").strip()
     source = None
-    if value.isdigit():
-        source = Source.objects.filter(pk=int(value)).first()
+    if (pk := object_id(value)) is not None:
+        source = Source.objects.filter(pk=pk).first()
     if source is None:
         source = Source.objects.filter(name=value).first()
     if source is None:
@@ -69,6 +75,7 @@ class SourceSerializer(serializers.ModelSerializer):
     # Django's URLValidator accepts internationalised hosts and paths that a URI cannot hold unescaped.
     base_url = serializers.CharField(required=False, allow_blank=True, max_length=2000,
                                      help_text="The site's root URL, or empty.")
+    metadata = JSONObjectField(required=False, help_text=METADATA_HELP)
 
     class Meta:
         model = Source
@@ -84,8 +91,6 @@ class SourceSerializer(serializers.ModelSerializer):
         return value
 
     def validate_metadata(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("metadata must be a JSON object.")
         try:
             metadata_check(value)
         except IngestError as exc:
@@ -203,21 +208,12 @@ class DocumentCreateSerializer(serializers.Serializer):
     url = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
     source = serializers.CharField(required=False, max_length=200, default=DEFAULT_API_SOURCE)
     mime_type = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
-    metadata = serializers.JSONField(required=False, default=dict)
+    # Multipart forms send it as a JSON string, which the field parses; the ingest service checks it.
+    metadata = JSONObjectField(required=False, default=dict, help_text=METADATA_HELP)
 
     def validate_url(self, value):
         if value and not value.lower().startswith(("http://", "https://", "file://")):
             raise serializers.ValidationError("url must be an http(s) URL.")
-        return value
-
-    def validate_metadata(self, value):
-        if isinstance(value, str):  # multipart forms send JSON as a string
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise serializers.ValidationError("metadata must be a JSON object.") from None
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("metadata must be a JSON object.")
         return value
 
     def validate(self, attrs):
@@ -232,7 +228,7 @@ class DocumentCreateSerializer(serializers.Serializer):
 
 class DocumentUpdateSerializer(serializers.Serializer):
     title = serializers.CharField(required=False, max_length=1000)
-    metadata = serializers.JSONField(required=False)
+    metadata = JSONObjectField(required=False, help_text=f"Replaces the stored metadata. {METADATA_HELP}")
 
     def to_internal_value(self, data):
         # A field PATCH does not change used to be ignored with a 200, so a client sending
@@ -243,11 +239,6 @@ class DocumentUpdateSerializer(serializers.Serializer):
                 message = "PATCH changes only title and metadata; to change the text or url, ingest the document again."
                 raise serializers.ValidationError({name: [message] for name in unknown})
         return super().to_internal_value(data)
-
-    def validate_metadata(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("metadata must be a JSON object.")
-        return value
 
 
 class IngestResponseSerializer(DocumentSerializer):
@@ -293,8 +284,8 @@ class DocumentFilter(django_filters.FilterSet):
         fields = ["status", "mime_type", "url"]
 
     def filter_source(self, queryset, name, value):
-        if value.isdigit():
-            return queryset.filter(Q(source_id=int(value)) | Q(source__name=value))
+        if (pk := object_id(value)) is not None:
+            return queryset.filter(Q(source_id=pk) | Q(source__name=value))
         return queryset.filter(source__name=value)
 
     def filter_q(self, queryset, name, value):
@@ -463,10 +454,29 @@ class DocumentViewSet(
         return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
 
 
+class ObjectIdField(forms.CharField):
+    """An object id in a query parameter: ASCII digits within bigint, or a 400 naming the parameter."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        pk = object_id(value)
+        if pk is None:
+            raise forms.ValidationError(f"Enter an id from 1 to {MAX_ID}.", code="invalid")
+        return pk
+
+
+class ObjectIdFilter(django_filters.Filter):
+    field_class = ObjectIdField
+
+
 class ChunkFilter(django_filters.FilterSet):
     index_status = django_filters.ChoiceFilter(
         choices=Chunk.IndexStatus.choices, help_text="Vector index status: pending, indexed or failed."
     )
+    # Not a ModelChoiceFilter: an id that names no document is an empty list, not a 400.
+    document = ObjectIdFilter(field_name="document_id", help_text="Only this document's chunks (its id).")
 
     class Meta:
         model = Chunk
@@ -477,7 +487,12 @@ class ChunkFilter(django_filters.FilterSet):
     list=extend_schema(
         summary="List chunks",
         description="Read-only: chunks change only by ingesting their document again. In document order.",
-        parameters=[OpenApiParameter("document", int, description="Only this document's chunks (its id).")],
+        parameters=[
+            OpenApiParameter(
+                "document", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                description="Only this document's chunks (its id).",
+            )
+        ],
         examples=[OpenApiExample("Chunk", value=CHUNK_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(

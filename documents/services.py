@@ -10,7 +10,10 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -62,23 +65,84 @@ def source_get_or_create(*, name: str, kind: str = Source.Kind.UPLOAD, base_url:
     return source
 
 
-def metadata_check(value) -> None:
-    """IngestError (field ``metadata``) if a key or string in it holds a NUL character.
+# Metadata is stored as jsonb, copied into every chunk's vector-store payload and flattened into
+# filter terms; the vector engine's payload decoder refuses deep nesting (qdrant-edge: "recursion
+# limit exceeded" at ~128 levels) and an unreadable payload in its write-ahead log breaks the whole
+# collection. These bounds keep metadata far inside what every engine and jsonb can hold while
+# leaving room for real-world tags, authors and nested records.
+METADATA_MAX_DEPTH = 8  # levels of objects and arrays, the top-level object included
+METADATA_MAX_KEYS = 256  # keys at all levels; also the most filter terms a point keeps (vectorstore)
+METADATA_MAX_KEY_CHARS = 100  # as long as a search filter's key may be
+METADATA_MAX_BYTES = 64 * 1024  # serialized as UTF-8 JSON; copied into every chunk's payload
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-    PostgreSQL's jsonb cannot store \\u0000; without this check such metadata failed at INSERT
-    time with a server error instead of a 400 naming the field.
+
+def metadata_check(value) -> None:
+    """IngestError (field ``metadata``) unless ``value`` is metadata every store can hold.
+
+    A JSON object (None: none given) within the bounds above, whose keys and strings are valid
+    Unicode without NUL (jsonb cannot store \\u0000, nor UTF-8 a lone surrogate such as the
+    JSON escape \\ud800), and whose numbers are finite (jsonb has no NaN or Infinity). One
+    function for every entry point: API, admin, commands and the crawler reach it through the
+    ingest and update services, and the sources API and admin call it directly.
     """
-    stack = [value]
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise IngestError("metadata must be a JSON object.", field="metadata")
+    keys = 0
+    # Every value and string character costs at least a byte of JSON: counting them ends the
+    # walk of a huge body after METADATA_MAX_BYTES steps instead of after all of it.
+    least_bytes = 0
+    # Iterative, depth-first: a structure nested past Python's recursion limit must be refused
+    # here, not crash the walk.
+    stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise IngestError("metadata may not contain NUL (\\u0000) characters.", field="metadata")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+        item, depth = stack.pop()
+        least_bytes += 1 + (len(item) if isinstance(item, str) else 0)
+        if least_bytes > METADATA_MAX_BYTES:
+            break
+        if isinstance(item, dict | list | tuple):
+            if depth > METADATA_MAX_DEPTH:
+                raise IngestError(
+                    f"metadata nests deeper than {METADATA_MAX_DEPTH} levels of objects and arrays.", field="metadata"
+                )
+            if isinstance(item, dict):
+                keys += len(item)
+                if keys > METADATA_MAX_KEYS:
+                    raise IngestError(f"metadata has more than {METADATA_MAX_KEYS} keys.", field="metadata")
+                for key in item:
+                    if not isinstance(key, str):
+                        raise IngestError("metadata keys must be strings.", field="metadata")
+                    if len(key) > METADATA_MAX_KEY_CHARS:
+                        raise IngestError(
+                            f"metadata keys are at most {METADATA_MAX_KEY_CHARS} characters: {key[:40]!r}… is longer.",
+                            field="metadata",
+                        )
+                    _metadata_string_check(key)
+                    least_bytes += len(key)
+                stack.extend((sub, depth + 1) for sub in item.values())
+            else:
+                stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, str):
+            _metadata_string_check(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise IngestError("metadata numbers must be finite (JSON has no NaN or Infinity).", field="metadata")
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise IngestError(f"metadata values must be JSON values, not {type(item).__name__}.", field="metadata")
+    if least_bytes > METADATA_MAX_BYTES or (
+        len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) > METADATA_MAX_BYTES
+    ):
+        raise IngestError(f"metadata is larger than {METADATA_MAX_BYTES} bytes as JSON.", field="metadata")
+
+
+def _metadata_string_check(text: str) -> None:
+    if "\x00" in text:
+        raise IngestError("metadata may not contain NUL (\\u0000) characters.", field="metadata")
+    if _SURROGATE.search(text):
+        raise IngestError(
+            "metadata may not contain lone surrogates (\\ud800-\\udfff): they are not valid Unicode.", field="metadata"
+        )
 
 
 def _sha256(text: str) -> str:
@@ -242,8 +306,6 @@ def _document_prepare(
             field="file" if data is not None else "text",
             code="too_large",
         )
-    if metadata is not None and not isinstance(metadata, dict):
-        raise IngestError("metadata must be a JSON object.", field="metadata")
     metadata_check(metadata)
     metadata = dict(metadata or {})
     title = (title or "").strip()
@@ -533,8 +595,6 @@ def document_update(*, document: Document, title: str | None = None, metadata: d
     since the caller read it keeps its text. DocumentGone if the document was deleted meanwhile.
     """
     if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise IngestError("metadata must be a JSON object.", field="metadata")
         metadata_check(metadata)
     if title is not None:
         title = title.strip()

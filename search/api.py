@@ -8,27 +8,42 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from documents.models import Source
-from ragsite.api import ApiError
+from ragsite.api import MAX_ID, ApiError, object_id
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
 
 logger = logging.getLogger(__name__)
 
 
+# The schema's patterns are the API's own checks (drf-spectacular publishes a RegexValidator as
+# `pattern`), so a client generated from it sends only what is accepted.
+NOT_BLANK = RegexValidator(r"\S", "This field may not be blank.")
+# 1 to 18 digits, no 0: within PostgreSQL's bigint whatever the digits.
+DOCUMENT_IDS = RegexValidator(
+    r"^\s*0*[1-9][0-9]{0,17}(\s*,\s*0*[1-9][0-9]{0,17})*\s*$", "document takes ids (1 to 18 digits) separated by commas."
+)
+METADATA_PAIR = RegexValidator(r"^\s*[^:\s][^:]*:", "Give key:value.")
+
+
 class SearchParams(serializers.Serializer):
-    q = serializers.CharField(trim_whitespace=True, help_text="The query: words, \"quoted phrases\", -exclusions.")
+    q = serializers.CharField(trim_whitespace=True, validators=[NOT_BLANK],
+                              help_text="The query: words, \"quoted phrases\", -exclusions.")
     mode = serializers.ChoiceField(choices=MODES, required=False, help_text="keyword, semantic or hybrid; default SEARCH_DEFAULT_MODE.")
     limit = serializers.IntegerField(required=False, default=10, min_value=1, help_text="Results per page (at most SEARCH_MAX_LIMIT).")
     offset = serializers.IntegerField(required=False, default=0, min_value=0, help_text="Results to skip (at most SEARCH_MAX_OFFSET).")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
-    document = serializers.CharField(required=False, help_text="Document id; several separated by commas.")
+    document = serializers.CharField(
+        required=False, validators=[DOCUMENT_IDS], help_text="Document id; several separated by commas."
+    )
     metadata = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="key:value on document metadata; repeatable."
+        child=serializers.CharField(validators=[METADATA_PAIR]), required=False,
+        help_text="key:value on document metadata; repeatable.",
     )
     rerank = serializers.BooleanField(
         required=False,
@@ -54,12 +69,10 @@ class SearchParams(serializers.Serializer):
         return value
 
     def validate_document(self, value):
-        try:
-            ids = [int(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            raise serializers.ValidationError("document takes numeric ids separated by commas.") from None
-        if not ids or any(i <= 0 for i in ids):
-            raise serializers.ValidationError("document takes positive ids.")
+        parts = [part for part in value.split(",") if part.strip()]
+        ids = [object_id(part) for part in parts]
+        if not ids or None in ids:
+            raise serializers.ValidationError(f"document takes ids (1 to {MAX_ID}) separated by commas.")
         return ids
 
     def validate_source(self, value):
@@ -67,7 +80,8 @@ class SearchParams(serializers.Serializer):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            source = Source.objects.filter(pk=int(part)).first() if part.isdigit() else None
+            pk = object_id(part)
+            source = Source.objects.filter(pk=pk).first() if pk is not None else None
             source = source or Source.objects.filter(name=part).first()
             if source is None:
                 raise serializers.ValidationError(f"No source with id or name {part!r}.")
@@ -127,6 +141,9 @@ class SearchResultSerializer(serializers.Serializer):
     heading_path = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField()
     rerank_score = serializers.FloatField(required=False, help_text="The rerank endpoint's score (reranked hits).")
+    low_confidence = serializers.BooleanField(
+        help_text="The evidence for this hit is weak on both sides (low similarity, few of the query's words)."
+    )
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -157,6 +174,7 @@ def search_response_body(response) -> dict:
                 "rank": r.rank,
                 "heading_path": r.heading_path,
                 "metadata": r.metadata,
+                "low_confidence": r.low_confidence,
             }
             for r in response.results
         ],
@@ -205,6 +223,7 @@ class SearchView(APIView):
                             "rank": 1,
                             "heading_path": [],
                             "metadata": {},
+                            "low_confidence": False,
                         }
                     ],
                     "took_ms": 21.4,
@@ -235,7 +254,8 @@ class SearchView(APIView):
 
 
 class AskParams(serializers.Serializer):
-    question = serializers.CharField(allow_blank=True, trim_whitespace=True, help_text="A question in plain words.")
+    question = serializers.CharField(allow_blank=True, trim_whitespace=True, validators=[NOT_BLANK],
+                                     help_text="A question in plain words.")
     mode = serializers.ChoiceField(choices=MODES, required=False, help_text="Retrieval mode; default SEARCH_DEFAULT_MODE.")
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
     limit = serializers.IntegerField(
@@ -342,6 +362,71 @@ def sse_event(event: str, data: dict) -> bytes:
 
     # One JSON line per event: JSON never holds a raw newline, so it cannot end the event early.
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def ask_begin(data: dict, *, owner: str) -> AskTurn:
+    """Retrieval for a validated ask (AskParams): the conversation's history shapes the query.
+
+    Shared by POST /api/ask/ and the MCP ``ask`` tool. Raises ApiError (404 naming
+    ``conversation`` for someone else's or an unknown one; 503 when vectors cannot be searched).
+    """
+    from search.answers.retrieval import answer_retrieve
+    from search.conversations import (
+        ConversationNotFound,
+        conversation_get,
+        conversation_history,
+        conversation_start,
+        standalone_query,
+    )
+
+    conversation = None
+    if data.get("conversation"):
+        try:
+            conversation = conversation_get(conversation_id=data["conversation"], owner=owner)
+        except ConversationNotFound as exc:
+            raise ApiError(str(exc), field="conversation", code="not_found", status_code=404) from exc
+    history = conversation_history(conversation)
+    rewrite = standalone_query(data["question"], history)
+    try:
+        context = answer_retrieve(
+            question=data["question"],
+            mode=data.get("mode"),
+            limit=data.get("limit"),
+            filters=SearchFilters(source_ids=data.get("source")),
+            rerank=search_rerank(data),
+            searched_for=rewrite.query,
+        )
+    except SearchUnavailable as exc:
+        raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
+    context.history = [(turn.question, turn.answer) for turn in history]
+    if rewrite.warning:
+        context.warnings.append(rewrite.warning)
+    new = conversation is None
+    if conversation is None:
+        conversation = conversation_start(owner=owner, question=data["question"])
+    return AskTurn(conversation=conversation, new=new, rewrite=rewrite, context=context)
+
+
+def ask_finish(turn: AskTurn) -> dict:
+    """Answer a begun ask (not streamed), record the turn, and return the response body."""
+    from search.answers.errors import AnswerError
+    from search.answers.generate import answer_generate, answer_provider
+
+    try:
+        answer = answer_generate(context=turn.context, provider=answer_provider())
+    except AnswerError as exc:
+        turn.abandon()
+        raise ApiError(exc.message, code=exc.code, status_code=exc.status) from exc
+    body = ask_response_body(answer)
+    turn.record(
+        answer=answer.text,
+        status=body["status"],
+        provider=answer.provider,
+        model=answer.model,
+        citations=body["citations"],
+        took_ms=answer.took_ms,
+    )
+    return {**body, **turn.fields()}
 
 
 class AskTurn:
@@ -506,6 +591,11 @@ class AskView(APIView):
                     "mode": "hybrid",
                     "found": True,
                     "took_ms": 84.2,
+                    "status": "answered",
+                    "conversation": "0b6f3e0e-8f5c-4c55-9d5e-3c1f2f7a9b10",
+                    "searched_for": "How is green tea made?",
+                    "rewritten_by": "none",
+                    "closest": [],
                 },
                 response_only=True,
             ),
@@ -515,66 +605,18 @@ class AskView(APIView):
         from django.http import StreamingHttpResponse
         from rest_framework.response import Response
 
-        from search.answers.errors import AnswerError
-        from search.answers.generate import answer_generate, answer_provider
-        from search.answers.retrieval import answer_retrieve
-        from search.conversations import (
-            ConversationNotFound,
-            conversation_get,
-            conversation_history,
-            conversation_owner,
-            conversation_start,
-            standalone_query,
-        )
+        from search.answers.generate import answer_provider
+        from search.conversations import conversation_owner
 
         params = AskParams(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        owner = conversation_owner(request)
-        conversation = None
-        if data.get("conversation"):
-            try:
-                conversation = conversation_get(conversation_id=data["conversation"], owner=owner)
-            except ConversationNotFound as exc:
-                raise ApiError(str(exc), field="conversation", code="not_found", status_code=404) from exc
-        history = conversation_history(conversation)
-        rewrite = standalone_query(data["question"], history)
-        try:
-            context = answer_retrieve(
-                question=data["question"],
-                mode=data.get("mode"),
-                limit=data.get("limit"),
-                filters=SearchFilters(source_ids=data.get("source")),
-                rerank=search_rerank(data),
-                searched_for=rewrite.query,
-            )
-        except SearchUnavailable as exc:
-            raise ApiError(str(exc), code="semantic_unavailable", status_code=503) from exc
-        context.history = [(turn.question, turn.answer) for turn in history]
-        if rewrite.warning:
-            context.warnings.append(rewrite.warning)
-        started_here = conversation is None
-        if conversation is None:
-            conversation = conversation_start(owner=owner, question=data["question"])
-        turn = AskTurn(conversation=conversation, new=started_here, rewrite=rewrite, context=context)
-        provider = answer_provider()
+        turn = ask_begin(data, owner=conversation_owner(request))
         if data["stream"]:
-            response = StreamingHttpResponse(ask_stream(context, provider, turn), content_type="text/event-stream")
+            response = StreamingHttpResponse(
+                ask_stream(turn.context, answer_provider(), turn), content_type="text/event-stream"
+            )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
             return response
-        try:
-            answer = answer_generate(context=context, provider=provider)
-        except AnswerError as exc:
-            turn.abandon()
-            raise ApiError(exc.message, code=exc.code, status_code=exc.status) from exc
-        body = ask_response_body(answer)
-        turn.record(
-            answer=answer.text,
-            status=body["status"],
-            provider=answer.provider,
-            model=answer.model,
-            citations=body["citations"],
-            took_ms=answer.took_ms,
-        )
-        return Response({**body, **turn.fields()})
+        return Response(ask_finish(turn))

@@ -111,10 +111,16 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
 
     budget = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET))
     hard_cap = max(int(_setting("SEARCH_KEYWORD_MAX_CANDIDATES", DEFAULT_MAX_CANDIDATES)), limit)
-    filter_sql, params = chunk_filter_sql(filters, chunk_alias="c")
-    if filter_sql != "TRUE" and _filtered_size_at_most(filter_sql, params, budget):
-        # A narrow filter: let every query lexeme bring candidates; the filter bounds the work.
-        budget = sum(term.chunk_count for term in terms)
+    filter_sql, params = "TRUE", {}
+    if filters is not None and not filters.is_empty:
+        narrow = _filtered_chunk_ids(filters, budget)
+        if narrow is not None:
+            # A narrow filter: let every query lexeme bring candidates; the filter bounds the work.
+            # Its chunks are named outright, so no join is left for the planner to get wrong.
+            budget = sum(term.chunk_count for term in terms)
+            filter_sql, params = "c.id = ANY(%(filter_chunk_ids)s::uuid[])", {"filter_chunk_ids": narrow}
+        else:
+            filter_sql, params = chunk_filter_sql(filters, chunk_alias="c", per_chunk=True)
     match_parts, match_params = _candidate_match(terms, required, budget, corpus_size)
     params.update(match_params)
     if excluded:
@@ -506,13 +512,16 @@ def _candidate_match(
     return parts, params
 
 
-def _filtered_size_at_most(filter_sql: str, params: dict[str, object], size: int) -> bool:
+def _filtered_chunk_ids(filters: SearchFilters, size: int) -> list[str] | None:
+    """The ids of the chunks ``filters`` allows if there are at most ``size`` of them, else None."""
+    filter_sql, params = chunk_filter_sql(filters, chunk_alias="c")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {Chunk._meta.db_table} c WHERE {filter_sql} LIMIT %(probe)s) x",
+            f"SELECT c.id::text FROM {Chunk._meta.db_table} c WHERE {filter_sql} LIMIT %(probe)s",
             {**params, "probe": size + 1},
         )
-        return cursor.fetchone()[0] <= size
+        ids = [pk for (pk,) in cursor.fetchall()]
+    return ids if len(ids) <= size else None
 
 
 def _lexeme_tsquery(lexeme: str) -> str:

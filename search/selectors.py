@@ -46,6 +46,8 @@ class SearchResult:
     keyword_rank: int | None = None
     semantic_rank: int | None = None
     rerank_score: float | None = None
+    similarity: float | None = None  # cosine to the query, when the semantic side saw this chunk
+    low_confidence: bool = False  # weak evidence on both sides (search.relevance)
 
 
 @dataclass
@@ -91,7 +93,11 @@ def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> li
             payload_fields=["document_id"],
         )
     except (EmbeddingError, VectorStoreError, OSError) as exc:
-        raise SearchUnavailable(f"semantic search is unavailable: {exc}") from exc
+        # The cause's text can hold server paths and engine internals: it goes to the log, and
+        # what users see (API error bodies, hybrid's warning, the search page) names the side.
+        logger.warning("semantic search failed: %s: %s", type(exc).__name__, exc)
+        side = "the embedder" if isinstance(exc, EmbeddingError) else "the vector store"
+        raise SearchUnavailable(f"semantic search is unavailable: {side} failed (the server log has the cause)") from exc
     return [
         _Candidate(
             chunk_id=str(hit.id),
@@ -267,6 +273,7 @@ def chunk_search(
     else:
         results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
     count = len(grouped) - gone
+    _mark_low_confidence(query, results)
     return SearchResponse(
         query=query,
         mode=mode,
@@ -277,6 +284,19 @@ def chunk_search(
         reranked=reranked,
         rerank_error=rerank_error,
     )
+
+
+def _mark_low_confidence(query: str, results: list[SearchResult]) -> None:
+    """Flag hits the evidence barely supports, by the rule Ask answers with (no extra embedding:
+    the cosine is the vector search's own, known for chunks the semantic side returned)."""
+    from search.relevance import content_terms, coverage, passage_relevant, relevance_settings
+
+    terms = content_terms(query)
+    rule = relevance_settings()
+    for result in results:
+        result.low_confidence = not passage_relevant(
+            similarity=result.similarity, coverage=coverage(terms, result.text), **rule
+        )
 
 
 def _reranked_page(grouped: list[_Candidate], query: str, *, offset: int, limit: int, with_snippets: bool):
@@ -380,6 +400,7 @@ def _page(
                     metadata=_json(metadata),
                     keyword_rank=cand.keyword_rank,
                     semantic_rank=cand.semantic_rank,
+                    similarity=cand.similarity,
                 )
             )
     return results, gone

@@ -82,6 +82,7 @@ def _result_view(result) -> dict:
         # else, so marking it safe cannot let document text inject markup.
         "snippet": mark_safe(snippet_safe_html(result.snippet)),  # noqa: S308
         "score": result.score,
+        "low_confidence": result.low_confidence,
     }
 
 

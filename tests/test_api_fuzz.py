@@ -6,7 +6,8 @@ write-scoped API key, against real PostgreSQL and Qdrant local mode. Bounded: a 
 examples per operation and a fixed seed, so a run takes the same cases every time.
 
 Checks: no 5xx, every status code is documented for its operation, and every response (errors
-included) matches its documented schema and content type.
+included) matches its documented schema, content type and headers. The deeper run over the whole
+API, with the coverage and stateful phases, is in bench/results/schemathesis.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db import close_old_connections
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -30,7 +32,13 @@ from schemathesis.specs.openapi.checks import (
 # run, e.g. FUZZ_SEED=$RANDOM FUZZ_EXAMPLES=200 pytest tests/test_api_fuzz.py
 SEED = int(os.environ.get("FUZZ_SEED", "8"))
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": SEED,

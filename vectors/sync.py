@@ -31,6 +31,7 @@ from psycopg import errors as psycopg_errors
 from documents.models import Chunk
 from documents.services import embedding_input
 from ragsite.metrics import chunks_embedded
+from ragsite.worker import raise_if_stopping
 from vectors.embedders import EmbeddingAuthError, EmbeddingError, EmbeddingUnavailable, get_embedder
 from vectors.models import EmbeddingCache
 from vectors.quarantine import claim, documents_quarantine, isolated, unclaim
@@ -325,6 +326,8 @@ def _sync_locked(report: SyncReport, *, progress: Progress | None, batch_size: i
         return
     seen_failed: set = set()
     while True:
+        # A stopping worker hands its task back between batches; what is not embedded stays pending.
+        raise_if_stopping()
         batch = next_batch(batch_size, exclude=seen_failed)
         if not batch:
             return

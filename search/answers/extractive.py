@@ -12,7 +12,7 @@ import numpy as np
 from search.answers.errors import AnswerUnavailable
 from search.answers.passages import Passage, _normalised
 from search.answers.providers import AnswerProvider, Exchange
-from search.answers.terms import content_terms as _terms
+from search.relevance import content_terms as _terms
 
 # Splits after . ! ? (and closing quotes/brackets) when the next sentence starts like one.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")

@@ -13,8 +13,8 @@ import numpy as np
 from django.conf import settings
 
 from search.answers.passages import AnswerContext, answer_context_build
-from search.answers.terms import content_terms, coverage
 from search.filters import SearchFilters
+from search.relevance import content_terms, coverage, passage_relevant, relevance_settings
 from search.selectors import chunk_search
 
 logger = logging.getLogger(__name__)
@@ -128,39 +128,3 @@ def _closest(results, count: int = 3) -> list[dict]:
         if len(closest) == count:
             break
     return closest
-
-
-def passage_relevant(
-    *,
-    similarity: float | None,
-    coverage: float,
-    floor: float,
-    low_factor: float,
-    coverage_with_similarity: float,
-    coverage_alone: float,
-) -> bool:
-    """Whether a passage may be answered from: evidence of both retrievers, not one cosine.
-
-    - similar enough on its own (cosine >= ``floor``);
-    - or moderately similar (>= ``floor * low_factor``) and holding the query's words (the share
-      of its content words the passage contains >= ``coverage_with_similarity``): a short
-      document a question fits exactly can sit under the floor;
-    - or, with no similarity at hand (the embedder is down), holding nearly all the query's words.
-
-    A lone common word in common (a keyword match on "day") is not evidence: on a small corpus
-    BM25 ranks such a match first, which is why rank is not used.
-    """
-    if similarity is not None:
-        if similarity >= floor:
-            return True
-        return similarity >= floor * low_factor and coverage >= coverage_with_similarity
-    return coverage >= coverage_alone
-
-
-def relevance_settings() -> dict:
-    return {
-        "floor": float(settings.ASK_MIN_SIMILARITY),
-        "low_factor": float(settings.ASK_LOW_SIMILARITY_FACTOR),
-        "coverage_with_similarity": float(settings.ASK_COVERAGE_WITH_SIMILARITY),
-        "coverage_alone": float(settings.ASK_COVERAGE_ALONE),
-    }

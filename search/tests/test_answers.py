@@ -382,7 +382,7 @@ def test_an_error_in_the_middle_of_a_stream_ends_it_with_an_error_event(llm):
 
 
 def test_a_passage_counts_on_similarity_or_on_moderate_similarity_with_the_questions_words():
-    from search.answers.retrieval import passage_relevant
+    from search.relevance import passage_relevant
 
     rule = {"floor": 0.30, "low_factor": 0.6, "coverage_with_similarity": 0.5, "coverage_alone": 0.75}
     assert passage_relevant(similarity=0.31, coverage=0.0, **rule)

@@ -53,3 +53,16 @@ def test_questions_the_pages_answer_are_answered_from_them(api, four_pages, ques
     body = api.post("/api/ask/", {"question": question}, content_type="application/json").json()
     assert body["status"] == "answered"
     assert body["citations"][0]["document_id"] == four_pages[key].pk
+
+
+def test_search_marks_hits_the_evidence_barely_supports(api, four_pages):
+    body = api.get("/api/search/", {"q": "why does seawater go up and down twice a day", "mode": "hybrid"}).json()
+    by_document = {hit["document_id"]: hit for hit in body["results"]}
+    assert by_document[four_pages["tides"].pk]["low_confidence"] is False
+    assert by_document[four_pages["sourdough"].pk]["low_confidence"] is True
+
+
+def test_the_page_shows_weak_matches_as_such(staff_client, four_pages):
+    page = staff_client.get("/", {"q": "why does seawater go up and down twice a day", "mode": "hybrid"})
+    assert page.status_code == 200
+    assert page.content.count(b"weak match") >= 1

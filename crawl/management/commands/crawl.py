@@ -21,6 +21,7 @@ from crawl.services import (
     crawl_jobs_recover,
     crawl_jobs_stale,
 )
+from documents.maintenance import tables_analyze
 from ragsite.progress import progress_bar
 
 MAX_ERRORS_SHOWN = 20
@@ -129,6 +130,7 @@ class Command(BaseCommand):
             job.refresh_from_db()
             raise CommandError(f"crawl job {job.pk} is not runnable here (status {job.status}, worker {job.worker_id!r})")
         self._report(result)
+        tables_analyze()  # a crawl writes documents and chunks in bulk
         if embed:
             self._embed()
         if result.status == CrawlJob.Status.FAILED:

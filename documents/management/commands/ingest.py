@@ -10,6 +10,7 @@ embedding is the vectors app's, reached through documents.signals.foreground_emb
 from __future__ import annotations
 
 import mimetypes
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from documents.maintenance import tables_analyze
 from documents.models import Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
 from documents.signals import changes_batched, foreground_embedding_start
@@ -36,6 +38,11 @@ class Command(BaseCommand):
         items = self._collect(targets, recursive)
         if not items:
             raise CommandError("Nothing to ingest: no files found.")
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:
+            # argv bytes that are not UTF-8 arrive as lone surrogates, which PostgreSQL cannot store
+            raise CommandError("--source: the name is not valid UTF-8.") from None
         try:
             src = source_get_or_create(name=source, kind=Source.Kind.UPLOAD)
         except IngestError as exc:
@@ -71,6 +78,7 @@ class Command(BaseCommand):
                     "ingested into source {!r}: {created} created, {updated} updated, {unchanged} unchanged, "
                     "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
                 )
+                tables_analyze()  # new rows in bulk: give the planner their statistics now
                 if embedding is not None:
                     # Before the batched point deletions are announced, so none can overtake an upsert.
                     embedding.finish(self.stdout, self.stderr)
@@ -140,7 +148,9 @@ def _read(path: Path) -> dict:
     mime, _ = mimetypes.guess_type(path.name)
     return {
         "data": path.read_bytes(),
-        "filename": path.name,
+        # A name that is not UTF-8 (from a Latin-1 file system, say) holds lone surrogates, which
+        # neither the tokenizer nor PostgreSQL accept: shown with replacement characters instead.
+        "filename": os.fsencode(path.name).decode("utf-8", "replace"),
         "mime": mime or "",
         "url": path.resolve().as_uri(),
     }

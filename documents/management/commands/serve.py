@@ -2,16 +2,25 @@
 
 In embedded mode (no QDRANT_URL) one process must own the local vector store, so gunicorn
 runs one worker process with threads, and that process also runs the task worker.
+
+Gunicorn runs as a child of this command, not in its place: this process started the
+embedded PostgreSQL server (when DATABASE_URL is unset) and holds its lease
+(ragsite.embedded), so it must outlive gunicorn to stop what it started. SIGINT, SIGTERM and
+SIGHUP stop gunicorn (its worker puts an unfinished task back in the queue, see
+ragsite/gunicorn.conf.py), then this command exits 0 and the embedded server stops with it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 
 class Command(BaseCommand):
@@ -33,8 +42,32 @@ class Command(BaseCommand):
         if config.is_file():
             argv += ["-c", str(config)]
         else:
-            argv += ["--workers", env.get("GUNICORN_WORKERS", "1"), "--threads", env["GUNICORN_THREADS"], "--worker-class", "gthread"]
+            argv += [
+                "--workers",
+                env.get("GUNICORN_WORKERS", "1"),
+                "--threads",
+                env["GUNICORN_THREADS"],
+                "--worker-class",
+                "gthread",
+            ]
         argv.append("ragsite.wsgi:application")
         self.stdout.write(f"ragsite at http://{host}:{port}/  (admin: /admin/, API docs: /api/docs/)")
         self.stdout.flush()
-        os.execvpe(argv[0], argv, env)  # noqa: S606 - replace this process with gunicorn, no shell
+        connections.close_all()  # nothing of ours stays open while gunicorn runs
+
+        stop_requested = []
+        child = subprocess.Popen(argv, env=env)
+
+        def stop(signum, frame):
+            stop_requested.append(signum)
+            if child.poll() is None:
+                # Ctrl-C reaches gunicorn too (same process group); a signal sent to this process
+                # alone (kill, systemd, a terminal closing) must reach it as well. SIGTERM asks
+                # for a graceful stop; a repeated Ctrl-C stays a quick one.
+                child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
+        returncode = child.wait()
+        if returncode != 0 and not (stop_requested and returncode in (-signal.SIGINT, -signal.SIGTERM)):
+            raise CommandError(f"gunicorn exited with status {returncode}", returncode=min(abs(returncode), 255) or 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from documents.maintenance import tables_analyze
 from documents.models import Document, Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
 from documents.signals import changes_batched
@@ -64,6 +65,7 @@ class Command(BaseCommand):
             f"dataset {dataset.name}/{split}: {len(dataset.corpus)} documents, {len(dataset.queries)} judged queries"
         )
         self._load(dataset, src)
+        tables_analyze()  # the queries below must not be planned on a never-analyzed corpus
         modes = list(MODES) if mode == "all" else [mode]
         if not no_sync and any(m != "keyword" for m in modes):
             self._sync()

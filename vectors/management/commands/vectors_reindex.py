@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from documents.maintenance import tables_analyze
 from documents.models import Chunk, Source
 from ragsite.progress import progress_bar
 from vectors.embedders import get_embedder
@@ -47,6 +48,7 @@ class Command(BaseCommand):
         with progress_bar(pending_chunks().count(), "reindex", "chunk") as bar:
             report = vectors_sync_pending(progress=bar.update)
         self.stdout.write(f"indexed {report.indexed} chunks ({report.cache_hits} from cache), {report.failed} failed")
+        tables_analyze()  # every chunk row was rewritten twice (pending, then indexed)
         if report.stopped_by:
             raise CommandError(f"reindex stopped: {report.stopped_by}")
         if optimize:
