@@ -367,7 +367,7 @@ def main() -> None:
 
     import tempfile
 
-    from bench.harness import cpu_model, versions, write_results
+    from harness import cpu_model, versions, write_results
 
     runs = []
     workdir = Path(tempfile.mkdtemp(prefix="formats-bench-"))
