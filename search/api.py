@@ -539,7 +539,9 @@ SSE_EVENT_SCHEMA = {
 class AskView(APIView):
     # Asking reads the knowledge base: read-scoped keys, sessions and (with SEARCH_PUBLIC) anyone may POST.
     read_only_post = True
-    error_statuses = (502, 503, 504)  # the language model failed, is rate-limited or timed out
+    # 404: the conversation to continue is unknown or another key's; 502/503/504: the language model
+    # failed, is rate-limited or timed out.
+    error_statuses = (404, 502, 503, 504)
 
     def perform_content_negotiation(self, request, force=False):
         # A client that accepts only text/event-stream still gets its 4xx/5xx errors, as JSON.
