@@ -237,15 +237,16 @@ class Timers:
 def instrument(timers: Timers) -> None:
     """Time the steps of a crawl (for "what dominated the time"); behaviour is unchanged."""
     import crawl.fetching
-    import crawl.services
+    import crawl.frontier
+    import crawl.runner
     import documents.services
     import vectors.sync
 
     timers.wrap(crawl.fetching.Fetcher, "fetch", "fetch (HTTP, on the fetch threads; robots.txt and sitemap too)")
-    timers.wrap(crawl.services, "parse_links", "link extraction (lxml)")
-    timers.wrap(crawl.services._JobRun, "_previous", "previous-crawl lookup")
-    timers.wrap(crawl.services._JobRun, "_next_pages", "frontier query")
-    timers.wrap(crawl.services._JobRun, "_finish_page", "page bookkeeping (CrawlPage, links, counters)")
+    timers.wrap(crawl.runner, "parse_links", "link extraction (lxml)")
+    timers.wrap(crawl.runner._JobRun, "_previous", "previous-crawl lookup")
+    timers.wrap(crawl.frontier.Frontier, "next_pages", "frontier query")
+    timers.wrap(crawl.runner._JobRun, "_finish_page", "page bookkeeping (CrawlPage, links, counters)")
     timers.wrap(documents.services, "document_ingest", "document_ingest (all)")
     timers.wrap(documents.services, "parse_document", "  parse_document (HTML -> text)")
     timers.wrap(documents.services, "chunk_token_budget", "  chunk_token_budget")
@@ -276,8 +277,9 @@ def cpu_seconds() -> float:
 
 
 def phase_crawl(args: argparse.Namespace) -> dict:
+    from crawl.jobs import crawl_job_cancel, crawl_job_create
     from crawl.models import CrawlJob
-    from crawl.services import crawl_job_cancel, crawl_job_create, crawl_job_run
+    from crawl.runner import crawl_job_run
     from documents.models import Chunk, Document
 
     timers = Timers()

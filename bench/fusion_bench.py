@@ -4,7 +4,7 @@ Plain RRF uses ranks only, so on a small corpus (every document is in both candi
 lone common word shared with the question ranks first in the keyword list and wins over the
 passage that answers in other words. Evidence-weighted fusion scales each side's reciprocal rank
 by the strength of its own score (the BM25 share of the query's idf, the cosine); see
-``search.selectors.FusionEvidence``. This bench replays the production fusion function
+``search.fusion.FusionEvidence``. This bench replays the production fusion function
 (``reciprocal_rank_fusion``) over candidates retrieved once per query:
 
 - SciFact train (809 claims, 5,183 abstracts): nDCG@10 and Recall@100 for RRF and a grid of
@@ -48,8 +48,10 @@ def main() -> None:
 
     from documents.models import Document, Source
     from documents.services import document_ingest
+    from search.candidates import keyword_candidates, semantic_candidates
     from search.filters import SearchFilters
-    from search.selectors import FusionEvidence, _group, keyword_candidates, reciprocal_rank_fusion, semantic_candidates
+    from search.fusion import FusionEvidence, reciprocal_rank_fusion
+    from search.selectors import _group
     from vectors.sync import vectors_sync_pending
 
     def candidates(query: str, source_id: int):

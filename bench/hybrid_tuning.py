@@ -72,8 +72,8 @@ def main() -> None:
     from django.conf import settings
 
     from documents.models import Document, Source
+    from search.candidates import keyword_candidates, semantic_candidates
     from search.filters import SearchFilters
-    from search.selectors import keyword_candidates, semantic_candidates
 
     dataset = harness.load_dataset(args.dataset, args.split)
     source = Source.objects.get(name=args.source or f"beir-{dataset.name}")

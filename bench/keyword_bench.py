@@ -59,7 +59,9 @@ from django.test import override_settings  # noqa: E402
 from harness import percentile, score  # noqa: E402
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source  # noqa: E402
-from search.keyword import keyword_search, keyword_snippets, keyword_stats_refresh  # noqa: E402
+from search.keyword import keyword_search  # noqa: E402
+from search.keyword_stats import keyword_stats_refresh  # noqa: E402
+from search.snippets import keyword_snippets  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact-train"
 RESULTS = ROOT / "bench" / "results"

@@ -30,7 +30,7 @@ Corpus (what is real and what is synthetic):
   first real chunk plus Gaussian noise (sigma 0.025 per dimension, cosine ~0.9 to the original),
   re-normalised. Rows are inserted with bulk_create (index_status=indexed, real token counts and
   content hashes), points upserted into the store with the app's payload, then the keyword
-  statistics are refreshed (search.keyword.keyword_stats_refresh) and the tables analyzed.
+  statistics are refreshed (search.keyword_stats.keyword_stats_refresh) and the tables analyzed.
   Keyword-wise this is pessimistic: SciFact's vocabulary does not grow with the copies, so every
   lexeme's document frequency (and the candidate sets) grow ~10x from 10k to 100k chunks.
 
@@ -202,7 +202,7 @@ def phase_build(args: argparse.Namespace) -> dict:
     from documents.models import Chunk, Document, Source
     from documents.services import embedding_input
     from documents.tokenizer import get_tokenizer
-    from search.keyword import keyword_stats_refresh
+    from search.keyword_stats import keyword_stats_refresh
     from vectors.embedders import get_embedder
     from vectors.models import EmbeddingCache
     from vectors.stores import VectorPoint, get_vector_store
@@ -331,7 +331,7 @@ def phase_build(args: argparse.Namespace) -> dict:
 def _client_and_key():
     from django.test import Client
 
-    from documents.auth import api_key_create
+    from accounts.auth import api_key_create
 
     _, key = api_key_create(name=f"bench-{time.time()}")
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_ACCEPT="application/json"), key
@@ -425,7 +425,7 @@ def phase_measure(args: argparse.Namespace) -> dict:
     # until autovacuum gets to it (without them one filtered plan took seconds).
     from django.db import connection
 
-    from search.keyword import keyword_index_flush
+    from search.keyword_stats import keyword_index_flush
 
     keyword_index_flush()
     with connection.cursor() as cursor:
@@ -495,7 +495,7 @@ def phase_measure(args: argparse.Namespace) -> dict:
         "storage_mb": storage,
         "vector_search_payload_probe": probe,
         "settings": {
-            name: getattr(settings, name, None)
+            name: getattr(settings, name)
             for name in (
                 "SEARCH_CANDIDATES",
                 "SEARCH_MAX_PER_DOCUMENT",
@@ -550,7 +550,7 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
     import search.api
     import search.keyword
     import search.selectors
-    from documents.auth import ApiKeyAuthentication
+    from accounts.auth import ApiKeyAuthentication
 
     spent: dict[str, float] = {}
 
@@ -575,7 +575,7 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
         wrap(search.selectors, "semantic_candidates", "semantic candidates"),
         wrap(embedder, "embed_query", "  of which query embedding"),
         wrap(store, "search", "  of which vector search"),
-        wrap(search.keyword, "_prepare", "  of which query lexemes and statistics (SQL)"),
+        wrap(search.keyword, "keyword_query_prepare", "  of which query lexemes and statistics (SQL)"),
         wrap(search.selectors, "_page", "hydration + snippets (SQL)"),
     ]
     out = {}

@@ -8,7 +8,7 @@ logger = logging.getLogger(__name__)
 
 
 def _on_worker_started(sender, **kwargs) -> None:
-    from crawl.services import crawl_jobs_recover
+    from crawl.tasks import crawl_jobs_recover
 
     ids = crawl_jobs_recover()
     if ids:

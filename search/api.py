@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from documents.models import Source
+from documents.selectors import source_by_id_or_name
 from ragsite.api import MAX_ID, ApiError, object_id
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
@@ -80,9 +80,7 @@ class SearchParams(serializers.Serializer):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            pk = object_id(part)
-            source = Source.objects.filter(pk=pk).first() if pk is not None else None
-            source = source or Source.objects.filter(name=part).first()
+            source = source_by_id_or_name(part)
             if source is None:
                 raise serializers.ValidationError(f"No source with id or name {part!r}.")
             ids.append(source.pk)
@@ -283,7 +281,7 @@ class AskParams(serializers.Serializer):
         return value
 
     def validate_limit(self, value):
-        maximum = int(getattr(settings, "ASK_MAX_LIMIT", 20))
+        maximum = settings.ASK_MAX_LIMIT
         if value > maximum:
             raise serializers.ValidationError(f"limit is at most {maximum}.")
         return value
@@ -539,8 +537,8 @@ SSE_EVENT_SCHEMA = {
 class AskView(APIView):
     # Asking reads the knowledge base: read-scoped keys, sessions and (with SEARCH_PUBLIC) anyone may POST.
     read_only_post = True
-    # 404: the conversation to continue is unknown or another key's; 502/503/504: the language model
-    # failed, is rate-limited or timed out.
+    # 404: a conversation id that is unknown or not the caller's; 502/503/504: the language model failed,
+    # is rate-limited or timed out (503 also: vectors cannot be searched in semantic mode).
     error_statuses = (404, 502, 503, 504)
 
     def perform_content_negotiation(self, request, force=False):

@@ -3,7 +3,7 @@
 PostgreSQL's GIN index answers "which chunks contain this lexeme" quickly, but counting them means
 visiting every matching heap row (about 170 ms for a common lexeme at 100k chunks), far too slow
 to do per query. So document frequencies are precomputed with ``ts_stat`` by
-``search.keyword.keyword_stats_refresh`` and read by primary key at query time. Rows that are
+``search.keyword_stats.keyword_stats_refresh`` and read by primary key at query time. Rows that are
 missing (lexemes first seen after the last refresh) are counted live, which is cheap because such
 lexemes are rare. Stale numbers only shift idf a little; they never hide a result.
 """

@@ -1,7 +1,9 @@
 """Reads: keyword, semantic and hybrid retrieval over chunks.
 
 ``chunk_search`` is the one entry point that the REST API, the web page, the answer endpoint
-and the evaluation command all use, so what is measured is what users get.
+and the evaluation command all use, so what is measured is what users get. The candidates come
+from ``search.candidates``, hybrid's fusion from ``search.fusion``; here they are grouped per
+document, paged, reranked and hydrated (rows and snippets read in one statement).
 """
 
 from __future__ import annotations
@@ -18,16 +20,14 @@ from django.conf import settings
 from django.db import connection
 
 from documents.models import Chunk, Document, Source
+from search.candidates import Candidate, SearchUnavailable, keyword_candidates, semantic_candidates
 from search.filters import SearchFilters
-from search.keyword import keyword_search, snippet_html, snippet_sql
+from search.fusion import FusionEvidence, reciprocal_rank_fusion
+from search.snippets import snippet_html, snippet_plain, snippet_sql
 
 logger = logging.getLogger(__name__)
 
 MODES = ("keyword", "semantic", "hybrid")
-
-
-class SearchUnavailable(Exception):
-    """The semantic side (embedder or vector store) cannot answer."""
 
 
 @dataclass
@@ -62,132 +62,7 @@ class SearchResponse:
     rerank_error: str = ""
 
 
-@dataclass(slots=True)
-class _Candidate:
-    chunk_id: str
-    document_id: int
-    score: float = 0.0
-    keyword_rank: int | None = None
-    semantic_rank: int | None = None
-    keyword_share: float | None = None  # KeywordHit.share
-    similarity: float | None = None  # cosine similarity to the query (semantic side)
-
-
-def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
-    from vectors.embedders import EmbeddingError, get_embedder
-    from vectors.stores import VectorStoreError, get_vector_store
-
-    try:
-        embedder = get_embedder()
-        vector = embedder.embed_query(query)
-        store = get_vector_store()
-        hits = store.search(
-            vector,
-            limit=limit,
-            source_ids=filters.source_ids,
-            document_ids=filters.document_ids,
-            metadata=filters.metadata,
-            # All that grouping needs; hydration reads the rest of the page from PostgreSQL. Reading
-            # it here costs ~1 ms at depth 200 (vs ~1.2 ms to look the 200 chunks up in SQL), and in
-            # hybrid mode this thread finishes long before the keyword SQL does.
-            payload_fields=["document_id"],
-        )
-    except (EmbeddingError, VectorStoreError, OSError) as exc:
-        # The cause's text can hold server paths and engine internals: it goes to the log, and
-        # what users see (API error bodies, hybrid's warning, the search page) names the side.
-        logger.warning("semantic search failed: %s: %s", type(exc).__name__, exc)
-        side = "the embedder" if isinstance(exc, EmbeddingError) else "the vector store"
-        raise SearchUnavailable(f"semantic search is unavailable: {side} failed (the server log has the cause)") from exc
-    return [
-        _Candidate(
-            chunk_id=str(hit.id),
-            document_id=int(hit.payload.get("document_id", 0)),
-            score=float(hit.score),
-            similarity=float(hit.score),
-        )
-        for hit in hits
-    ]
-
-
-def keyword_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[_Candidate]:
-    return [
-        _Candidate(hit.chunk_id, hit.document_id, hit.score, keyword_share=hit.share)
-        for hit in keyword_search(query, limit=limit, filters=filters)
-    ]
-
-
-def reciprocal_rank_fusion(
-    keyword: list[_Candidate],
-    semantic: list[_Candidate],
-    *,
-    k: int,
-    keyword_weight: float,
-    semantic_weight: float,
-    evidence: FusionEvidence | None = None,
-) -> list[_Candidate]:
-    """Both rankings fused by weighted reciprocal rank; takes over (and changes) the candidates passed in.
-
-    With ``evidence``, each side's contribution is scaled by how strong its own score says the
-    match is (``FusionEvidence.keyword`` of the BM25 share, ``.semantic`` of the cosine), so a rank
-    that only means "best of a few weak matches" counts for little. Plain RRF lets a lone common
-    word shared with a question ("day") outrank a passage that answers it in other words, which is
-    what a small corpus shows first (every document is in both lists).
-    """
-    fused: dict[str, _Candidate] = {}
-    for rank, cand in enumerate(keyword, start=1):
-        strength = evidence.keyword(cand.keyword_share) if evidence else 1.0
-        cand.score, cand.keyword_rank = keyword_weight * strength / (k + rank), rank
-        fused[cand.chunk_id] = cand
-    for rank, cand in enumerate(semantic, start=1):
-        strength = evidence.semantic(cand.similarity) if evidence else 1.0
-        entry = fused.get(cand.chunk_id)
-        if entry is None:
-            cand.score, cand.semantic_rank = semantic_weight * strength / (k + rank), rank
-            fused[cand.chunk_id] = cand
-        else:
-            entry.score += semantic_weight * strength / (k + rank)
-            entry.semantic_rank = rank
-            entry.similarity = cand.similarity
-    return sorted(fused.values(), key=lambda c: (-c.score, c.chunk_id))
-
-
-@dataclass(frozen=True, slots=True)
-class FusionEvidence:
-    """How much a rank is worth given its side's own score: a weight in [floor, 1].
-
-    Keyword: the BM25 share (``KeywordHit.share``) over ``keyword_saturation`` (a share at or above
-    it counts fully). Semantic: the cosine between ``semantic_low`` (nothing) and ``semantic_high``
-    (fully). ``floor`` keeps a weak side from vanishing, so fusion still breaks ties with it.
-    """
-
-    keyword_saturation: float
-    semantic_low: float
-    semantic_high: float
-    floor: float = 0.05
-
-    def keyword(self, share: float | None) -> float:
-        if share is None:
-            return 1.0
-        return max(self.floor, min(1.0, share / self.keyword_saturation))
-
-    def semantic(self, similarity: float | None) -> float:
-        if similarity is None:
-            return 1.0
-        span = max(self.semantic_high - self.semantic_low, 1e-6)
-        return max(self.floor, min(1.0, (similarity - self.semantic_low) / span))
-
-    @classmethod
-    def from_settings(cls) -> FusionEvidence | None:
-        if settings.SEARCH_FUSION != "evidence":
-            return None
-        return cls(
-            keyword_saturation=settings.SEARCH_FUSION_KEYWORD_SATURATION,
-            semantic_low=settings.SEARCH_FUSION_SEMANTIC_LOW,
-            semantic_high=settings.SEARCH_FUSION_SEMANTIC_HIGH,
-        )
-
-
-def _group(candidates: list[_Candidate], max_per_document: int) -> list[_Candidate]:
+def _group(candidates: list[Candidate], max_per_document: int) -> list[Candidate]:
     if max_per_document <= 0:
         return candidates
     seen: dict[int, int] = {}
@@ -274,6 +149,8 @@ def chunk_search(
         results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
     count = len(grouped) - gone
     _mark_low_confidence(query, results)
+    if mode != "semantic" and not results:
+        warnings.extend(_why_nothing(query))
     return SearchResponse(
         query=query,
         mode=mode,
@@ -284,6 +161,18 @@ def chunk_search(
         reranked=reranked,
         rerank_error=rerank_error,
     )
+
+
+def _why_nothing(query: str) -> list[str]:
+    """Say why a keyword search found nothing when the reason is the query itself."""
+    from search.relevance import content_terms
+
+    if content_terms(query):
+        return []
+    return [
+        "The query has only very common words, which keyword search ignores: add a word that says what "
+        "you are looking for, or try semantic mode."
+    ]
 
 
 def _mark_low_confidence(query: str, results: list[SearchResult]) -> None:
@@ -299,7 +188,7 @@ def _mark_low_confidence(query: str, results: list[SearchResult]) -> None:
         )
 
 
-def _reranked_page(grouped: list[_Candidate], query: str, *, offset: int, limit: int, with_snippets: bool):
+def _reranked_page(grouped: list[Candidate], query: str, *, offset: int, limit: int, with_snippets: bool):
     """The page ``offset:offset+limit`` after the first ``RERANK_TOP_N`` results were reranked.
 
     Results past the reranked head keep their fused order behind it.
@@ -344,14 +233,14 @@ def _semantic_executor() -> ThreadPoolExecutor:
     global _executor, _executor_pid
     with _executor_lock:
         if _executor is None or _executor_pid != os.getpid():
-            workers = int(getattr(settings, "SEARCH_SEMANTIC_THREADS", 8))
+            workers = settings.SEARCH_SEMANTIC_THREADS
             _executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="search-semantic")
             _executor_pid = os.getpid()
         return _executor
 
 
 def _page(
-    grouped: list[_Candidate], query: str, *, offset: int, limit: int, with_snippets: bool
+    grouped: list[Candidate], query: str, *, offset: int, limit: int, with_snippets: bool
 ) -> tuple[list[SearchResult], int]:
     """The results ``offset:offset+limit`` of ``grouped``, hydrated; and how many candidates were gone.
 
@@ -392,7 +281,7 @@ def _page(
                     title=title,
                     url=url,
                     source=source,
-                    snippet=snippet_html(snippet_text) if snippet_text else _plain_snippet(text),
+                    snippet=snippet_html(snippet_text) if snippet_text else snippet_plain(text),
                     score=round(cand.score, 6),
                     rank=offset + len(results) + 1,
                     text=text,
@@ -409,10 +298,3 @@ def _page(
 def _json(value):
     # Django has psycopg hand jsonb over as text (its JSONField decodes it); raw SQL decodes here.
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _plain_snippet(text: str, length: int = 240) -> str:
-    from django.utils.html import escape
-
-    text = " ".join(text.split())
-    return escape(text if len(text) <= length else text[:length].rsplit(" ", 1)[0] + " …")

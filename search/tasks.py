@@ -9,7 +9,7 @@ from django_tasks import task
 def keyword_stats_refresh_task() -> bool:
     """Recompute BM25 document frequencies if the corpus moved enough (cheap check otherwise)."""
     from documents.maintenance import tables_analyze
-    from search.keyword import keyword_stats_refresh
+    from search.keyword_stats import keyword_stats_refresh
 
     # Queued after ingestion from anywhere (API, admin, crawl jobs): keep the planner's
     # statistics fresh too, which costs one catalog query when little changed.

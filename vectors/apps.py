@@ -6,7 +6,9 @@ class VectorsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from vectors import readiness, receivers
+        from ragsite.metrics import register_database_gauges
+        from vectors import metrics, readiness, receivers
 
         readiness.register()
         receivers.connect()
+        register_database_gauges(metrics.embedding_cache_gauges)

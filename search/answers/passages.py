@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from django.utils.html import escape
-
 from search.selectors import SearchResult
+from search.snippets import snippet_safe_html
 
 # A passage cut to fit the budget must still say something; below this many tokens, stop instead.
 MIN_PASSAGE_TOKENS = 48
@@ -79,36 +77,6 @@ class Answer:
     reranked: bool | None = None
     rerank_error: str = ""
     closest: list[dict] = field(default_factory=list)
-
-
-_SNIPPET_MARKERS = re.compile(r"(<mark>|</mark>|\x02|\x03)")
-
-
-def snippet_safe_html(snippet: str) -> str:
-    """A search snippet as HTML in which nothing but ``<mark>`` can be markup.
-
-    ``chunk_search`` snippets are escaped HTML with ``<mark>`` around matches
-    (``_plain_snippet`` escapes; keyword snippets come as text with control-character markers
-    that ``snippet_html`` escapes and turns into ``<mark>``). This accepts either form and
-    re-escapes every other piece (unescape first, so already-escaped text is not escaped
-    twice), so a template may mark the result safe whatever the upstream did.
-    """
-    out: list[str] = []
-    open_mark = False
-    for piece in _SNIPPET_MARKERS.split(snippet or ""):
-        if piece in ("<mark>", "\x02"):
-            if not open_mark:
-                out.append("<mark>")
-                open_mark = True
-        elif piece in ("</mark>", "\x03"):
-            if open_mark:
-                out.append("</mark>")
-                open_mark = False
-        elif piece:
-            out.append(escape(html.unescape(piece)))
-    if open_mark:
-        out.append("</mark>")
-    return "".join(out)
 
 
 def _normalised(text: str) -> str:

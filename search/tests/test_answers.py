@@ -12,7 +12,7 @@ from search.answers.errors import LLMAuthError, LLMRateLimited, LLMTimeout, LLMU
 from search.answers.extractive import ExtractiveProvider, passage_sentences
 from search.answers.generate import NOT_FOUND_ANSWER, UNCITED_WARNING, answer_events, answer_generate
 from search.answers.llm import OpenAIChatProvider
-from search.answers.passages import answer_context_build, snippet_safe_html
+from search.answers.passages import answer_context_build
 from search.answers.retrieval import answer_retrieve
 from search.selectors import SearchResult
 from search.tests.ask_fixtures import DOCUMENTS, OFF_TOPIC_QUESTION, knowledge_base_fixture  # noqa: F401
@@ -62,15 +62,6 @@ def test_markers_split_across_stream_pieces_are_checked_whole(size):
     pieces.append(cleaner.flush())
     assert "".join(pieces) == "Green tea is steamed [1] and black tea is oxidised [2]. See [1]."
     assert cleaner.cited == [1, 2] and cleaner.dropped == ["12", "12"]
-
-
-def test_snippets_can_carry_no_markup_but_mark():
-    html = snippet_safe_html('<script>alert(1)</script> &amp; <mark>tea</mark> \x02green\x03 <b onclick="x">b</b>')
-    assert html == (
-        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; <mark>tea</mark> <mark>green</mark> "
-        "&lt;b onclick=&quot;x&quot;&gt;b&lt;/b&gt;"
-    )
-    assert snippet_safe_html("<mark>unclosed") == "<mark>unclosed</mark>"
 
 
 # --- Context assembly -------------------------------------------------------------------------

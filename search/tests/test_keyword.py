@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from django.contrib.postgres.search import SearchQuery
 from django.db import connection
 
-from documents.models import Chunk, Document, Source
+from documents.models import Chunk, Source
+from documents.tests.factories import document_with_chunk, source_create
 from search.filters import SearchFilters, chunk_queryset_filter
-from search.keyword import (
-    SNIPPET_START,
-    SNIPPET_STOP,
-    keyword_search,
-    keyword_snippets,
-    keyword_stats_refresh,
-    snippet_html,
-    snippet_text,
-)
+from search.keyword import keyword_search
+from search.keyword_stats import keyword_stats_refresh
 from search.models import CorpusStat, LexemeStat
 
 pytestmark = pytest.mark.django_db
@@ -63,29 +55,10 @@ PASSAGES = {
 }
 
 
-def make_chunk(source: Source, title: str, text: str, *, metadata: dict | None = None, context: str | None = None):
-    document = Document.objects.create(
-        source=source,
-        title=title,
-        text=text,
-        metadata=metadata or {},
-        content_hash=hashlib.sha256(text.encode()).hexdigest(),
-    )
-    return Chunk.objects.create(
-        document=document,
-        ordinal=0,
-        text=text,
-        context=title if context is None else context,
-        token_count=len(text.split()),
-        char_end=len(text),
-        content_hash=hashlib.sha256(text.encode()).hexdigest(),
-    )
-
-
 @pytest.fixture
 def corpus():
-    source = Source.objects.create(name="notes")
-    return {key: make_chunk(source, title, text, metadata={"topic": key}) for key, (title, text) in PASSAGES.items()}
+    source = source_create("notes")
+    return {key: document_with_chunk(source, title, text, metadata={"topic": key}) for key, (title, text) in PASSAGES.items()}
 
 
 def ids(hits) -> list[str]:
@@ -118,11 +91,11 @@ def test_limit_is_respected(corpus):
 
 
 def test_rare_terms_outweigh_common_ones():
-    source = Source.objects.create(name="lab")
+    source = source_create("lab")
     for n in range(8):
-        make_chunk(source, f"Report {n}", f"This study reports results of study number {n} in the study series.")
-    common = make_chunk(source, "Study", "Study after study after study: a study about studying studies.")
-    rare = make_chunk(source, "Catalysis", "Zeolite catalysts crack long hydrocarbons into petrol.")
+        document_with_chunk(source, f"Report {n}", f"This study reports results of study number {n} in the study series.")
+    common = document_with_chunk(source, "Study", "Study after study after study: a study about studying studies.")
+    rare = document_with_chunk(source, "Catalysis", "Zeolite catalysts crack long hydrocarbons into petrol.")
 
     hits = keyword_search("zeolite study", limit=3)
     assert hits[0].chunk_id == str(rare.id)
@@ -130,8 +103,8 @@ def test_rare_terms_outweigh_common_ones():
 
 
 def test_words_in_the_title_context_are_searchable():
-    source = Source.objects.create(name="handbook")
-    chunk = make_chunk(source, "Glossary", "Terms used throughout the handbook.", context="Handbook / Lighthouses")
+    source = source_create("handbook")
+    chunk = document_with_chunk(source, "Glossary", "Terms used throughout the handbook.", context="Handbook / Lighthouses")
     assert ids(keyword_search("lighthouse", limit=5)) == [str(chunk.id)]
 
 
@@ -174,8 +147,8 @@ def test_stopword_phrase_and_stopword_exclusion_are_ignored(corpus):
 
 
 def test_tsquery_syntax_and_odd_characters_never_break_the_query(corpus):
-    source = Source.objects.create(name="odd")
-    chunk = make_chunk(source, "People", "Dr O'Neill wrote C:\\temp\\notes.txt and visited x.org/a?b=1 twice.")
+    source = source_create("odd")
+    chunk = document_with_chunk(source, "People", "Dr O'Neill wrote C:\\temp\\notes.txt and visited x.org/a?b=1 twice.")
     for query in [
         "o'neill",
         "O'Neill's notes",
@@ -192,8 +165,8 @@ def test_tsquery_syntax_and_odd_characters_never_break_the_query(corpus):
 
 
 def test_filters_by_source_document_and_metadata(corpus):
-    other = Source.objects.create(name="other")
-    elsewhere = make_chunk(
+    other = source_create("other")
+    elsewhere = document_with_chunk(
         other, "Caffeine", "Espresso has the most caffeine per millilitre.", metadata={"topic": "espresso", "page": 3}
     )
     query = "caffeine coffee espresso"
@@ -236,10 +209,10 @@ def test_pruned_candidates_still_find_rare_matches(corpus, settings):
 
 def test_narrow_filter_scores_every_chunk_inside_it(settings):
     settings.SEARCH_KEYWORD_CANDIDATE_BUDGET = 2
-    big, small = Source.objects.create(name="big"), Source.objects.create(name="small")
+    big, small = source_create("big"), source_create("small")
     for n in range(6):
-        make_chunk(big, f"Tea {n}", f"Tea and a rare tisane number {n}.")
-    wanted = make_chunk(small, "Tea", "Black tea with milk.")
+        document_with_chunk(big, f"Tea {n}", f"Tea and a rare tisane number {n}.")
+    wanted = document_with_chunk(small, "Tea", "Black tea with milk.")
     # "tisane" is the rare word and sits only in the big source; inside the small one, "tea" still finds its chunk.
     hits = keyword_search("tea tisane", limit=5, filters=SearchFilters(source_ids=[small.id]))
     assert ids(hits) == [str(wanted.id)]
@@ -279,30 +252,8 @@ def test_refreshed_statistics_rank_like_live_counts(corpus):
 def test_words_new_since_the_refresh_are_still_found(corpus):
     keyword_stats_refresh()
     source = Source.objects.get(name="notes")
-    newcomer = make_chunk(source, "Birds", "Ptarmigans turn white in winter.")
+    newcomer = document_with_chunk(source, "Birds", "Ptarmigans turn white in winter.")
     assert ids(keyword_search("ptarmigan", limit=5)) == [str(newcomer.id)]
-
-
-def test_snippets_mark_query_words_and_are_safe_to_render():
-    source = Source.objects.create(name="web")
-    chunk = make_chunk(
-        source, "Markup", "Compare a < b & c in coffee code;\x02 markers\x03 never leak <script>x</script>."
-    )
-    snippets = keyword_snippets([str(chunk.id)], "coffee")
-    snippet = snippets[str(chunk.id)]
-    assert f"{SNIPPET_START}coffee{SNIPPET_STOP}" in snippet
-    assert snippet.count(SNIPPET_START) == 1 and snippet.count(SNIPPET_STOP) == 1
-    rendered = snippet_html(snippet)
-    assert "<mark>coffee</mark>" in rendered
-    assert "&lt;" in rendered and "&amp;" in rendered and "<script>" not in rendered
-    assert SNIPPET_START not in snippet_text(snippet)
-
-
-def test_snippets_for_chunks_without_matches_show_their_opening(corpus):
-    chunk = corpus["grapes"]
-    snippets = keyword_snippets([chunk.id], "the of")
-    assert snippets[str(chunk.id)].startswith("Table grapes")
-    assert keyword_snippets([], "coffee") == {}
 
 
 def test_statistics_are_computed_on_first_search_of_a_large_corpus(corpus, settings):
@@ -329,7 +280,7 @@ def test_statistics_follow_a_corpus_that_grew_far_past_them(corpus):
 def test_stats_refresh_merges_the_gin_pending_list(corpus):
     """The background refresh also empties the index's pending list, even with fresh statistics."""
     assert keyword_stats_refresh() is True
-    make_chunk(Source.objects.get(name="notes"), "Later", "A chunk added after the refresh goes to the pending list.")
+    document_with_chunk(Source.objects.get(name="notes"), "Later", "A chunk added after the refresh goes to the pending list.")
     keyword_stats_refresh(force=False)
     with connection.cursor() as cursor:
         # Returns how many pending pages it merged: none are left.
@@ -344,7 +295,7 @@ def test_a_bulk_ingest_queues_one_statistics_refresh_not_one_per_document(monkey
 
     calls: list[int] = []
     monkeypatch.setattr("search.signals.enqueue_stats_refresh", lambda: calls.append(1))
-    source = Source.objects.create(name="bulk")
+    source = source_create("bulk")
 
     with run_commit_hooks():
         document_ingest(source=source, title="Single", text="One document on its own.", url="https://e.com/0")

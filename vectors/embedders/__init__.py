@@ -44,14 +44,14 @@ __all__ = [
 
 def onnx_model_dir() -> Path:
     """Where the ONNX export lives: EMBEDDING_MODEL_DIR (default DATA_DIR/models)/all-MiniLM-L6-v2/onnx."""
-    base = settings.EMBEDDING_MODEL_DIR or Path(settings.DATA_DIR) / "models"
+    base = settings.EMBEDDING_MODEL_DIR
     return Path(base) / LOCAL_MODEL / "onnx"
 
 
 def _embedder_key() -> tuple:
     """The settings an embedder depends on; a change (e.g. override_settings) selects another one."""
     backend = settings.EMBEDDING_BACKEND
-    batch_size = int(settings.EMBEDDING_BATCH_SIZE)
+    batch_size = settings.EMBEDDING_BATCH_SIZE
     if backend == "local":
         runtime = settings.EMBEDDING_RUNTIME
         onnx_dir = str(onnx_model_dir()) if runtime != "torch" else ""
@@ -60,20 +60,20 @@ def _embedder_key() -> tuple:
             settings.EMBEDDING_MODEL,
             runtime,
             batch_size,
-            int(settings.EMBEDDING_THREADS),
+            settings.EMBEDDING_THREADS,
             onnx_dir,
         )
     if backend == "openai":
         return (
             "openai",
             settings.EMBEDDING_MODEL,
-            int(settings.EMBEDDING_DIMENSIONS),
+            settings.EMBEDDING_DIMENSIONS,
             batch_size,
             settings.OPENAI_API_KEY,
             settings.OPENAI_BASE_URL,
-            float(settings.OPENAI_TIMEOUT),
-            int(settings.OPENAI_MAX_RETRIES),
-            float(settings.OPENAI_RETRY_BASE_DELAY),
+            settings.OPENAI_TIMEOUT,
+            settings.OPENAI_MAX_RETRIES,
+            settings.OPENAI_RETRY_BASE_DELAY,
         )
     raise EmbeddingError(f"Unknown EMBEDDING_BACKEND {backend!r}: expected local or openai.")
 

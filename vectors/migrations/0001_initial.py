@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('contenttypes', '0002_remove_content_type_name'),
-        ('documents', '0005_embeddingcache_moved_to_vectors'),
+        ('documents', '0008_embeddingcache_moved_to_vectors'),
     ]
 
     operations = [

@@ -98,18 +98,15 @@ def vector_store_open(
 def _open_from_settings() -> VectorStore:
     from django.conf import settings
 
-    path = settings.QDRANT_PATH
-    if path is None and settings.DATA_DIR:
-        path = Path(settings.DATA_DIR) / "qdrant"
     return vector_store_open(
-        collection=settings.QDRANT_COLLECTION or "ragsite_chunks",
-        url=settings.QDRANT_URL or "",
-        api_key=settings.QDRANT_API_KEY or "",
-        timeout=int(settings.QDRANT_TIMEOUT or 10),
-        path=path,
-        engine=(settings.QDRANT_LOCAL_ENGINE or DEFAULT_LOCAL_ENGINE).lower(),
-        index_threshold=int(settings.QDRANT_EDGE_INDEX_THRESHOLD or 0),
-        index_idle=float(settings.QDRANT_EDGE_INDEX_IDLE),
+        collection=settings.QDRANT_COLLECTION,
+        url=settings.QDRANT_URL,
+        api_key=settings.QDRANT_API_KEY,
+        timeout=settings.QDRANT_TIMEOUT,
+        path=settings.QDRANT_PATH,
+        engine=settings.QDRANT_LOCAL_ENGINE,
+        index_threshold=settings.QDRANT_EDGE_INDEX_THRESHOLD,
+        index_idle=settings.QDRANT_EDGE_INDEX_IDLE,
     )
 
 

@@ -16,7 +16,7 @@ def test_migrate_from_before_the_move_keeps_the_cached_vectors_and_their_content
 
     # The schema of the release before the move: the cache is documents' table.
     call_command("migrate", "vectors", "zero", verbosity=0)
-    call_command("migrate", "documents", "0004_chunk_sync_attempts", verbosity=0)
+    call_command("migrate", "documents", "0007_apikey_moved_to_accounts", verbosity=0)
     try:
         with connection.cursor() as cursor:
             cursor.execute(

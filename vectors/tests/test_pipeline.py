@@ -69,7 +69,10 @@ def test_editing_one_paragraph_reembeds_only_the_affected_chunks(source, fresh_s
     embed_spy.clear()
     with run_commit_hooks():
         second = document_ingest(
-            source=source, url=url, text=long_markdown("Bees dance to tell the hive where nectar is."), mime="text/markdown"
+            source=source,
+            url=url,
+            text=long_markdown("Bees dance to tell the hive where nectar is."),
+            mime="text/markdown",
         )
     assert second.document.pk == first.document.pk and second.changed
     assert second.chunks_added == 1 and second.chunks_removed == 1
@@ -109,7 +112,9 @@ def test_deleting_a_document_or_a_source_removes_their_points(source, fresh_stor
     assert point_ids(fresh_store) == set()
 
 
-def test_qdrant_down_during_ingest_loses_nothing_and_vectors_sync_repairs(source, settings, run_commit_hooks, fresh_store):
+def test_qdrant_down_during_ingest_loses_nothing_and_vectors_sync_repairs(
+    source, settings, run_commit_hooks, fresh_store
+):
     collection = settings.QDRANT_COLLECTION
     settings.QDRANT_URL = "http://127.0.0.1:9"  # nothing listens there
     settings.QDRANT_TIMEOUT = 1
@@ -183,7 +188,9 @@ def test_auth_error_stops_the_sync_and_leaves_chunks_pending(source, fresh_store
     assert fresh_store.count() == 0
 
 
-def test_crash_between_commit_and_enqueue_is_repaired_by_vectors_sync(source, fresh_store, django_capture_on_commit_callbacks):
+def test_crash_between_commit_and_enqueue_is_repaired_by_vectors_sync(
+    source, fresh_store, django_capture_on_commit_callbacks
+):
     # Callbacks captured but never run: the process "died" right after the commit.
     with django_capture_on_commit_callbacks(execute=False):
         doc = ingest_file(source, "guide.md").document
@@ -245,6 +252,20 @@ def test_sync_marks_indexed_only_chunks_whose_content_did_not_change(
     assert chunk.index_status == Chunk.IndexStatus.INDEXED
     assert any("Rewritten while the sync" in text for text in embed_spy)
     assert report.indexed == doc.chunks.count()
+
+
+def test_sync_batches_never_read_the_document_text(source, fresh_store):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document_ingest(source=source, title="Long", text=long_markdown(), mime="text/markdown")
+
+    with CaptureQueriesContext(connection) as queries:
+        report = vectors_sync_pending()
+
+    assert report.indexed == Chunk.objects.count() > 1
+    document_text = f'"{Document._meta.db_table}"."text"'
+    assert not [q["sql"] for q in queries.captured_queries if document_text in q["sql"]]
 
 
 def test_patching_a_document_changes_title_and_metadata_and_resyncs_points(api, fresh_store, run_commit_hooks):

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from crawl.models import CrawlJob, CrawlPage
-from crawl.services import (
-    CrawlJobError,
+from crawl.jobs import (
     crawl_job_abandon,
     crawl_job_cancel,
     crawl_job_create,
-    crawl_job_enqueue,
-    crawl_job_run,
-    crawl_jobs_recover,
     crawl_jobs_stale,
 )
+from crawl.models import CrawlJob, CrawlPage
+from crawl.runner import crawl_job_run
+from crawl.tasks import crawl_job_enqueue, crawl_jobs_recover
 from documents.maintenance import tables_analyze
+from documents.services import IngestError
 from ragsite.progress import progress_bar
 
 MAX_ERRORS_SHOWN = 20
@@ -69,7 +68,7 @@ class Command(BaseCommand):
                 use_sitemap=not options["no_sitemap"],
                 delete_missing=options["delete_missing"],
             )
-        except CrawlJobError as exc:
+        except IngestError as exc:
             raise CommandError(f"{exc.field}: {exc.message}") from exc
         if options["background"]:
             crawl_job_enqueue(job=job)

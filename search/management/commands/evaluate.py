@@ -73,7 +73,7 @@ class Command(BaseCommand):
             from vectors.tasks import enqueue_vector_sync
 
             enqueue_vector_sync()  # the worker embeds what this run did not
-        from search.keyword import keyword_stats_refresh
+        from search.keyword_stats import keyword_stats_refresh
 
         keyword_stats_refresh(force=False)
 
@@ -161,7 +161,7 @@ class Command(BaseCommand):
         """A test client with a throwaway read key: the real URL, authentication and serializers."""
         from django.test import Client
 
-        from documents.auth import api_key_create
+        from accounts.auth import api_key_create
 
         row, key = api_key_create(name="evaluate (temporary)")
         import atexit

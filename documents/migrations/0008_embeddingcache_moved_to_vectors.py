@@ -7,7 +7,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('documents', '0004_chunk_sync_attempts'),
+        ('documents', '0007_apikey_moved_to_accounts'),
     ]
 
     operations = [

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 - a test user's
+PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
