@@ -40,7 +40,7 @@ def staff_client(client, django_user_model):
 
 
 # A real OpenAI-compatible HTTP server on 127.0.0.1 (embeddings and, later, chat completions).
-from documents.tests.openai_server import openai_server_fixture, openai_server_session_fixture  # noqa: E402, F401
+from ragsite.tests.openai_server import openai_server_fixture, openai_server_session_fixture  # noqa: E402, F401
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def fresh_store(settings):
     """A collection of its own for the test; the embedded store lives in the session's DATA_DIR."""
     import uuid
 
-    from documents.vectorstore import get_vector_store
+    from vectors.stores import get_vector_store
 
     settings.QDRANT_COLLECTION = f"test_{uuid.uuid4().hex[:12]}"
     return get_vector_store()
@@ -57,7 +57,7 @@ def fresh_store(settings):
 @pytest.fixture
 def embed_spy(monkeypatch):
     """Counts the texts that reach the real embedder."""
-    from documents.embeddings import get_embedder
+    from vectors.embedders import get_embedder
 
     embedder = get_embedder()
     calls: list[str] = []

@@ -24,8 +24,6 @@ from crawl.tasks import crawl_job_enqueue
 from documents.api import DEFAULT_API_SOURCE, DocumentCreateSerializer, DocumentFilter, DocumentSerializer
 from documents.models import Chunk, Document, Source
 from documents.services import IngestError, document_delete, document_ingest, source_get_or_create
-from documents.sync import pending_chunks, vectors_sync_pending
-from documents.vectorstore import vector_store_reset
 from ragsite.api import ApiError, Pagination
 from search.api import (
     AskParams,
@@ -37,6 +35,8 @@ from search.api import (
     search_response_body,
 )
 from search.selectors import SearchUnavailable, chunk_search
+from vectors.stores import vector_store_reset
+from vectors.sync import pending_chunks, vectors_sync_pending
 
 DOCUMENT_PAGE_MAX = 100_000  # characters of a document's text per get_document call
 LIST_DOCUMENTS_MAX = Pagination.max_limit

@@ -240,7 +240,7 @@ def instrument(timers: Timers) -> None:
     import crawl.frontier
     import crawl.runner
     import documents.services
-    import documents.sync
+    import vectors.sync
 
     timers.wrap(crawl.fetching.Fetcher, "fetch", "fetch (HTTP, on the fetch threads; robots.txt and sitemap too)")
     timers.wrap(crawl.runner, "parse_links", "link extraction (lxml)")
@@ -252,8 +252,8 @@ def instrument(timers: Timers) -> None:
     timers.wrap(documents.services, "chunk_token_budget", "  chunk_token_budget")
     timers.wrap(documents.services, "chunk_document", "  chunk_document (tokenize + split)")
     timers.wrap(documents.services, "_chunks_replace", "  chunk rows (diff + insert)")
-    timers.wrap(documents.sync, "vectors_sync_pending", "vectors_sync_pending (embed + upsert)")
-    timers.wrap(documents.sync, "embed_chunks", "  embed_chunks (model)")
+    timers.wrap(vectors.sync, "vectors_sync_pending", "vectors_sync_pending (embed + upsert)")
+    timers.wrap(vectors.sync, "embed_chunks", "  embed_chunks (model)")
 
 
 def chunk_snapshot(source_name: str) -> dict[str, tuple[str, str]]:
@@ -294,7 +294,8 @@ def phase_crawl(args: argparse.Namespace) -> dict:
         cancel_timer.daemon = True
     # Load what a long-running worker has loaded already (the tokenizer, and the embedding model,
     # which document_ingest asks for its input size), so the crawl is timed in steady state.
-    from documents.embeddings import get_embedder, get_tokenizer
+    from documents.tokenizer import get_tokenizer
+    from vectors.embedders import get_embedder
 
     load_started = time.perf_counter()
     get_tokenizer()
@@ -365,8 +366,8 @@ class _Budget(Exception):
 def phase_sync(args: argparse.Namespace) -> dict:
     timers = Timers()
     instrument(timers)
-    from documents.embeddings import get_embedder
-    from documents.sync import pending_chunks, vectors_sync_pending
+    from vectors.embedders import get_embedder
+    from vectors.sync import pending_chunks, vectors_sync_pending
     pending_before = pending_chunks().count()
     load_started = time.perf_counter()
     embedder = get_embedder()

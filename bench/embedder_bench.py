@@ -41,7 +41,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 from harness import cpu_model, score, versions  # noqa: E402
 
-from documents import embeddings_onnx  # noqa: E402
+from vectors.embedders import onnx as embeddings_onnx  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact-train"
 RESULTS = ROOT / "bench" / "results"

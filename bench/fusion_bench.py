@@ -48,11 +48,11 @@ def main() -> None:
 
     from documents.models import Document, Source
     from documents.services import document_ingest
-    from documents.sync import vectors_sync_pending
     from search.candidates import keyword_candidates, semantic_candidates
     from search.filters import SearchFilters
     from search.fusion import FusionEvidence, reciprocal_rank_fusion
     from search.selectors import _group
+    from vectors.sync import vectors_sync_pending
 
     def candidates(query: str, source_id: int):
         filters = SearchFilters(source_ids=[source_id])

@@ -8,11 +8,11 @@ Run from the project root; it creates (and drops first) its own database and dat
 
 Pipeline ``sequential`` = what `manage.py ingest` does with the local model: ``document_ingest_many``
 over every SciFact document (title, abstract as text/plain, url, metadata; parse, chunk, diff) in
-the command's batches (INGEST_BATCH_DOCUMENTS documents, one transaction each) inside ``vector_sync_deferred``, then ``vectors_sync_pending`` (embedding cache
+the command's batches (INGEST_BATCH_DOCUMENTS documents, one transaction each) inside ``changes_batched``, then ``vectors_sync_pending`` (embedding cache
 lookups, embedding, cache writes, upserts into a fresh embedded qdrant-edge store, status
 updates). Pipeline ``alongside`` = what it does with a remote embedder, measured here with the
 local one to decide between them: the same ``document_ingest_many`` loop, with a
-``documents.sync.SyncAlongside`` told about each
+``vectors.alongside.SyncAlongside`` told about each
 document's new chunks: every full batch of ``SYNC_BATCH`` pending chunks goes to the embedding
 thread while the next documents are stored, and the sync's database work (cache lookups and
 writes, status updates) and the upserts into a fresh embedded qdrant-edge store run in the
@@ -80,7 +80,7 @@ def recreate_database(base_url: str, name: str, *, template: str | None = None) 
 
 def find_onnx_export(explicit: str | None) -> Path | None:
     """An existing ONNX export to copy into the fresh data folder (exporting is an install step)."""
-    from documents.embeddings_onnx import export_is_current
+    from vectors.embedders.onnx import export_is_current
 
     candidates = [Path(explicit)] if explicit else []
     candidates += [
@@ -203,8 +203,6 @@ def run_child(args: argparse.Namespace) -> dict:
 
     call_command("migrate", verbosity=0)
 
-    from documents.embeddings import get_embedder
-    from documents.embeddings_onnx import load_model_tokenizer
     from documents.models import Chunk, Source
     from documents.services import (
         INGEST_BATCH_DOCUMENTS,
@@ -213,9 +211,12 @@ def run_child(args: argparse.Namespace) -> dict:
         embedding_input,
         source_get_or_create,
     )
-    from documents.signals import vector_sync_deferred
-    from documents.sync import SYNC_BATCH, SyncAlongside, vectors_sync_pending
-    from documents.vectorstore import get_vector_store
+    from documents.signals import changes_batched
+    from vectors.alongside import SyncAlongside
+    from vectors.embedders import get_embedder
+    from vectors.embedders.onnx import load_model_tokenizer
+    from vectors.stores import get_vector_store
+    from vectors.sync import SYNC_BATCH, vectors_sync_pending
 
     corpus = [json.loads(line) for line in open(DATASET / "corpus.jsonl")]
     if args.docs:
@@ -286,9 +287,9 @@ def run_child(args: argparse.Namespace) -> dict:
     def planned_inputs(docs: list[dict]) -> list[str]:
         """What the pipeline will embed for these documents (checked against the stored chunks after)."""
         from documents.chunking import chunk_document
-        from documents.embeddings import get_tokenizer
         from documents.parsing import parse_document
         from documents.services import chunk_context, chunk_token_budget
+        from documents.tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer()
         out = []
@@ -336,12 +337,12 @@ def run_child(args: argparse.Namespace) -> dict:
                 # storing, then the rest.
                 alongside = SyncAlongside()
                 alongside.start()
-                with vector_sync_deferred(enqueue_sync=False):
+                with changes_batched(embed_here=True):
                     ingest(docs, added, alongside)
                     t_ingested = time.perf_counter()
                     report = alongside.finish()
             else:  # what `manage.py ingest` does with a local model: store every document, then embed
-                with vector_sync_deferred(enqueue_sync=False):
+                with changes_batched(embed_here=True):
                     ingest(docs, added)
                 t_ingested = time.perf_counter()
                 report = vectors_sync_pending()
@@ -510,8 +511,8 @@ def markdown(report: dict) -> str:
         "# Ingestion throughput: pipeline vs raw embedder (SciFact)",
         "",
         "Whole pipeline (`document_ingest_many` over every document, in `manage.py ingest`'s batches of "
-        "`INGEST_BATCH_DOCUMENTS`, inside `vector_sync_deferred`, embedding through "
-        "`documents.sync` into a fresh embedded qdrant-edge store; fresh PostgreSQL database) beside "
+        "`INGEST_BATCH_DOCUMENTS`, inside `changes_batched`, embedding through "
+        "`vectors.sync` into a fresh embedded qdrant-edge store; fresh PostgreSQL database) beside "
         "`embedder.embed_documents` alone on exactly the chunk inputs the pipeline embedded, same embedder "
         "object (runtime, threads, batch size), same call size as the sync. Measured slice by slice in one "
         "run, pipeline and raw back to back on each slice's chunks, in alternating order (raw first on even "

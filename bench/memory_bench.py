@@ -10,7 +10,7 @@ corpus order and repeated as needed; every abstract carries a line "Record N." s
 abstracts are new text and the embedding cache does not hide the embedding work. The file goes
 through the real command, `manage.py ingest FILE` with the local model (`EMBEDDING_BACKEND=local`,
 the default): parse, chunk and store in one transaction, then embed every pending chunk in the
-foreground (`documents.sync.vectors_sync_pending`, the worker's sync, in batches of SYNC_BATCH)
+foreground (`vectors.sync.vectors_sync_pending`, the worker's sync, in batches of SYNC_BATCH)
 into a fresh embedded qdrant-edge store. Fresh PostgreSQL database and data folder per size.
 
 Peak RSS is the command process's VmHWM, read from /proc every 0.1 s until it exits. Idle is a
@@ -42,7 +42,7 @@ DEFAULT_DB_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "ragsite_memory_bench"
 
 IDLE_PROBE = """
-from documents.embeddings import get_embedder
+from vectors.embedders import get_embedder
 get_embedder().embed_documents(["warm up"])
 for line in open("/proc/self/status"):
     if line.startswith(("VmRSS", "VmHWM")):

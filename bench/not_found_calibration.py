@@ -127,7 +127,7 @@ def main() -> None:
     django.setup()
     from documents.models import Source
     from documents.services import document_ingest
-    from documents.sync import vectors_sync_pending
+    from vectors.sync import vectors_sync_pending
 
     data = json.loads(DATA.read_text())
     newcomer, _ = Source.objects.get_or_create(name="newcomer-calibration")

@@ -26,7 +26,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from documents.tests.openai_server import OpenAICompatibleServer
+    from ragsite.tests.openai_server import OpenAICompatibleServer
     from search.tests.rerank_server import COHERE_PATH, TEI_PATH, cohere_handler, endpoint, tei_handler
 
     server = OpenAICompatibleServer().start()

@@ -199,12 +199,14 @@ def phase_build(args: argparse.Namespace) -> dict:
     import numpy as np
     from django.db import connection, transaction
 
-    from documents.embeddings import get_embedder, get_tokenizer
-    from documents.models import Chunk, Document, EmbeddingCache, Source
+    from documents.models import Chunk, Document, Source
     from documents.services import embedding_input
-    from documents.sync import point_payload
-    from documents.vectorstore import VectorPoint, get_vector_store
+    from documents.tokenizer import get_tokenizer
     from search.keyword_stats import keyword_stats_refresh
+    from vectors.embedders import get_embedder
+    from vectors.models import EmbeddingCache
+    from vectors.stores import VectorPoint, get_vector_store
+    from vectors.sync import point_payload
 
     started = time.perf_counter()
     target = int(args.target)
@@ -393,9 +395,9 @@ def phase_measure(args: argparse.Namespace) -> dict:
     django.setup()
     from django.conf import settings
 
-    from documents.embeddings import get_embedder
     from documents.models import Chunk
-    from documents.vectorstore import get_vector_store
+    from vectors.embedders import get_embedder
+    from vectors.stores import get_vector_store
 
     t_open = time.perf_counter()
     store = get_vector_store()
@@ -405,7 +407,7 @@ def phase_measure(args: argparse.Namespace) -> dict:
     # the background once QDRANT_EDGE_INDEX_THRESHOLD (default 20000) points lack it, so at 10k
     # chunks the store stays brute force. Built here and waited for, before timing (the setting
     # is 0 in this process so that no build starts during the timing). --index off: brute force.
-    from documents.vectorstore_edge import DEFAULT_INDEX_THRESHOLD
+    from vectors.stores.edge import DEFAULT_INDEX_THRESHOLD
 
     index: dict = {"mode": args.index, "threshold": DEFAULT_INDEX_THRESHOLD}
     if args.index == "on" and hasattr(store, "index_build_wait"):
@@ -517,7 +519,7 @@ def storage_sizes(qdrant_path: Path) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_total_relation_size('documents_chunk'), pg_total_relation_size('documents_document'), "
-            "pg_total_relation_size('documents_embeddingcache'), pg_database_size(current_database())"
+            "pg_total_relation_size('vectors_embeddingcache'), pg_database_size(current_database())"
         )
         chunk, document, cache, database = cursor.fetchone()
     store = sum(f.stat().st_size for f in qdrant_path.rglob("*") if f.is_file())
@@ -646,12 +648,12 @@ def phase_soak(args: argparse.Namespace) -> dict:
     django.setup()
     import random
 
-    from documents.embeddings import get_embedder
     from documents.models import Chunk, Source
     from documents.services import document_delete, document_ingest
-    from documents.signals import vector_sync_deferred
-    from documents.sync import vectors_sync_pending
-    from documents.vectorstore import get_vector_store
+    from documents.signals import changes_batched
+    from vectors.embedders import get_embedder
+    from vectors.stores import get_vector_store
+    from vectors.sync import vectors_sync_pending
 
     get_vector_store()
     get_embedder()
@@ -671,7 +673,7 @@ def phase_soak(args: argparse.Namespace) -> dict:
 
     def ingest(number: int) -> None:
         doc = rng.choice(corpus)
-        with vector_sync_deferred(enqueue_sync=False):
+        with changes_batched(embed_here=True):
             result = document_ingest(
                 source=source,
                 title=f"{doc['title']} (soak {number})",

@@ -295,10 +295,10 @@ def check(shared: Shared) -> dict:
     import django
 
     django.setup()
-    from documents.embeddings import get_embedder
     from documents.models import Chunk, Document
     from documents.services import _document_hash, _document_prepare, _sha256, chunk_context, embedding_input
-    from documents.vectorstore import get_vector_store
+    from vectors.embedders import get_embedder
+    from vectors.stores import get_vector_store
 
     versions = set()
     for title in TITLES:

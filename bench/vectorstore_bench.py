@@ -10,10 +10,10 @@ Run from the project root (under 10 minutes on 2 shared cores once the HNSW stor
 Each configuration's store is kept under --work-dir (var/bench/vectorstore); ``--reuse`` names
 the variants whose stored builds are reused (default: edge+hnsw, whose HNSW build takes minutes).
 
-Every configuration runs through documents.vectorstore (the code the app uses) in its own
+Every configuration runs through vectors.stores (the code the app uses) in its own
 process, so RSS is that configuration's alone. Data: random unit vectors (dim 384, seeded) with
 the app's payload (document_id, 12 chunks a document; source_id, 20 sources; source, title, url,
-ordinal, metadata {lang, page, year}), upserted in batches of 256 (documents.sync.SYNC_BATCH).
+ordinal, metadata {lang, page, year}), upserted in batches of 256 (vectors.sync.SYNC_BATCH).
 Queries are stored vectors plus noise (cos ~0.9 to their source), so each has real near
 neighbours. Measured per engine and size:
 
@@ -131,7 +131,7 @@ def run_child(args: argparse.Namespace) -> dict:
     """
     import numpy as np
 
-    from documents.vectorstore import vector_store_open
+    from vectors.stores import vector_store_open
 
     engine, variant, size = args.child_engine, args.child_variant, args.child_size
     store_dir = Path(args.work_dir) / f"{variant}-{size}"
@@ -205,7 +205,7 @@ def run_child(args: argparse.Namespace) -> dict:
 
 
 def build_store(args: argparse.Namespace, store_dir: Path, vectors) -> dict:
-    from documents.vectorstore import VectorPoint, vector_store_open
+    from vectors.stores import VectorPoint, vector_store_open
 
     engine, variant, size = args.child_engine, args.child_variant, args.child_size
     shutil.rmtree(store_dir, ignore_errors=True)
@@ -332,7 +332,7 @@ def markdown(report: dict) -> str:
         "# Embedded vector store: qdrant-edge vs qdrant-client local mode",
         "",
         f"Random unit vectors, dim {report['dimension']}, app payloads; top-10 searches with payloads through "
-        f"`documents.vectorstore`; {report['queries']} queries a cell ({report['client_filtered_queries']} for the "
+        f"`vectors.stores`; {report['queries']} queries a cell ({report['client_filtered_queries']} for the "
         f"filtered client-mode cells). {report['machine']['cpus']} shared cores; "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
         + f". Total {report['total_wall_s']} s"

@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q
 from django.forms.fields import InvalidJSONInput
 
-from documents.models import SEARCH_CONFIG, Chunk, Document, EmbeddingCache, Source
+from documents.models import SEARCH_CONFIG, Chunk, Document, Source
 from documents.services import IngestError, document_ingest, document_reembed, document_update, metadata_check
 
 
@@ -217,7 +217,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.display(description="vectors")
     def vectors(self, obj):
-        """Quarantined (documents.sync: repeated sync failures; re-embed to retry), failed, pending or indexed."""
+        """Quarantined (vectors.quarantine: repeated sync failures; re-embed to retry), failed, pending or indexed."""
         if getattr(obj, "_quarantined", 0):
             return f"quarantined ({obj._quarantined} chunks)"
         if getattr(obj, "_failed", 0):
@@ -244,18 +244,6 @@ class ChunkAdmin(admin.ModelAdmin):
     search_fields = ["id", "text"]
     readonly_fields = [f.name for f in Chunk._meta.fields if f.name != "search_vector"]
     exclude = ["search_vector"]
-
-    def has_add_permission(self, request):
-        return False
-
-
-@admin.register(EmbeddingCache)
-class EmbeddingCacheAdmin(admin.ModelAdmin):
-    list_display = ["model", "content_hash", "dimension", "created_at"]
-    list_filter = ["model"]
-    search_fields = ["content_hash"]
-    readonly_fields = ["model", "content_hash", "dimension", "created_at"]
-    exclude = ["vector"]
 
     def has_add_permission(self, request):
         return False

@@ -107,7 +107,7 @@ class Chunk(models.Model):
     last_error = models.TextField(blank=True)
     # Syncs that took this chunk without indexing it, counted before the work so that a crash
     # counts too; reset when it is indexed. At VECTORS_SYNC_MAX_ATTEMPTS its document is
-    # quarantined (documents.sync): failed, and not retried until re-ingested or re-embedded.
+    # quarantined (vectors.quarantine): failed, and not retried until re-ingested or re-embedded.
     sync_attempts = models.PositiveIntegerField(default=0)
     sync_retry_at = models.DateTimeField(null=True, blank=True)  # a failed chunk's next automatic retry
     created_at = models.DateTimeField(auto_now_add=True)
@@ -136,21 +136,3 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
-
-
-class EmbeddingCache(models.Model):
-    """Vectors by (model, text hash): identical text is never embedded twice by one model."""
-
-    model = models.CharField(max_length=200)
-    content_hash = models.CharField(max_length=64)
-    dimension = models.PositiveIntegerField()
-    vector = models.BinaryField()  # float32, little-endian
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["model", "content_hash"], name="embedding_cache_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.model}:{self.content_hash[:12]}"

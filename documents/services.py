@@ -2,7 +2,7 @@
 
 PostgreSQL is the truth. A document and its chunks are stored in one transaction; the chunks'
 search vectors are generated columns, so new text is keyword-searchable at commit. Embedding
-and the Qdrant upsert happen after commit (see documents.sync), driven by each chunk's
+and the Qdrant upsert happen after commit (see vectors.sync), driven by each chunk's
 ``index_status``, so an outage of the embedder or of Qdrant delays vector search but loses
 nothing.
 """
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
-from django.db.models.signals import post_save
 
 from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
-from documents.embeddings import get_tokenizer
 from documents.files import Original, file_keep, file_release_on_commit
 from documents.models import Chunk, Document, Source
 from documents.parsing import ParseError, parse_document
+from documents.signals import announce, embedder_token_limit
+from documents.tokenizer import get_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +179,7 @@ def chunk_token_budget(tokenizer, title: str, parsed) -> int:
     input (256 tokens for all-MiniLM-L6-v2, including two special tokens); without this the
     end of every full chunk would never be embedded.
     """
-    from documents.embeddings import EmbeddingError, embedder_max_tokens
-
-    try:
-        # Read without loading the model: storing and keyword indexing never need it.
-        limit = embedder_max_tokens()
-    except EmbeddingError:
-        limit = 0
+    limit = embedder_token_limit()  # the vectors app answers (documents.signals)
     budget = settings.CHUNK_SIZE_TOKENS
     if limit:
         # The longest context line, as chunks will carry it (headings bounded by the chunker).
@@ -414,7 +408,7 @@ def _chunks_lock(document_ids: list[int]) -> None:
     """Lock every chunk of these documents, in id order, in one statement.
 
     Writers hold the document rows first, so they never wait for each other here; the vector
-    sync marks chunks without the document lock, also in id order (documents.sync._mark), so a
+    sync marks chunks without the document lock, also in id order (vectors.sync.mark), so a
     writer and the sync cannot each hold a chunk the other waits for.
     """
     if not document_ids:
@@ -517,12 +511,9 @@ def _documents_store_batch(source: Source, prepared: list[_Prepared]) -> list[In
     if new:
         Document.objects.bulk_create([document for _, document in new], batch_size=500)
         chunks: list[Chunk] = []
+        # bulk_create sends no post_save: announce the new documents as save() would.
+        announce(document_ids=[document.pk for _, document in new])
         for i, document in new:
-            # bulk_create sends no post_save; the receivers (vector sync, keyword statistics)
-            # hear of each new document as they would from save().
-            post_save.send(
-                sender=Document, instance=document, created=True, update_fields=None, raw=False, using=document._state.db
-            )
             added = _new_chunks(document, prepared[i].drafts)
             chunks.extend(added)
             results[i] = IngestResult(
@@ -711,19 +702,17 @@ def source_delete(*, source: Source) -> bool:
 
 def document_reembed(*, document: Document) -> int:
     """Queue every chunk of the document for embedding and upsert again (0 if it was deleted)."""
-    from documents.signals import enqueue_vector_sync
-
     with transaction.atomic():
         try:
             _document_lock(document.pk)
         except DocumentGone:
             return 0
         _chunks_lock([document.pk])
-        # Also the explicit way out of quarantine (documents.sync): the attempts start again.
+        # Also the explicit way out of quarantine (vectors.quarantine): the attempts start again.
         count = Chunk.objects.filter(document_id=document.pk).update(
             index_status=Chunk.IndexStatus.PENDING, last_error="", sync_attempts=0, sync_retry_at=None
         )
-        transaction.on_commit(enqueue_vector_sync)
+        announce(document_ids=[document.pk])
     return count
 
 
@@ -731,7 +720,7 @@ def document_rechunk(*, document: Document) -> IngestResult:
     """Chunk the document's stored text again and diff its chunks against it (one transaction).
 
     The repair for chunks that hold text other than ``document.text`` (the drift check in
-    documents.sync finds them). Markdown keeps its headings; other types were stored as their
+    vectors.repair finds them). Markdown keeps its headings; other types were stored as their
     extracted text, which is chunked as plain text. Unchanged chunks keep their vectors.
     """
     from documents.parsing import TEXT_MARKDOWN, TEXT_PLAIN

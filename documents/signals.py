@@ -1,173 +1,124 @@
-"""Thin receivers: after the transaction commits, queue a vector sync or a point deletion.
+"""What documents announces to the apps above it (vectors, search): Django signals, ids only.
 
-Receivers pass ids, never instances. The truth stays in the database (``index_status``), so a
-missed signal (bulk writes, a crash between commit and enqueue) is repaired by
-``manage.py vectors_sync``.
+documents never imports those apps; they connect their receivers to these signals.
+
+- ``chunks_changed(document_ids, embed_here)``: after commit; these documents were saved or
+  their chunks written, so pending chunks may exist. ``embed_here``: the sender (a bulk command)
+  embeds them itself in the foreground, so nobody else needs to.
+- ``chunks_deleted(chunk_ids)``: after commit; these chunks are gone (their points must go).
+- ``foreground_embedding``: `manage.py ingest` asks for the object that embeds what it stores
+  (``stored(chunks_added)`` after each batch, ``finish(stdout, stderr)``, ``abort()``,
+  ``watch(progress_bar)``); no receiver (no vectors app): the command only stores.
+- ``chunk_token_limit``: the embedder's input limit in tokens, which chunk sizes must respect
+  (receivers return it, 0 if unknown).
+
+Within a transaction the ids are collected and sent once when it commits (nothing if it rolls
+back); inside ``changes_batched`` (bulk commands) once when the bulk operation ends. The truth
+stays in the database (each chunk's ``index_status``), so a missed announcement (a crash between
+commit and send) is repaired by ``manage.py vectors_sync``.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal
 
 from documents.models import Chunk, Document
 
-logger = logging.getLogger(__name__)
+chunks_changed = Signal()
+chunks_deleted = Signal()
+foreground_embedding = Signal()
+chunk_token_limit = Signal()
+
+
+@dataclass
+class _Changes:
+    document_ids: set[int] = field(default_factory=set)
+    chunk_ids: list[str] = field(default_factory=list)
+
+    def send(self, *, embed_here: bool = False) -> None:
+        # Deletions first: a point deletion queued after a sync could remove a re-added point.
+        if self.chunk_ids:
+            chunks_deleted.send(sender=Chunk, chunk_ids=self.chunk_ids)
+        if self.document_ids:
+            chunks_changed.send(sender=Document, document_ids=sorted(self.document_ids), embed_here=embed_here)
+
 
 _state = threading.local()
 
 
-def _deferred() -> dict | None:
-    return getattr(_state, "deferred", None)
-
-
 @contextmanager
-def vector_sync_deferred(*, enqueue_sync: bool = True):
-    """Collect sync requests during a bulk operation and queue one sync at the end.
-
-    With ``enqueue_sync=False`` the caller promises to sync pending chunks itself (commands that
-    embed in the foreground with a progress bar); point deletions are still queued. Other apps'
-    once-per-change follow-ups registered with ``after_bulk`` run once at the end too.
-    """
-    outer = _deferred()
-    if outer is not None:
-        yield outer
+def changes_batched(*, embed_here: bool = False):
+    """Announce the changes of a bulk operation (many transactions) once, when it ends."""
+    if getattr(_state, "batch", None) is not None:
+        yield
         return
-    _state.deferred = {"sync": False, "delete": [], "after": {}}
+    _state.batch = batch = _Changes()
     try:
-        yield _state.deferred
+        yield
     finally:
-        collected = _state.deferred
-        _state.deferred = None
-        if collected["delete"]:
-            _enqueue_delete(collected["delete"])
-        if collected["sync"] and enqueue_sync:
-            enqueue_vector_sync()
-        for callback in collected["after"].values():
-            callback()
+        _state.batch = None
+        batch.send(embed_here=embed_here)
 
 
-def after_bulk(callback) -> bool:
-    """Inside ``vector_sync_deferred``: run ``callback`` once when the bulk operation ends; True.
-
-    Outside one: False, and the caller does its usual per-transaction follow-up. Used by the
-    search app to queue one keyword-statistics refresh per bulk ingest instead of a check query
-    per document (1.9 ms of ~10 ms storing a SciFact abstract, bench/results/ingest.md).
-    """
-    deferred = _deferred()
-    if deferred is None:
-        return False
-    deferred["after"].setdefault(callback, callback)
-    return True
-
-
-def enqueue_vector_sync() -> None:
-    from documents.tasks import vectors_sync_task
-
-    try:
-        if _sync_already_queued():
+def announce(*, document_ids=(), chunk_ids=()) -> None:
+    """Announce changes once the current transaction commits (at once outside one)."""
+    changes = getattr(_state, "batch", None)
+    if changes is None:
+        connection = transaction.get_connection()
+        if not connection.in_atomic_block:
+            changes = _Changes(set(document_ids), [str(pk) for pk in chunk_ids])
+            changes.send()
             return
-        vectors_sync_task.enqueue()
-    except Exception:
-        # The sweep (`vectors_sync`, and the worker at start-up) picks up pending chunks later.
-        logger.exception("could not queue the vector sync; chunks stay pending until the next sweep")
+        changes = getattr(_state, "pending", None)
+        if changes is None or not any(entry[1] == _send_pending for entry in connection.run_on_commit):
+            # First change in this transaction, or the previous one rolled back (its callback
+            # was discarded with it): collect anew, with a callback of its own.
+            changes = _state.pending = _Changes()
+            transaction.on_commit(_send_pending)
+    changes.document_ids.update(document_ids)
+    changes.chunk_ids.extend(str(pk) for pk in chunk_ids)
 
 
-def _sync_already_queued() -> bool:
-    from django.conf import settings
-
-    if settings.TASKS_BACKEND != "database":
-        return False
-    from django_tasks_db.models import DBTaskResult
-
-    from documents.tasks import vectors_sync_task
-
-    return DBTaskResult.objects.filter(status="READY", task_path=vectors_sync_task.module_path).exists()
+def _send_pending() -> None:
+    changes = getattr(_state, "pending", None)
+    _state.pending = None
+    if changes is not None:
+        changes.send()
 
 
-def _enqueue_delete(chunk_ids: list[str]) -> None:
-    from documents.tasks import vectors_delete_task
-
-    try:
-        for start in range(0, len(chunk_ids), 1000):
-            vectors_delete_task.enqueue(chunk_ids[start : start + 1000])
-    except Exception:
-        logger.exception("could not queue the deletion of %d points; vectors_sync removes them later", len(chunk_ids))
+def foreground_embedding_start():
+    """The object that embeds what a bulk command stores (see ``foreground_embedding``), or None."""
+    for _, response in foreground_embedding.send(sender=None):
+        if response is not None:
+            return response
+    return None
 
 
-def _request_sync() -> None:
-    deferred = _deferred()
-    if deferred is not None:
-        deferred["sync"] = True
-    else:
-        transaction.on_commit(enqueue_vector_sync)
+def embedder_token_limit() -> int:
+    """The smallest input limit the receivers of ``chunk_token_limit`` report; 0 if none does."""
+    limits = [limit for _, limit in chunk_token_limit.send(sender=None) if limit]
+    return min(limits, default=0)
 
 
-@receiver(post_save, sender=Document, dispatch_uid="documents.document_saved")
-@receiver(post_save, sender=Chunk, dispatch_uid="documents.chunk_saved")
-def on_saved(sender, instance, **kwargs):
-    _request_sync()
+def _on_document_saved(sender, instance, **kwargs):
+    announce(document_ids=[instance.pk])
 
 
-class _DeleteBuffer:
-    """Chunk ids deleted in the current transaction, flushed by one on_commit callback."""
-
-    def add(self, chunk_id: str) -> None:
-        deferred = _deferred()
-        if deferred is not None:
-            deferred["delete"].append(chunk_id)
-            return
-        buffer = getattr(_state, "delete_buffer", None)
-        if buffer is None or not self._flush_registered():
-            # First delete in this transaction, or the previous one rolled back (its callback
-            # was discarded with it): start a new buffer with its own callback.
-            buffer = _state.delete_buffer = []
-            transaction.on_commit(self.flush)
-        buffer.append(chunk_id)
-
-    def _flush_registered(self) -> bool:
-        from django.db import connection
-
-        return any(entry[1] == self.flush for entry in connection.run_on_commit)
-
-    def flush(self) -> None:
-        buffer = getattr(_state, "delete_buffer", None) or []
-        _state.delete_buffer = None
-        if buffer:
-            _enqueue_delete(buffer)
+def _on_chunk_saved(sender, instance, **kwargs):
+    announce(document_ids=[instance.document_id])
 
 
-_delete_buffer = _DeleteBuffer()
+def _on_chunk_deleted(sender, instance, **kwargs):
+    announce(chunk_ids=[instance.pk])
 
 
-@receiver(post_delete, sender=Chunk, dispatch_uid="documents.chunk_deleted")
-def on_chunk_deleted(sender, instance, **kwargs):
-    _delete_buffer.add(str(instance.pk))
-
-
-def _on_worker_started(sender, **kwargs):
-    # Chunks left pending by a crash between commit and enqueue, or by an outage.
-    if Chunk.objects.filter(index_status=Chunk.IndexStatus.PENDING).exists():
-        enqueue_vector_sync()
-
-
-def _start_healer(sender, *, stopping, **kwargs):
-    # Retries with backoff and the periodic drift check, in the process that owns the store.
-    from documents.repair import VectorsHealer
-
-    VectorsHealer(stopping).start()
-
-
-def _connect_worker_hooks() -> None:
-    from ragsite.worker import worker_periodic, worker_started
-
-    worker_started.connect(_on_worker_started, dispatch_uid="documents.worker_started")
-    worker_periodic.connect(_start_healer, dispatch_uid="documents.vectors_healer")
-
-
-_connect_worker_hooks()
+def connect() -> None:
+    post_save.connect(_on_document_saved, sender=Document, dispatch_uid="documents.document_saved")
+    post_save.connect(_on_chunk_saved, sender=Chunk, dispatch_uid="documents.chunk_saved")
+    post_delete.connect(_on_chunk_deleted, sender=Chunk, dispatch_uid="documents.chunk_deleted")

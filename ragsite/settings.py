@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "ragsite",
     "accounts",
     "documents",
+    "vectors",
     "search",
     "crawl",
     "agents",

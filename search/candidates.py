@@ -31,8 +31,8 @@ class Candidate:
 
 
 def semantic_candidates(query: str, *, limit: int, filters: SearchFilters) -> list[Candidate]:
-    from documents.embeddings import EmbeddingError, get_embedder
-    from documents.vectorstore import VectorStoreError, get_vector_store
+    from vectors.embedders import EmbeddingError, get_embedder
+    from vectors.stores import VectorStoreError, get_vector_store
 
     try:
         embedder = get_embedder()

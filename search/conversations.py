@@ -231,15 +231,19 @@ def is_follow_up(question: str) -> bool:
 
 
 def _llm_rewrite(question: str, history: list[Turn]) -> str:
-    from search.answers.llm import _openai_client
+    from ragsite.openai_client import openai_client
 
     lines = []
     for turn in history:
         lines.append(f"User: {turn.question}")
         lines.append(f"Assistant: {turn.answer[:600]}")
     lines.append(f"User: {question}")
-    client = _openai_client(
-        settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, min(float(settings.OPENAI_TIMEOUT), 10.0), 0
+    # A rewrite is a nicety before the search: short timeout, no retries.
+    client = openai_client(
+        api_key=settings.OPENAI_API_KEY,
+        base_url=settings.OPENAI_BASE_URL,
+        timeout=min(float(settings.OPENAI_TIMEOUT), 10.0),
+        max_retries=0,
     )
     completion = client.chat.completions.create(
         model=settings.LLM_MODEL,

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
-
-from documents.models import Document
-
 logger = logging.getLogger(__name__)
 
 
@@ -32,11 +27,9 @@ def enqueue_stats_refresh() -> None:
         logger.exception("could not queue the keyword statistics refresh")
 
 
-def _on_document_changed(sender, **kwargs) -> None:
-    from documents.signals import after_bulk
-
-    if not after_bulk(enqueue_stats_refresh):
-        transaction.on_commit(enqueue_stats_refresh)
+def _on_corpus_changed(sender, **kwargs) -> None:
+    # Sent after commit, once per transaction or bulk operation (documents.signals).
+    enqueue_stats_refresh()
 
 
 def _on_worker_started(sender, **kwargs) -> None:
@@ -44,8 +37,9 @@ def _on_worker_started(sender, **kwargs) -> None:
 
 
 def connect() -> None:
+    from documents.signals import chunks_changed, chunks_deleted
     from ragsite.worker import worker_started
 
-    post_save.connect(_on_document_changed, sender=Document, dispatch_uid="search.document_saved")
-    post_delete.connect(_on_document_changed, sender=Document, dispatch_uid="search.document_deleted")
+    chunks_changed.connect(_on_corpus_changed, dispatch_uid="search.chunks_changed")
+    chunks_deleted.connect(_on_corpus_changed, dispatch_uid="search.chunks_deleted")
     worker_started.connect(_on_worker_started, dispatch_uid="search.worker_started")

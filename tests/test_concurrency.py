@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from documents.embeddings import get_embedder
 from documents.models import Chunk, Document, Source
 from documents.services import _document_hash, _document_prepare, _sha256, chunk_context, embedding_input
+from vectors.embedders import get_embedder
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -226,7 +226,7 @@ def test_marking_chunks_survives_a_deadlock_with_a_writer_locking_them_the_other
     import psycopg
     from django.db import connection
 
-    from documents import sync
+    from vectors import sync
 
     doc = stored_document(site, source="race", url="https://example.com/deadlock")
     chunks = sorted(Chunk.objects.filter(document_id=doc), key=lambda c: str(c.pk))
@@ -259,7 +259,7 @@ def test_marking_chunks_survives_a_deadlock_with_a_writer_locking_them_the_other
     writer = threading.Thread(target=reverse_order_writer)
     writer.start()
     assert holding.wait(30)
-    marked = sync._mark(chunks, Chunk.IndexStatus.INDEXED)
+    marked = sync.mark(chunks, Chunk.IndexStatus.INDEXED)
     writer.join(60)
     other.close()
     assert marked == len(chunks)

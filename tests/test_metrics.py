@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
 from crawl.models import CrawlJob, CrawlPage
-from documents.models import Chunk, EmbeddingCache, Source
+from documents.models import Chunk, Source
+from vectors.models import EmbeddingCache
 
 TOKEN = "metrics-test-token"  # noqa: S105 - a test value
 
@@ -174,7 +175,7 @@ def test_unknown_methods_and_paths_do_not_create_new_labels(client, metrics_on):
 def test_queue_depth_task_failures_and_crawl_outcomes_are_the_database_counts(client, metrics_on, settings):
     from django_tasks_db.models import DBTaskResult
 
-    from documents.tasks import vectors_sync_task
+    from vectors.tasks import vectors_sync_task
 
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
     for _ in range(3):

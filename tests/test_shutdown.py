@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
-# Enough chunks for three sync batches (documents.sync.SYNC_BATCH = 256): the stop lands after
+# Enough chunks for three sync batches (vectors.sync.SYNC_BATCH = 256): the stop lands after
 # the first batch is stored and before the last one is.
 DOCUMENT_CHUNKS_AT_LEAST = 600
 WAIT = int(
@@ -45,7 +45,7 @@ print("STATE " + json.dumps({
     "chunks": {row["index_status"]: row["n"] for row in
                Chunk.objects.filter(document__source__name=SOURCE).values("index_status").annotate(n=Count("id"))},
     "tasks": {row["status"]: row["n"] for row in DBTaskResult.objects.values("status").annotate(n=Count("id"))},
-    "syncs": list(DBTaskResult.objects.filter(task_path="documents.tasks.vectors_sync_task")
+    "syncs": list(DBTaskResult.objects.filter(task_path="vectors.tasks.vectors_sync_task")
                   .order_by("enqueued_at").values_list("status", flat=True)),
 }))
 """
@@ -307,7 +307,7 @@ def test_task_of_a_killed_worker_runs_again_at_the_next_worker_start(data_dir):
     running = _live_query(
         data_dir,
         "SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status = 'RUNNING' AND task_path = %s",
-        ["documents.tasks.vectors_sync_task"],
+        ["vectors.tasks.vectors_sync_task"],
     )
     assert running == [(1,)]
 

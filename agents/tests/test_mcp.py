@@ -282,7 +282,7 @@ def test_stdio_without_a_server_opens_the_store_itself_and_lets_it_go(offline):
                 await client.call_tool("search", {"query": "powdered shaded tea leaves", "mode": "semantic"})
             )
             # between calls the store is closed again, so a server starting now could open it
-            from documents.vectorstore import OwnerLock
+            from vectors.stores.base import OwnerLock
 
             lock = OwnerLock(offline.data_dir / "qdrant", engine="test")
             lock.release()

@@ -80,21 +80,6 @@ def test_listing_documents_filters_by_source_and_full_text(api, fresh_store, run
     assert api.get("/api/documents/", {"source": str(source_b.pk)}).json()["count"] == 1
 
 
-def test_patching_a_document_changes_title_and_metadata_and_resyncs_points(api, fresh_store, run_commit_hooks):
-    with run_commit_hooks():
-        doc = post_text(api).json()
-        response = api.patch(
-            f"/api/documents/{doc['id']}/", {"title": "Tea, revised", "metadata": {"lang": "en"}},
-            content_type="application/json",
-        )
-    assert response.status_code == 200, response.content
-    assert response.json()["title"] == "Tea, revised"
-    from documents.embeddings import get_embedder
-
-    hit = fresh_store.search(get_embedder().embed_query("green tea"), limit=1)[0]
-    assert hit.payload["title"] == "Tea, revised" and hit.payload["metadata"] == {"lang": "en"}
-
-
 def test_deleting_a_document_removes_it_and_its_points(api, fresh_store, run_commit_hooks):
     with run_commit_hooks():
         doc = post_text(api).json()

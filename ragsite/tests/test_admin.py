@@ -5,7 +5,8 @@ from django.contrib import admin
 from django.urls import reverse
 
 from crawl.models import CrawlJob, CrawlPage
-from documents.models import Chunk, Document, EmbeddingCache, Source
+from documents.models import Chunk, Document, Source
+from vectors.models import EmbeddingCache
 
 
 @pytest.fixture

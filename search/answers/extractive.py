@@ -134,7 +134,7 @@ class ExtractiveProvider(AnswerProvider):
 
     @property
     def model(self) -> str:  # type: ignore[override]
-        from documents.embeddings import get_embedder
+        from vectors.embedders import get_embedder
 
         try:
             return get_embedder().model_id
@@ -149,7 +149,7 @@ class ExtractiveProvider(AnswerProvider):
             yield ("" if index == 0 else " ") + _with_marker(sentence.text, sentence.passage.n)
 
     def select(self, *, question: str, passages: Sequence[Passage]) -> list[_Sentence]:
-        from documents.embeddings import EmbeddingError, get_embedder
+        from vectors.embedders import EmbeddingError, get_embedder
 
         candidates: list[_Sentence] = []
         seen: set[str] = set()

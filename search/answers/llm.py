@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
 
 from django.conf import settings
 
+from ragsite.openai_client import openai_client
 from search.answers.errors import AnswerError, LLMAuthError, LLMRateLimited, LLMTimeout, LLMUnavailable
 from search.answers.passages import Passage
 from search.answers.providers import AnswerProvider, Exchange
@@ -54,16 +54,6 @@ def history_within_budget(history: Sequence[Exchange], budget_tokens: int) -> li
     return list(reversed(kept))
 
 
-@lru_cache(maxsize=8)
-def _openai_client(api_key: str, base_url: str, timeout: float, max_retries: int):
-    import openai
-
-    # A local OpenAI-compatible server often needs no key, but the client insists on one.
-    return openai.OpenAI(
-        api_key=api_key or "unused", base_url=base_url or None, timeout=timeout, max_retries=max_retries
-    )
-
-
 class OpenAIChatProvider(AnswerProvider):
     name = "openai"
     streams = True
@@ -80,7 +70,12 @@ class OpenAIChatProvider(AnswerProvider):
         max_tokens: int | None = None,
     ) -> None:
         self.model = model
-        self._client_args = (api_key or "", base_url or "", float(timeout), int(max_retries))
+        self._client_args = {
+            "api_key": api_key or "",
+            "base_url": base_url or "",
+            "timeout": float(timeout),
+            "max_retries": int(max_retries),
+        }
         self._extra: dict = {}
         # Sent only when configured: some models (reasoning ones) reject either parameter.
         if temperature is not None:
@@ -102,7 +97,7 @@ class OpenAIChatProvider(AnswerProvider):
         )
 
     def _request(self, *, question: str, passages: Sequence[Passage], stream: bool, history: Sequence[Exchange] = ()):
-        client = _openai_client(*self._client_args)
+        client = openai_client(**self._client_args)
         return client.chat.completions.create(
             model=self.model,
             messages=chat_messages(question=question, passages=passages, history=history),

@@ -96,7 +96,7 @@ def answer_context_build(
     with the embedder's tokenizer: an approximation of any LLM's count that runs a little high.
     """
     if tokenizer is None:
-        from documents.embeddings import get_tokenizer
+        from documents.tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer()
     similarities = similarities or {}

@@ -26,9 +26,9 @@ def chunk_similarities(*, question: str, chunk_ids: Sequence[str]) -> dict[str, 
     The chunk vectors come from the embedding cache (``embed_chunks`` embeds only what is
     missing, e.g. a chunk that is still pending), so this costs one query embedding.
     """
-    from documents.embeddings import get_embedder
     from documents.models import Chunk
-    from documents.sync import embed_chunks
+    from vectors.embedders import get_embedder
+    from vectors.sync import embed_chunks
 
     if not chunk_ids:
         return {}
@@ -57,7 +57,7 @@ def answer_retrieve(
 
     Raises ``search.selectors.SearchUnavailable`` in semantic mode when vectors cannot be searched.
     """
-    from documents.embeddings import EmbeddingError
+    from vectors.embedders import EmbeddingError
 
     started = time.perf_counter()
     limit = limit or settings.ASK_DEFAULT_LIMIT

@@ -1,6 +1,6 @@
 """Rerank endpoints for tests: the project's real embedder scoring as a bi-encoder, in both protocols.
 
-Routes on the shared local OpenAI-compatible test server (``documents.tests.openai_server``):
+Routes on the shared local OpenAI-compatible test server (``ragsite.tests.openai_server``):
 ``POST /v1/rerank`` speaks Cohere's protocol (Jina and vLLM speak the same), ``POST /rerank``
 Hugging Face TEI's. Scores are cosine similarities of the real local model's vectors, so the
 order a test expects is computed independently by ``bi_encoder_scores``.
@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from documents.tests.openai_server import OpenAICompatibleServer, Reply, Request, error_reply
+from ragsite.tests.openai_server import OpenAICompatibleServer, Reply, Request, error_reply
 
 COHERE_PATH = "/v1/rerank"
 TEI_PATH = "/rerank"
 
 
 def bi_encoder_scores(query: str, texts: list[str]) -> list[float]:
-    from documents.embeddings import get_embedder
+    from vectors.embedders import get_embedder
 
     embedder = get_embedder()
     query_vector = np.asarray(embedder.embed_query(query), dtype=np.float32)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from documents.embeddings import get_tokenizer
+from documents.tokenizer import get_tokenizer
 from search.answers.citations import CitationFilter, citations_clean
 from search.answers.errors import LLMAuthError, LLMRateLimited, LLMTimeout, LLMUnavailable
 from search.answers.extractive import ExtractiveProvider, passage_sentences

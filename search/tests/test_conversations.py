@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from documents.tests.openai_server import chat_completions_handler
+from ragsite.tests.openai_server import chat_completions_handler
 from search.conversations import conversations_purge, is_follow_up, rule_rewrite
 from search.models import Conversation, Turn
 from search.tests.ask_fixtures import knowledge_base_fixture  # noqa: F401

@@ -291,7 +291,7 @@ def test_stats_refresh_merges_the_gin_pending_list(corpus):
 
 def test_a_bulk_ingest_queues_one_statistics_refresh_not_one_per_document(monkeypatch, run_commit_hooks):
     from documents.services import document_ingest
-    from documents.signals import vector_sync_deferred
+    from documents.signals import changes_batched
 
     calls: list[int] = []
     monkeypatch.setattr("search.signals.enqueue_stats_refresh", lambda: calls.append(1))
@@ -302,7 +302,7 @@ def test_a_bulk_ingest_queues_one_statistics_refresh_not_one_per_document(monkey
     assert calls == [1]  # outside a bulk operation: after each commit, as before
 
     calls.clear()
-    with run_commit_hooks(), vector_sync_deferred(enqueue_sync=False):
+    with run_commit_hooks(), changes_batched(embed_here=True):
         for n in range(1, 4):
             document_ingest(source=source, title=f"Doc {n}", text=f"Bulk document number {n}.", url=f"https://e.com/{n}")
         assert calls == []

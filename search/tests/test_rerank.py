@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from documents.tests.openai_server import Reply
+from ragsite.tests.openai_server import Reply
 from search.tests.ask_fixtures import knowledge_base_fixture  # noqa: F401
 from search.tests.rerank_server import COHERE_PATH, TEI_PATH, bi_encoder_scores, endpoint, rerank_server_fixture  # noqa: F401
 

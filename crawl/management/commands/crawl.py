@@ -20,8 +20,8 @@ from crawl.models import CrawlJob, CrawlPage
 from crawl.runner import crawl_job_run
 from crawl.tasks import crawl_job_enqueue, crawl_jobs_recover
 from documents.maintenance import tables_analyze
-from documents.management.commands._progress import progress_bar
 from documents.services import IngestError
+from ragsite.progress import progress_bar
 
 MAX_ERRORS_SHOWN = 20
 
@@ -104,12 +104,12 @@ class Command(BaseCommand):
     def _run(self, job: CrawlJob, *, embed: bool) -> None:
         from contextlib import nullcontext
 
-        from documents.signals import vector_sync_deferred
+        from documents.signals import changes_batched
 
         self.stdout.write(f"crawling {job.start_url} into source {job.source.name!r} (job {job.pk})")
         try:
             # Embedding here: one vector sync after the crawl instead of one per page.
-            deferred = vector_sync_deferred() if embed else nullcontext()
+            deferred = changes_batched() if embed else nullcontext()
             with deferred, progress_bar(None, "crawl", "page") as bar:
 
                 def progress(current: CrawlJob) -> None:
@@ -148,6 +148,6 @@ class Command(BaseCommand):
         )
 
     def _embed(self) -> None:
-        from documents.sync import embed_pending_foreground
+        from vectors.foreground import embed_pending_foreground
 
         embed_pending_foreground(self.stdout, self.stderr)

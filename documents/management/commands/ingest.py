@@ -3,7 +3,8 @@
 Files are stored in batches (one transaction per batch; a batch that fails is stored file by
 file), then the new chunks are embedded (unless --no-embed). With a remote embedder
 (EMBEDDING_BACKEND=openai) every full batch of new chunks is embedded in a thread while the next
-files are stored (documents.sync.embeds_alongside says why not with the local model).
+files are stored (vectors.foreground.embeds_alongside says why not with the local model). The
+embedding is the vectors app's, reached through documents.signals.foreground_embedding.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from documents.maintenance import tables_analyze
-from documents.management.commands._progress import progress_bar
 from documents.models import Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
-from documents.signals import vector_sync_deferred
-from documents.sync import embed_pending_foreground, embeds_alongside, sync_alongside_start
+from documents.signals import changes_batched, foreground_embedding_start
+from ragsite.progress import progress_bar
 
 
 class Command(BaseCommand):
@@ -51,14 +51,14 @@ class Command(BaseCommand):
         counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "chunks_added": 0}
         failures: list[str] = []
         # With a remote embedder, full batches of new chunks go to it while the next files are
-        # parsed and stored (documents.sync.SyncAlongside); a local model embeds after storing,
-        # because storing would take its CPU (documents.sync.embeds_alongside).
-        alongside = sync_alongside_start() if not no_embed and embeds_alongside() else None
+        # parsed and stored (vectors.alongside); a local model embeds after storing, because
+        # storing would take its CPU (vectors.foreground.embeds_alongside).
+        embedding = None if no_embed else foreground_embedding_start()
         try:
-            with vector_sync_deferred(enqueue_sync=no_embed):
+            with changes_batched(embed_here=embedding is not None):
                 with progress_bar(len(items), "ingest", "file") as bar:
-                    if alongside is not None:
-                        alongside.progress = lambda n: bar.set_postfix(embedded=alongside.report.indexed, refresh=False)
+                    if embedding is not None:
+                        embedding.watch(bar)
                     for batch in _batches(items, failures, counts, bar):
                         results = document_ingest_many(source=src, items=[kwargs for _, kwargs in batch])
                         for (label, _), result in zip(batch, results, strict=True):
@@ -69,8 +69,8 @@ class Command(BaseCommand):
                                 key = "created" if result.created else ("updated" if result.changed else "unchanged")
                                 counts[key] += 1
                                 counts["chunks_added"] += result.chunks_added
-                                if alongside is not None:
-                                    alongside.stored(result.chunks_added)
+                                if embedding is not None:
+                                    embedding.stored(result.chunks_added)
                             bar.update(1)
                 for line in failures:
                     self.stderr.write(f"failed: {line}")
@@ -79,12 +79,12 @@ class Command(BaseCommand):
                     "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
                 )
                 tables_analyze()  # new rows in bulk: give the planner their statistics now
-                if not no_embed:
-                    # Before the deferred point deletions are queued, so none can overtake an upsert.
-                    embed_pending_foreground(self.stdout, self.stderr, alongside=alongside)
+                if embedding is not None:
+                    # Before the batched point deletions are announced, so none can overtake an upsert.
+                    embedding.finish(self.stdout, self.stderr)
         except BaseException:
-            if alongside is not None:
-                alongside.abort()  # what is stored stays; its chunks stay pending for the next sync
+            if embedding is not None:
+                embedding.abort()  # what is stored stays; its chunks stay pending for the next sync
             raise
         if counts["failed"] and not (counts["created"] or counts["updated"] or counts["unchanged"]):
             raise CommandError("every input failed")

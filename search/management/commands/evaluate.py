@@ -14,10 +14,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from documents.maintenance import tables_analyze
-from documents.management.commands._progress import progress_bar
 from documents.models import Document, Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
-from documents.signals import vector_sync_deferred
+from documents.signals import changes_batched
+from ragsite.progress import progress_bar
 from search.evaluation import DatasetError, evaluate_mode, load_dataset
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
@@ -70,7 +70,7 @@ class Command(BaseCommand):
         if not no_sync and any(m != "keyword" for m in modes):
             self._sync()
         else:
-            from documents.signals import enqueue_vector_sync
+            from vectors.tasks import enqueue_vector_sync
 
             enqueue_vector_sync()  # the worker embeds what this run did not
         from search.keyword_stats import keyword_stats_refresh
@@ -177,7 +177,7 @@ class Command(BaseCommand):
             self.stdout.write(f"all {len(dataset.corpus)} documents already ingested")
             return
         failed = 0
-        with vector_sync_deferred(enqueue_sync=False), progress_bar(len(todo), "ingest", "doc") as bar:
+        with changes_batched(embed_here=True), progress_bar(len(todo), "ingest", "doc") as bar:
             for start in range(0, len(todo), INGEST_BATCH_DOCUMENTS):
                 batch = todo[start : start + INGEST_BATCH_DOCUMENTS]
                 items = [
@@ -198,7 +198,7 @@ class Command(BaseCommand):
         self.stdout.write(f"ingested {len(todo) - failed} documents ({failed} failed)")
 
     def _sync(self) -> None:
-        from documents.sync import pending_chunks, vectors_sync_pending
+        from vectors.sync import pending_chunks, vectors_sync_pending
 
         todo = pending_chunks().count()
         if not todo:
