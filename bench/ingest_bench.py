@@ -287,7 +287,7 @@ def run_child(args: argparse.Namespace) -> dict:
         """What the pipeline will embed for these documents (checked against the stored chunks after)."""
         from documents.chunking import chunk_document
         from documents.embeddings import get_tokenizer
-        from documents.parsing import parse_document
+        from documents.parsers import parse_document
         from documents.services import chunk_context, chunk_token_budget
 
         tokenizer = get_tokenizer()

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from documents.parsing import ParsedDocument, Section, content_hash
+from documents.parsers import ParsedDocument, Section, content_hash
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer

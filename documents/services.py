@@ -25,7 +25,7 @@ from django.db.models.signals import post_save
 from documents.chunking import ChunkDraft, chunk_document
 from documents.embeddings import get_tokenizer
 from documents.models import Chunk, Document, Source
-from documents.parsing import ParseError, parse_document
+from documents.parsers import ParseError, parse_document
 
 logger = logging.getLogger(__name__)
 
@@ -693,7 +693,7 @@ def document_rechunk(*, document: Document) -> IngestResult:
     documents.sync finds them). Markdown keeps its headings; other types were stored as their
     extracted text, which is chunked as plain text. Unchanged chunks keep their vectors.
     """
-    from documents.parsing import TEXT_MARKDOWN, TEXT_PLAIN
+    from documents.parsers import TEXT_MARKDOWN, TEXT_PLAIN
 
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document.pk)
