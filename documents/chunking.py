@@ -368,6 +368,12 @@ def _best_cut(local: str, encoding, low: int, high: int, page_starts: list[int])
 # --- Metadata -----------------------------------------------------------------------------------
 
 
+def chunk_page(metadata: dict | None) -> int | None:
+    """The page (PDF/TIFF page, slide) a chunk starts on, from its metadata; None without pages."""
+    page = (metadata or {}).get("page")
+    return page if isinstance(page, int) and not isinstance(page, bool) else None
+
+
 def _page_metadata(unit: _Unit, start: int, end: int) -> dict:
     # Sections are in text order: bisect to the ones the chunk overlaps (a PDF may have 1000 pages).
     if unit.section_starts is None:
