@@ -232,8 +232,15 @@ def _merge_small_units(text: str, units: list[_Unit], tokenizer, chunk_tokens: i
     def total(lo: int, hi: int) -> int:
         return prefix[hi] - prefix[lo] - (gap_tokens[lo - 1] if lo else 0)
 
+    # Slides (and TIFF pages) are sections with a page of their own that do not flow into each
+    # other: merging two would leave the second's words under the first's number in every hit.
+    firsts = [unit.sections[0].page for unit in units]
+
+    def one_page(lo: int, hi: int) -> bool:
+        return len({firsts[k] for k in range(lo, hi)} - {None}) <= 1 or any(units[k].flow for k in range(lo, hi))
+
     def group(lo: int, hi: int, depth: int) -> list[tuple[int, int]]:
-        if total(lo, hi) <= chunk_tokens:
+        if total(lo, hi) <= chunk_tokens and one_page(lo, hi):
             return [(lo, hi)]
         blocks = []  # this node's own units one by one, then each child subtree whole
         k = lo
@@ -252,8 +259,8 @@ def _merge_small_units(text: str, units: list[_Unit], tokenizer, chunk_tokens: i
         out: list[tuple[int, int]] = []
         pack: tuple[int, int] | None = None
         for a, b in blocks:
-            if total(a, b) <= chunk_tokens:
-                if pack is not None and total(pack[0], b) <= chunk_tokens:
+            if total(a, b) <= chunk_tokens and one_page(a, b):
+                if pack is not None and total(pack[0], b) <= chunk_tokens and one_page(pack[0], b):
                     pack = (pack[0], b)
                     continue
                 if pack is not None:

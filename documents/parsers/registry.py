@@ -182,7 +182,7 @@ def parse_document(
     labelled, unsupported = _labelled(declared, suffix, from_url=not filename)
 
     if data is not None:
-        found = _from_bytes(data, labelled)
+        found = _from_bytes(data, labelled, _BY_EXTENSION.get(suffix))
         if found is not None:
             return _bounded(found.parse(data, name=name, max_chars=max_chars), max_chars)
     if unsupported:
@@ -253,19 +253,23 @@ def _labelled(declared: str, suffix: str, *, from_url: bool) -> tuple[Format | N
     return None, ""
 
 
-def _from_bytes(data: bytes, labelled: Format | None) -> Format | None:
+def _from_bytes(data: bytes, labelled: Format | None, named: Format | None) -> Format | None:
     """The bytes format the content is (the content wins), or None for text; raises for binary
-    content no parser reads, and for text labelled as a binary format."""
+    content no parser reads, and for text labelled as a binary format. `named` is the format of
+    the file name's extension: a damaged "report.docx" sent as text/plain still reaches the DOCX
+    parser, which says what is wrong with it."""
     sniffed = sniff_content_type(data)
     found = _BY_TYPE.get(sniffed)
     if found is not None and found.reads == "bytes":
         return found
+    claimed = next((f for f in (labelled, named) if f is not None and f.reads == "bytes"), None)
     if sniffed and sniffed != TEXT_HTML:
         binary = binary_format(data) or sniffed
-        if labelled is not None and labelled.reads == "bytes":
-            if sniffed in labelled.containers:
-                return labelled
-            raise UnsupportedContentType(f"The file is not {labelled.label}: its content is {binary}.")
+        for candidate in (labelled, named):
+            if candidate is not None and sniffed in candidate.containers:
+                return candidate
+        if claimed is not None:
+            raise UnsupportedContentType(f"The file is not {claimed.label}: its content is {binary}.")
         raise _unsupported(binary)
     if labelled is not None and labelled.reads == "bytes":
         looks = "HTML" if HTML_START.match(data[:2048].decode("utf-8", "replace")) else "text"
