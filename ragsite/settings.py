@@ -298,13 +298,13 @@ SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS = env_int("SEARCH_KEYWORD_STATS_AUTO_RE
 ASK_CONTEXT_TOKENS = env_int("ASK_CONTEXT_TOKENS", 1500, minimum=100)
 # Cosine floor below which a semantic/hybrid passage does not count as relevant for an answer
 # (measured for all-MiniLM-L6-v2; another embedding model needs its own value).
-ASK_MIN_SIMILARITY = env_float("ASK_MIN_SIMILARITY", 0.30, minimum=-1.0)
+ASK_MIN_SIMILARITY = env_float("ASK_MIN_SIMILARITY", 0.375, minimum=-1.0)
 # Below ASK_MIN_SIMILARITY, a passage still counts when its similarity is at least this share of
 # it and it holds ASK_COVERAGE_WITH_SIMILARITY of the question's content words; with the embedder
 # down, when it holds ASK_COVERAGE_ALONE of them (bench/results/not_found.md).
-ASK_LOW_SIMILARITY_FACTOR = env_float("ASK_LOW_SIMILARITY_FACTOR", 0.6, minimum=0.0)
-ASK_COVERAGE_WITH_SIMILARITY = env_float("ASK_COVERAGE_WITH_SIMILARITY", 0.5, minimum=0.0)
-ASK_COVERAGE_ALONE = env_float("ASK_COVERAGE_ALONE", 0.75, minimum=0.0)
+ASK_LOW_SIMILARITY_FACTOR = env_float("ASK_LOW_SIMILARITY_FACTOR", 0.8, minimum=0.0)
+ASK_COVERAGE_WITH_SIMILARITY = env_float("ASK_COVERAGE_WITH_SIMILARITY", 0.6, minimum=0.0)
+ASK_COVERAGE_ALONE = env_float("ASK_COVERAGE_ALONE", 0.5, minimum=0.0)
 ASK_DEFAULT_LIMIT = env_int("ASK_DEFAULT_LIMIT", 8, minimum=1, maximum=100)
 ASK_MAX_LIMIT = env_int("ASK_MAX_LIMIT", 20, minimum=1, maximum=100)
 ASK_MAX_PER_DOCUMENT = env_int("ASK_MAX_PER_DOCUMENT", 3, minimum=1)

@@ -75,10 +75,10 @@ def _bulk_load(source: Source, *, documents: int, chunks_per_document: int, word
         cursor.execute(
             """
             INSERT INTO documents_chunk (id, ordinal, text, context, token_count, char_start, char_end,
-                heading_path, content_hash, metadata, index_status, last_error, created_at, document_id)
+                heading_path, content_hash, metadata, index_status, last_error, sync_attempts, created_at, document_id)
             SELECT gen_random_uuid(), o,
                    'Field report ' || d.id || ' part ' || o || CASE WHEN o = 0 AND d.id %% %s = 0 THEN ' ' || %s ELSE '' END,
-                   '', 8, 0, 0, '[]', md5(d.id || '-' || o), '{}', 'indexed', '', now(), d.id
+                   '', 8, 0, 0, '[]', md5(d.id || '-' || o), '{}', 'indexed', '', 0, now(), d.id
             FROM documents_document d CROSS JOIN generate_series(0, %s - 1) o
             WHERE d.source_id = %s
             """,

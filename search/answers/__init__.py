@@ -19,23 +19,14 @@ One path for the API, the page and any other caller:
    across two chunks until it is complete.
 
 Relevance, i.e. when to answer "I could not find this in the knowledge base." without calling
-any provider:
-
-- no search results, in any mode;
-- semantic and hybrid: a passage counts only if the cosine similarity between the question and
-  the chunk (the same vectors the vector store holds, read from the embedding cache) is at least
-  ``ASK_MIN_SIMILARITY`` (default 0.30). Chosen from data: all-MiniLM-L6-v2 on SciFact, 150
-  training claims against a sample of 600 abstracts (their relevant ones plus 450 others), and
-  40 questions on other subjects (cooking, travel, software...) against the same abstracts.
-  Claims: the relevant abstract scores >= 0.30 for 95% of them (median 0.58), the best abstract
-  >= 0.30 for 99%. Off-subject questions: the best abstract scores a median 0.19, 95th
-  percentile 0.26, and only 1 of 40 reaches 0.30 (0.25 would let 12% through, 0.35 would lose
-  12% of relevant abstracts). A bigger corpus gives an off-subject question more chances to
-  find a near miss, so raise the floor if "nothing found" should win more often. The numbers
-  are the local model's: another embedding model scales cosines differently and needs its own.
-- keyword: the user asked for literal matches, so a BM25 match counts as relevant; the floor is
-  not applied (a keyword-only match is often a rare name or code the embedder does not know).
-
-If the embedder is down, hybrid search already falls back to keyword results (with a warning),
-and relevance falls back to the keyword rule too.
+any provider, is ``search.relevance.passage_relevant`` on every retrieved passage, in every mode:
+its cosine to the (standalone) query reaches ``ASK_MIN_SIMILARITY`` (0.375), or
+``ASK_LOW_SIMILARITY_FACTOR`` (0.8) of it with ``ASK_COVERAGE_WITH_SIMILARITY`` (0.6) of the
+query's content words in the passage; with the embedder down, ``ASK_COVERAGE_ALONE`` (0.5) of the
+words. Chosen by ``bench/not_found_calibration.py`` on SciFact train (809 claims, 42 off-topic
+questions) and a newcomer's 12 short documents (24 answerable, 24 off-topic): the worst error of
+any mode and set is 4.8% off-topic answered / 4.0% answerable refused, where one cosine threshold
+and "any keyword match" answered 24-98% of off-topic questions
+(bench/results/not_found.md). The numbers are the local model's: another embedding model scales
+cosines differently and needs its own calibration.
 """
