@@ -86,7 +86,7 @@ def run_commit_hooks(django_capture_on_commit_callbacks):
 
 @pytest.fixture
 def api_key(db):
-    from documents.auth import api_key_create
+    from accounts.auth import api_key_create
 
     def make(scope="write"):
         return api_key_create(name=f"test-{scope}", scope=scope)[1]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from rest_framework.exceptions import AuthenticationFailed
 
-from documents.auth import ApiKeyAuthentication
-from documents.models import ApiKey
+from accounts.auth import ApiKeyAuthentication
+from accounts.models import ApiKey
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from agents.principal import current_principal
 from crawl.api import CrawlJobCreateSerializer, CrawlJobSerializer
 from crawl.fetching import Fetcher
 from crawl.models import CrawlJob
-from crawl.services import CrawlJobError, crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.services import crawl_job_cancel, crawl_job_create, crawl_job_enqueue
 from documents.api import DEFAULT_API_SOURCE, DocumentCreateSerializer, DocumentFilter, DocumentSerializer
 from documents.models import Chunk, Document, Source
 from documents.services import IngestError, document_delete, document_ingest, source_get_or_create
@@ -360,7 +360,7 @@ def start_crawl(*, url: str, max_pages: int, max_depth: int, include, exclude, s
                 delete_missing=params["delete_missing"],
             )
             crawl_job_enqueue(job=job)
-    except CrawlJobError as exc:
+    except IngestError as exc:
         raise ToolError(f"Invalid argument '{names.get(exc.field, exc.field)}': {exc.message}") from exc
     return _job_body(job.pk)
 

@@ -329,7 +329,7 @@ def phase_build(args: argparse.Namespace) -> dict:
 def _client_and_key():
     from django.test import Client
 
-    from documents.auth import api_key_create
+    from accounts.auth import api_key_create
 
     _, key = api_key_create(name=f"bench-{time.time()}")
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_ACCEPT="application/json"), key
@@ -493,7 +493,7 @@ def phase_measure(args: argparse.Namespace) -> dict:
         "storage_mb": storage,
         "vector_search_payload_probe": probe,
         "settings": {
-            name: getattr(settings, name, None)
+            name: getattr(settings, name)
             for name in (
                 "SEARCH_CANDIDATES",
                 "SEARCH_MAX_PER_DOCUMENT",
@@ -548,7 +548,7 @@ def breakdown(client, queries: list[str], embedder, store) -> dict:
     import search.api
     import search.keyword
     import search.selectors
-    from documents.auth import ApiKeyAuthentication
+    from accounts.auth import ApiKeyAuthentication
 
     spent: dict[str, float] = {}
 

@@ -5,9 +5,10 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from crawl.models import CrawlJob, CrawlPage
-from crawl.services import CrawlJobError, crawl_job_cancel, crawl_job_create, crawl_job_enqueue
+from crawl.services import crawl_job_cancel, crawl_job_create, crawl_job_enqueue
 from documents.admin import SourceAdmin
 from documents.models import Source
+from documents.services import IngestError
 
 COUNTERS = [
     "discovered_count", "fetched_count", "ingested_count", "unchanged_count", "failed_count",
@@ -65,7 +66,7 @@ class CrawlJobForm(forms.ModelForm):
                 use_sitemap=cleaned.get("use_sitemap", True),
                 delete_missing=cleaned.get("delete_missing", False),
             )
-        except CrawlJobError as exc:
+        except IngestError as exc:
             field = {"include": "include", "exclude": "exclude", "allowed_hosts": "hosts"}.get(exc.field, exc.field)
             self.add_error(field if field in self.fields else None, exc.message)
         return cleaned
@@ -152,7 +153,7 @@ class CrawlingSourceAdmin(SourceAdmin):
                     job = crawl_job_create(start_url=source.base_url, source=source)
                     crawl_job_enqueue(job=job)
                 queued.append(job.pk)
-            except CrawlJobError as exc:
+            except IngestError as exc:
                 self.message_user(request, f"{source.name}: {exc.message}", messages.ERROR)
         if queued:
             self.message_user(request, f"Queued crawl jobs {', '.join(map(str, queued))}.", messages.SUCCESS)

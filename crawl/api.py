@@ -15,11 +15,12 @@ from crawl.services import (
     MAX_DEPTH_LIMIT,
     MAX_PAGES_LIMIT,
     MAX_PATTERNS,
-    CrawlJobError,
     crawl_job_cancel,
     crawl_job_create,
     crawl_job_enqueue,
 )
+from documents.selectors import source_by_id_or_name
+from documents.services import IngestError
 from ragsite.api import ApiError
 
 
@@ -84,12 +85,16 @@ class CrawlPageSerializer(serializers.ModelSerializer):
 
 
 class CrawlJobFilter(django_filters.FilterSet):
-    source = django_filters.CharFilter(field_name="source__name", help_text="The source's name.")
+    source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
     status = django_filters.ChoiceFilter(choices=CrawlJob.Status.choices, help_text="The job's state.")
 
     class Meta:
         model = CrawlJob
         fields = ["status", "source"]
+
+    def filter_source(self, queryset, name, value):
+        source = source_by_id_or_name(value)
+        return queryset.filter(source=source) if source is not None else queryset.none()
 
 
 CRAWL_JOB_EXAMPLE = {
@@ -110,7 +115,7 @@ CRAWL_JOB_EXAMPLES = [OpenApiExample("Crawl job", value=CRAWL_JOB_EXAMPLE, respo
 @extend_schema_view(
     list=extend_schema(
         summary="List crawl jobs with their live counters",
-        description="Newest first; the counters move while a job runs. Filter by `status` or `source` name.",
+        description="Newest first; the counters move while a job runs. Filter by `status` or `source` (id or name).",
         examples=CRAWL_JOB_EXAMPLES,
     ),
     retrieve=extend_schema(
@@ -167,7 +172,7 @@ class CrawlJobViewSet(
                     delete_missing=data["delete_missing"],
                 )
                 crawl_job_enqueue(job=job)
-        except CrawlJobError as exc:
+        except IngestError as exc:
             raise ApiError(exc.message, field=exc.field, code=exc.code) from exc
         return Response(CrawlJobSerializer(self.get_queryset().get(pk=job.pk)).data, status=status.HTTP_201_CREATED)
 

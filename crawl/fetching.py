@@ -31,8 +31,8 @@ from email.message import Message
 import httpx
 import lxml.etree
 import lxml.html
+from django.conf import settings
 
-from crawl.conf import crawl_setting
 from crawl.safety import Resolver, UnsafeURL, allow_private_default, check_url_safety
 from crawl.urls_canon import InvalidURL, canonicalize_url, resolve_link, tracking_params_default
 from documents.parsers import ACCEPTED_TYPES, UnreadableContent, html_tree
@@ -122,15 +122,15 @@ class Fetcher:
         max_connections: int | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        self.user_agent = user_agent or crawl_setting("CRAWL_USER_AGENT")
-        self.timeout = float(timeout if timeout is not None else crawl_setting("CRAWL_TIMEOUT"))
-        self.max_bytes = int(max_bytes if max_bytes is not None else crawl_setting("CRAWL_MAX_PAGE_BYTES"))
-        self.max_redirects = int(max_redirects if max_redirects is not None else crawl_setting("CRAWL_MAX_REDIRECTS"))
+        self.user_agent = user_agent or settings.CRAWL_USER_AGENT
+        self.timeout = float(timeout if timeout is not None else settings.CRAWL_TIMEOUT)
+        self.max_bytes = int(max_bytes if max_bytes is not None else settings.CRAWL_MAX_PAGE_BYTES)
+        self.max_redirects = int(max_redirects if max_redirects is not None else settings.CRAWL_MAX_REDIRECTS)
         self.allow_private = allow_private_default() if allow_private is None else allow_private
         self.allowed_types = frozenset(allowed_types) if allowed_types is not None else None
         self.resolver = resolver
         self.stop = stop
-        connections = max_connections or max(10, int(crawl_setting("CRAWL_CONCURRENCY")) * 2)
+        connections = max_connections or max(10, int(settings.CRAWL_CONCURRENCY) * 2)
         self.client = httpx.Client(
             transport=guarded_transport(allow_private=self.allow_private, resolver=resolver, max_connections=connections),
             timeout=httpx.Timeout(self.timeout),

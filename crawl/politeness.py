@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from crawl.conf import crawl_setting
+from django.conf import settings
 
 
 class CrawlStopped(Exception):
@@ -29,7 +29,7 @@ class HostRateLimiter:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.default_delay = float(crawl_setting("CRAWL_DEFAULT_DELAY") if default_delay is None else default_delay)
+        self.default_delay = float(settings.CRAWL_DEFAULT_DELAY if default_delay is None else default_delay)
         self.stop = stop or threading.Event()
         self._clock = clock
         self._lock = threading.Lock()

@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from protego import Protego
 
-from crawl.conf import crawl_setting
 from crawl.fetching import Fetcher
 from crawl.urls_canon import url_origin
 
@@ -74,11 +74,11 @@ class RobotsCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fetcher = fetcher
-        self.token = product_token(user_agent or crawl_setting("CRAWL_USER_AGENT"))
-        self.default_delay = float(crawl_setting("CRAWL_DEFAULT_DELAY") if default_delay is None else default_delay)
-        self.max_delay = float(crawl_setting("CRAWL_MAX_CRAWL_DELAY") if max_delay is None else max_delay)
-        self.ttl = float(crawl_setting("CRAWL_ROBOTS_CACHE_SECONDS") if ttl is None else ttl)
-        self.error_ttl = float(crawl_setting("CRAWL_ROBOTS_ERROR_SECONDS") if error_ttl is None else error_ttl)
+        self.token = product_token(user_agent or settings.CRAWL_USER_AGENT)
+        self.default_delay = float(settings.CRAWL_DEFAULT_DELAY if default_delay is None else default_delay)
+        self.max_delay = float(settings.CRAWL_MAX_CRAWL_DELAY if max_delay is None else max_delay)
+        self.ttl = float(settings.CRAWL_ROBOTS_CACHE_SECONDS if ttl is None else ttl)
+        self.error_ttl = float(settings.CRAWL_ROBOTS_ERROR_SECONDS if error_ttl is None else error_ttl)
         self._clock = clock
         self._lock = threading.Lock()
         self._origin_locks: dict[str, threading.Lock] = {}

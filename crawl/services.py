@@ -44,12 +44,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from crawl.conf import crawl_setting
 from crawl.fetching import Fetcher, FetchResult, parse_links, x_robots_directives
 from crawl.models import CrawlJob, CrawlPage
 from crawl.politeness import CrawlStopped, HostRateLimiter
@@ -59,6 +59,7 @@ from crawl.scope import MAX_URL_CHARS, InvalidPattern, Scope, parse_patterns
 from crawl.sitemaps import sitemap_candidates, sitemap_collect
 from crawl.urls_canon import InvalidURL, canonicalize_url, url_host_key, url_origin
 from documents.models import Document, Source
+from documents.services import IngestError, document_delete, document_ingest, source_get_or_create
 
 logger = logging.getLogger(__name__)
 
@@ -74,32 +75,22 @@ PROGRESS_FIELDS = (
 )
 
 
-class CrawlJobError(Exception):
-    """Invalid crawl input. ``field`` names the offending input (API errors, command messages)."""
-
-    def __init__(self, message: str, *, field: str = "non_field_errors", code: str = "invalid"):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.code = code
-
-
 # --- create / cancel / recover -------------------------------------------------------------------
 
 
 def _as_limit(value: object, *, field: str, minimum: int, maximum: int) -> int:
     if isinstance(value, bool):
-        raise CrawlJobError(f"{field} must be a whole number.", field=field)
+        raise IngestError(f"{field} must be a whole number.", field=field)
     try:
         number = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError) as exc:
-        raise CrawlJobError(f"{field} must be a whole number.", field=field) from exc
+        raise IngestError(f"{field} must be a whole number.", field=field) from exc
     if number != value and not (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
-        raise CrawlJobError(f"{field} must be a whole number.", field=field)
+        raise IngestError(f"{field} must be a whole number.", field=field)
     if number < minimum:
-        raise CrawlJobError(f"{field} must be at least {minimum}.", field=field)
+        raise IngestError(f"{field} must be at least {minimum}.", field=field)
     if number > maximum:
-        raise CrawlJobError(f"{field} must be at most {maximum}.", field=field)
+        raise IngestError(f"{field} must be at most {maximum}.", field=field)
     return number
 
 
@@ -108,14 +99,14 @@ def _as_patterns(value: str | Iterable[str] | None, *, field: str) -> list[str]:
         return []
     items = [value] if isinstance(value, str) else list(value)
     if not all(isinstance(item, str) for item in items):
-        raise CrawlJobError(f"{field} must be a list of patterns.", field=field)
+        raise IngestError(f"{field} must be a list of patterns.", field=field)
     patterns = [item.strip() for item in items if item.strip()]
     if len(patterns) > MAX_PATTERNS:
-        raise CrawlJobError(f"{field} holds at most {MAX_PATTERNS} patterns, not {len(patterns)}.", field=field)
+        raise IngestError(f"{field} holds at most {MAX_PATTERNS} patterns, not {len(patterns)}.", field=field)
     try:
         parse_patterns(patterns)
     except InvalidPattern as exc:
-        raise CrawlJobError(str(exc), field=field) from exc
+        raise IngestError(str(exc), field=field) from exc
     return patterns
 
 
@@ -134,22 +125,22 @@ def crawl_job_create(
 ) -> CrawlJob:
     """Validate and store a queued job (run it with ``crawl_job_enqueue`` or ``crawl_job_run``).
 
-    Raises CrawlJobError naming the field for a malformed URL, an unsupported scheme, a host that
+    Raises IngestError naming the field for a malformed URL, an unsupported scheme, a host that
     does not resolve or resolves to a private address (unless CRAWL_ALLOW_PRIVATE_ADDRESSES), a
     bad limit or pattern. Nothing is stored then.
     """
     if not isinstance(start_url, str):
-        raise CrawlJobError("start_url must be a URL.", field="start_url")
+        raise IngestError("start_url must be a URL.", field="start_url")
     try:
         start = canonicalize_url(start_url)
     except InvalidURL as exc:
-        raise CrawlJobError(str(exc), field="start_url") from exc
+        raise IngestError(str(exc), field="start_url") from exc
     if len(start) > MAX_URL_CHARS:
-        raise CrawlJobError(f"start_url is at most {MAX_URL_CHARS} characters once normalised.", field="start_url")
+        raise IngestError(f"start_url is at most {MAX_URL_CHARS} characters once normalised.", field="start_url")
     try:
         check_url_safety(start)
     except UnsafeURL as exc:
-        raise CrawlJobError(str(exc), field="start_url", code="unsafe") from exc
+        raise IngestError(str(exc), field="start_url", code="unsafe") from exc
     max_pages = _as_limit(max_pages, field="max_pages", minimum=1, maximum=MAX_PAGES_LIMIT)
     max_depth = _as_limit(max_depth, field="max_depth", minimum=0, maximum=MAX_DEPTH_LIMIT)
     include_patterns = _as_patterns(include, field="include")
@@ -158,7 +149,7 @@ def crawl_job_create(
     try:
         Scope.build(start_url=start, allowed_hosts=hosts)
     except InvalidPattern as exc:
-        raise CrawlJobError(str(exc), field="allowed_hosts") from exc
+        raise IngestError(str(exc), field="allowed_hosts") from exc
 
     with transaction.atomic():
         if isinstance(source, Source):
@@ -166,13 +157,9 @@ def crawl_job_create(
         else:
             name = (source or "").strip() if isinstance(source, str) or source is None else None
             if name is None:
-                raise CrawlJobError("source must be a source name.", field="source")
+                raise IngestError("source must be a source name.", field="source")
             name = name or url_host_key(start)
-            if len(name) > 200:
-                raise CrawlJobError("A source name is at most 200 characters.", field="source")
-            resolved, _ = Source.objects.get_or_create(
-                name=name, defaults={"kind": Source.Kind.CRAWL, "base_url": url_origin(start) + "/"}
-            )
+            resolved = source_get_or_create(name=name, kind=Source.Kind.CRAWL, base_url=url_origin(start) + "/")
         return CrawlJob.objects.create(
             source=resolved,
             start_url=start,
@@ -208,7 +195,7 @@ def crawl_job_cancel(*, job: CrawlJob) -> CrawlJob:
 
 def crawl_jobs_stale() -> list[int]:
     """Ids of jobs left ``running`` by a worker whose heartbeat stopped (it died)."""
-    stale = timezone.now() - timedelta(seconds=float(crawl_setting("CRAWL_STALE_SECONDS")))
+    stale = timezone.now() - timedelta(seconds=float(settings.CRAWL_STALE_SECONDS))
     return list(
         CrawlJob.objects.filter(status=CrawlJob.Status.RUNNING)
         .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
@@ -250,7 +237,7 @@ def crawl_job_watch(job_id: int) -> bool:
     if not task.get_backend().supports_defer or _task_pending(job_id):
         return False
     now = timezone.now()
-    stale = timedelta(seconds=float(crawl_setting("CRAWL_STALE_SECONDS")))
+    stale = timedelta(seconds=float(settings.CRAWL_STALE_SECONDS))
     run_after = max(now, (job.heartbeat_at or now) + stale) + timedelta(seconds=1)
     task.using(run_after=run_after).enqueue(job_id)
     return True
@@ -309,7 +296,7 @@ def default_worker_id() -> str:
 
 def _claim(job_id: int, worker_id: str) -> bool:
     now = timezone.now()
-    stale = now - timedelta(seconds=float(crawl_setting("CRAWL_STALE_SECONDS")))
+    stale = now - timedelta(seconds=float(settings.CRAWL_STALE_SECONDS))
     claimable = Q(status=CrawlJob.Status.QUEUED) | Q(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True), status=CrawlJob.Status.RUNNING
     )
@@ -356,7 +343,7 @@ class _JobRun:
         self.worker_id = worker_id
         self.on_progress = on_progress
         self.respect_nofollow = (
-            bool(crawl_setting("CRAWL_RESPECT_NOFOLLOW")) if respect_nofollow is None else respect_nofollow
+            bool(settings.CRAWL_RESPECT_NOFOLLOW) if respect_nofollow is None else respect_nofollow
         )
         self.scope = Scope.build(
             start_url=job.start_url,
@@ -367,7 +354,7 @@ class _JobRun:
             max_depth=job.max_depth,
         )
         self.stop = threading.Event()
-        self.concurrency = int(crawl_setting("CRAWL_CONCURRENCY"))
+        self.concurrency = int(settings.CRAWL_CONCURRENCY)
         # Sharing the stop event lets a cancel abort requests on the wire, not only queued ones.
         self.fetcher = Fetcher(max_connections=self.concurrency * 2, stop=self.stop)
         self.robots = RobotsCache(self.fetcher)
@@ -432,7 +419,7 @@ class _JobRun:
                 sitemap_candidates(start, robots_policy.sitemaps),
                 fetch_allowed=lambda url: self.scope.host_allowed(url) and not self._robots_refusal(url),
                 entry_allowed=lambda url: self.scope.allows(url, depth=1),
-                max_urls=min(int(crawl_setting("CRAWL_MAX_SITEMAP_URLS")), self.job.max_pages * 10),
+                max_urls=min(int(settings.CRAWL_MAX_SITEMAP_URLS), self.job.max_pages * 10),
             )
             added += self._discover([entry.url for entry in found.entries], depth=1)
         added += self._seed_known_documents()
@@ -581,8 +568,6 @@ class _JobRun:
     def _handle_gone(self, page: CrawlPage, previous: _Previous | None) -> None:
         if not self.job.delete_missing:
             return
-        from documents.services import document_delete
-
         documents = Document.objects.filter(source=self.job.source, url=page.url)
         if previous is not None:
             documents = Document.objects.filter(Q(pk=previous.document_id) | Q(source=self.job.source, url=page.url))
@@ -591,8 +576,6 @@ class _JobRun:
             page.error = (page.error + " Its document was deleted.").strip()
 
     def _process_content(self, page: CrawlPage, result: FetchResult, previous: _Previous | None) -> None:
-        from documents.services import IngestError, document_ingest
-
         directives = x_robots_directives(result.headers)
         noindex = bool(directives & {"noindex", "none"})
         nofollow = bool(directives & {"nofollow", "none"})

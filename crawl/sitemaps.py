@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import lxml.etree
+from django.conf import settings
 
-from crawl.conf import crawl_setting
 from crawl.fetching import Fetcher
 from crawl.urls_canon import InvalidURL, canonicalize_url, url_origin
 
@@ -106,7 +106,7 @@ def _child_text(element: lxml.etree._Element, name: str) -> str:
 
 def parse_sitemap(data: bytes, *, max_bytes: int | None = None) -> ParsedSitemap:
     """Parse sitemap bytes (gzip or not); raises SitemapError when they are not a sitemap."""
-    cap = int(crawl_setting("CRAWL_MAX_SITEMAP_BYTES") if max_bytes is None else max_bytes)
+    cap = int(settings.CRAWL_MAX_SITEMAP_BYTES if max_bytes is None else max_bytes)
     if data.startswith(GZIP_MAGIC):
         data = decompress_bounded(data, cap)
     elif len(data) > cap:
@@ -153,9 +153,9 @@ def sitemap_collect(
     ``entry_allowed`` which listed pages are kept (the crawl's scope). Failures are collected in
     ``errors`` by sitemap URL: a broken sitemap never stops a crawl.
     """
-    max_sitemaps = int(crawl_setting("CRAWL_MAX_SITEMAPS") if max_sitemaps is None else max_sitemaps)
-    max_urls = int(crawl_setting("CRAWL_MAX_SITEMAP_URLS") if max_urls is None else max_urls)
-    cap = int(crawl_setting("CRAWL_MAX_SITEMAP_BYTES") if max_bytes is None else max_bytes)
+    max_sitemaps = int(settings.CRAWL_MAX_SITEMAPS if max_sitemaps is None else max_sitemaps)
+    max_urls = int(settings.CRAWL_MAX_SITEMAP_URLS if max_urls is None else max_urls)
+    cap = int(settings.CRAWL_MAX_SITEMAP_BYTES if max_bytes is None else max_bytes)
     result = SitemapResult()
     queue = list(sitemap_urls)
     queued = set(queue)

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from urllib.parse import SplitResult, unquote_plus, urljoin, urlsplit, urlunsplit
 
-from crawl.conf import crawl_setting
+from django.conf import settings
 
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -116,7 +116,7 @@ def _normalise_host(parts: SplitResult, raw_netloc: str) -> str:
 
 
 def tracking_params_default() -> list[str]:
-    return list(crawl_setting("CRAWL_TRACKING_PARAMS"))
+    return list(settings.CRAWL_TRACKING_PARAMS)
 
 
 def _is_tracking(name: str, patterns: list[str]) -> bool:

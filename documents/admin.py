@@ -5,11 +5,10 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.postgres.search import SearchQuery
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.forms.fields import InvalidJSONInput
-from django.utils import timezone
 
-from documents.models import SEARCH_CONFIG, ApiKey, Chunk, Document, EmbeddingCache, Source
+from documents.models import SEARCH_CONFIG, Chunk, Document, EmbeddingCache, Source
 from documents.services import IngestError, document_ingest, document_reembed, document_update, metadata_check
 
 
@@ -133,6 +132,7 @@ class DocumentIngestForm(forms.ModelForm):
                 filename=upload.name if upload else "",
                 mime=getattr(upload, "content_type", "") if upload else "text/plain",
                 metadata=cleaned.get("metadata") or {},
+                keep_file=bool(upload),
             )
         except IngestError as exc:
             field = exc.field if exc.field in self.fields else ("file" if upload else "text")
@@ -147,7 +147,6 @@ class DocumentAdmin(admin.ModelAdmin):
     list_select_related = ["source"]
     search_fields = ["title", "url"]
     readonly_fields = ["content_hash", "created_at", "updated_at"]
-    exclude = ["search_vector"]
     inlines = [ChunkInline]
     actions = ["reembed", "delete_selected"]
     formfield_overrides = METADATA_FORM_FIELD
@@ -232,7 +231,7 @@ class DocumentAdmin(admin.ModelAdmin):
         if not search_term.strip():
             return queryset, False
         query = SearchQuery(search_term, search_type="websearch", config=SEARCH_CONFIG)
-        fulltext = queryset.filter(search_vector=query)
+        fulltext = queryset.filter(Exists(Chunk.objects.filter(document_id=OuterRef("pk"), search_vector=query)))
         by_name = queryset.filter(Q(title__icontains=search_term) | Q(url__icontains=search_term))
         return fulltext | by_name, False
 
@@ -260,22 +259,3 @@ class EmbeddingCacheAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "scope", "user", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
-    search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    exclude = ["key_hash"]
-    actions = ["revoke"]
-
-    def has_add_permission(self, request):
-        # Keys are created with `manage.py create_api_key`, which prints the key once.
-        return False
-
-    @admin.action(description="Revoke selected keys")
-    def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"{count} keys revoked.", messages.SUCCESS)

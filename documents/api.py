@@ -10,7 +10,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Subquery
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -24,6 +24,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
+from documents.selectors import source_by_id_or_name
 from documents.services import (
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
@@ -51,19 +52,6 @@ MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+
 def ingest_error(exc: IngestError) -> ApiError:
     status_code = {"too_large": 413, "conflict": 409}.get(exc.code, 400)
     return ApiError(exc.message, field=exc.field, code=exc.code, status_code=status_code)
-
-
-def source_lookup(value: str) -> Source:
-    """A source by id or by name."""
-    value = (value or "").strip()
-    source = None
-    if (pk := object_id(value)) is not None:
-        source = Source.objects.filter(pk=pk).first()
-    if source is None:
-        source = Source.objects.filter(name=value).first()
-    if source is None:
-        raise ApiError(f"No source with id or name {value!r}.", field="source", code="not_found")
-    return source
 
 
 # --- Sources ---------------------------------------------------------------------------------
@@ -270,7 +258,7 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 class DocumentFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
-    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query over title and text.")
+    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query: documents with a chunk that matches it (its text, title and headings).")
     url = django_filters.CharFilter(help_text="The document's exact URL.")
     mime_type = django_filters.CharFilter(help_text="Exact MIME type, e.g. text/markdown or application/pdf.")
     status = django_filters.ChoiceFilter(choices=Document.Status.choices, help_text="Ingestion status.")
@@ -284,20 +272,19 @@ class DocumentFilter(django_filters.FilterSet):
         fields = ["status", "mime_type", "url"]
 
     def filter_source(self, queryset, name, value):
-        if (pk := object_id(value)) is not None:
-            return queryset.filter(Q(source_id=pk) | Q(source__name=value))
-        return queryset.filter(source__name=value)
+        source = source_by_id_or_name(value)
+        return queryset.filter(source=source) if source is not None else queryset.none()
 
     def filter_q(self, queryset, name, value):
         value = value.strip()[:1000]
         if not value:
             return queryset
         query = SearchQuery(value, search_type="websearch", config=SEARCH_CONFIG)
-        return (
-            queryset.filter(search_vector=query)
-            .annotate(rank=SearchRank(F("search_vector"), query))
-            .order_by("-rank", "-id")
-        )
+        # Documents with a matching chunk (title and headings are in each chunk's vector), ranked
+        # by their best chunk: there is no document-level vector (documents.models.Document).
+        chunks = Chunk.objects.filter(document_id=OuterRef("pk"), search_vector=query)
+        best = chunks.annotate(rank=SearchRank(F("search_vector"), query)).order_by("-rank").values("rank")[:1]
+        return queryset.filter(Exists(chunks)).annotate(rank=Subquery(best)).order_by("-rank", "-id")
 
 
 DOCUMENT_EXAMPLE = {
@@ -318,8 +305,8 @@ INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_
 @extend_schema_view(
     list=extend_schema(
         summary="List documents",
-        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query over "
-        "title and text, ranked by relevance.",
+        description="Newest first; filter by source, status, MIME type, URL or date. `q` is a full-text query: documents "
+        "with a chunk that matches it (the chunk's text, the title and headings), ranked by their best chunk.",
         examples=[OpenApiExample("Document", value=DOCUMENT_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(
@@ -348,6 +335,8 @@ class DocumentViewSet(
         qs = Document.objects.select_related("source").annotate(chunk_count=Count("chunks"))
         if self.action == "retrieve":
             qs = qs.prefetch_related("chunks")
+        elif self.action == "list":
+            qs = qs.defer("text")  # not in a list item, and megabytes per large document
         return qs
 
     def get_serializer_class(self):
@@ -400,6 +389,7 @@ class DocumentViewSet(
                     filename=upload.name if upload else "",
                     mime=data["mime_type"] or (getattr(upload, "content_type", "") if upload else "text/plain"),
                     metadata=data["metadata"],
+                    keep_file=bool(upload),
                 )
                 # Read in the same transaction: a DELETE right after the commit must not turn
                 # this acknowledged ingest into a 500.

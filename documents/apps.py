@@ -6,4 +6,8 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from documents import readiness, signals  # noqa: F401
+        from documents import files, metrics, readiness, signals  # noqa: F401
+        from ragsite.metrics import register_database_gauges
+
+        register_database_gauges(metrics.database_gauges)
+        register_database_gauges(metrics.embedding_cache_gauges)

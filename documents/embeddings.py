@@ -133,36 +133,36 @@ def _torch_encoder(*, batch_size: int, threads: int):
 
 def onnx_model_dir() -> Path:
     """Where the ONNX export lives: EMBEDDING_MODEL_DIR (default DATA_DIR/models)/all-MiniLM-L6-v2/onnx."""
-    base = getattr(settings, "EMBEDDING_MODEL_DIR", None) or Path(settings.DATA_DIR) / "models"
+    base = settings.EMBEDDING_MODEL_DIR
     return Path(base) / LOCAL_MODEL / "onnx"
 
 
 def _embedder_key() -> tuple:
     """The settings an embedder depends on; a change (e.g. override_settings) selects another one."""
-    backend = getattr(settings, "EMBEDDING_BACKEND", "local")
-    batch_size = int(getattr(settings, "EMBEDDING_BATCH_SIZE", 32))
+    backend = settings.EMBEDDING_BACKEND
+    batch_size = settings.EMBEDDING_BATCH_SIZE
     if backend == "local":
-        runtime = getattr(settings, "EMBEDDING_RUNTIME", "torch")
+        runtime = settings.EMBEDDING_RUNTIME
         onnx_dir = str(onnx_model_dir()) if runtime != "torch" else ""
         return (
             "local",
-            getattr(settings, "EMBEDDING_MODEL", LOCAL_MODEL),
+            settings.EMBEDDING_MODEL,
             runtime,
             batch_size,
-            int(getattr(settings, "EMBEDDING_THREADS", 0)),
+            settings.EMBEDDING_THREADS,
             onnx_dir,
         )
     if backend == "openai":
         return (
             "openai",
-            getattr(settings, "EMBEDDING_MODEL", "text-embedding-3-small"),
-            int(getattr(settings, "EMBEDDING_DIMENSIONS", 0)),
+            settings.EMBEDDING_MODEL,
+            settings.EMBEDDING_DIMENSIONS,
             batch_size,
-            getattr(settings, "OPENAI_API_KEY", ""),
-            getattr(settings, "OPENAI_BASE_URL", ""),
-            float(getattr(settings, "OPENAI_TIMEOUT", 30.0)),
-            int(getattr(settings, "OPENAI_MAX_RETRIES", 4)),
-            float(getattr(settings, "OPENAI_RETRY_BASE_DELAY", 0.5)),
+            settings.OPENAI_API_KEY,
+            settings.OPENAI_BASE_URL,
+            settings.OPENAI_TIMEOUT,
+            settings.OPENAI_MAX_RETRIES,
+            settings.OPENAI_RETRY_BASE_DELAY,
         )
     raise EmbeddingError(f"Unknown EMBEDDING_BACKEND {backend!r}: expected local or openai.")
 

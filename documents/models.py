@@ -45,20 +45,22 @@ class Document(models.Model):
     content_hash = models.CharField(max_length=64, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # The uploaded original (documents.files): its SHA-256 names the file on disk; empty when
+    # the document came as text or from a crawl.
+    file_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    file_type = models.CharField(max_length=200, blank=True)
+    file_size = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Computed by PostgreSQL on every write, so it can never lag behind the row.
-    search_vector = models.GeneratedField(
-        expression=SearchVector("title", weight="A", config=SEARCH_CONFIG)
-        + SearchVector("text", weight="B", config=SEARCH_CONFIG),
-        output_field=SearchVectorField(),
-        db_persist=True,
-    )
+    # No document-level search vector: full-text search reads the chunks' vectors (which carry the
+    # title in their context). A vector over the whole text duplicated them and failed PostgreSQL's
+    # 1 MB tsvector limit on large documents (a 6.3 MB log, 100k Markdown headings), so those
+    # could not be stored at all.
 
     class Meta:
         ordering = ["-updated_at", "-id"]
         indexes = [
-            GinIndex(fields=["search_vector"], name="document_search_vector_gin"),
             models.Index(fields=["source", "-updated_at"], name="document_source_updated"),
         ]
         constraints = [
@@ -69,6 +71,13 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.url or f"Document {self.pk}"
+
+
+class ChunkManager(models.Manager):
+    def get_queryset(self):
+        # The search vector is for PostgreSQL to match and rank, never read in Python; loaded, it
+        # is ~twice the chunk's text again (its text form) on every chunk a query returns.
+        return super().get_queryset().defer("search_vector")
 
 
 class Chunk(models.Model):
@@ -102,12 +111,16 @@ class Chunk(models.Model):
     sync_attempts = models.PositiveIntegerField(default=0)
     sync_retry_at = models.DateTimeField(null=True, blank=True)  # a failed chunk's next automatic retry
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bounded because a chunk is (documents.chunking: characters of text, heading path) and so is
+    # a title (1000 characters): far below the 1 MB a tsvector may hold.
     search_vector = models.GeneratedField(
         expression=SearchVector("context", weight="A", config=SEARCH_CONFIG)
         + SearchVector("text", weight="B", config=SEARCH_CONFIG),
         output_field=SearchVectorField(),
         db_persist=True,
     )
+
+    objects = ChunkManager()
 
     class Meta:
         ordering = ["document_id", "ordinal"]
@@ -141,38 +154,3 @@ class EmbeddingCache(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model}:{self.content_hash[:12]}"
-
-
-class ApiKey(models.Model):
-    """An API key: only its SHA-256 is stored; the key itself is shown once at creation."""
-
-    class Scope(models.TextChoices):
-        READ = "read", "Read (list, retrieve, search, ask)"
-        WRITE = "write", "Read and write"
-
-    name = models.CharField(max_length=200)
-    prefix = models.CharField(max_length=12, db_index=True, help_text="First characters, to recognise a key.")
-    key_hash = models.CharField(max_length=64, unique=True)
-    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.READ)
-    user = models.ForeignKey(
-        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="api_keys",
-        help_text="Optional: the person responsible for this key.",
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name = "API key"
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
-    @property
-    def can_write(self) -> bool:
-        return self.scope == self.Scope.WRITE

@@ -22,8 +22,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 
-from documents.chunking import ChunkDraft, chunk_document
+from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
 from documents.embeddings import get_tokenizer
+from documents.files import Original, file_keep, file_release_on_commit
 from documents.models import Chunk, Document, Source
 from documents.parsers import ParseError, parse_document
 
@@ -35,7 +36,10 @@ class DocumentGone(Exception):
 
 
 class IngestError(Exception):
-    """Input that cannot be ingested. ``field`` names the offending input for API errors."""
+    """Input that cannot be ingested: a document, a source, or a crawl job of a site (crawl.services).
+
+    ``field`` names the offending input for API errors, form errors and command messages.
+    """
 
     def __init__(self, message: str, *, field: str = "non_field_errors", code: str = "invalid"):
         super().__init__(message)
@@ -184,8 +188,11 @@ def chunk_token_budget(tokenizer, title: str, parsed) -> int:
         limit = 0
     budget = settings.CHUNK_SIZE_TOKENS
     if limit:
-        deepest = max((s.heading_path for s in parsed.sections), key=len, default=[])
-        context = chunk_context(title, deepest)
+        # The longest context line, as chunks will carry it (headings bounded by the chunker).
+        longest = max(
+            (heading_path_bounded(s.heading_path) for s in parsed.sections), key=lambda p: sum(map(len, p)), default=[]
+        )
+        context = chunk_context(title, longest)
         context_tokens = len(tokenizer.encode(context, add_special_tokens=False).ids) + 1 if context else 0
         budget = min(budget, limit - 2 - context_tokens)
     return max(budget, MIN_CHUNK_TOKENS)
@@ -212,6 +219,7 @@ class _Prepared:
     metadata: dict
     content_hash: str
     drafts: list[ChunkDraft]
+    original: Original | None = None
 
     @property
     def identity(self) -> str:
@@ -229,14 +237,17 @@ def document_ingest(
     mime: str = "",
     filename: str = "",
     metadata: dict | None = None,
+    keep_file: bool = False,
 ) -> IngestResult:
     """Parse, chunk and store one document; re-ingesting identical content changes nothing.
 
     Changed content keeps the chunks whose text (and context) did not change, deletes the ones
     that disappeared and inserts the new ones as ``pending``; only those get embedded.
+    With ``keep_file`` (uploads), the bytes are kept as the document's original (documents.files).
     """
     prepared = _document_prepare(
-        title=title, url=url, data=data, text=text, mime=mime, filename=filename, metadata=metadata
+        title=title, url=url, data=data, text=text, mime=mime, filename=filename, metadata=metadata,
+        keep_file=keep_file,
     )
     return _document_store_alone(source, prepared)
 
@@ -277,14 +288,15 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
         try:
             with transaction.atomic():
                 stored = _documents_store_batch(source, [prepared[i] for i in batch])
-        except DatabaseError:
-            logger.warning("storing a batch of %d documents failed; storing them one by one", len(batch), exc_info=True)
+        except DatabaseError as exc:
+            # Expected, and reported per item below: one line, no traceback (a command prints it).
+            logger.warning("storing a batch of %d documents failed (%s); storing them one by one", len(batch), exc)
             stored = []
             for i in batch:
                 try:
                     stored.append(_document_store_alone(source, prepared[i]))
                 except DatabaseError as exc:
-                    logger.exception("storing document %r failed", prepared[i].url or prepared[i].title)
+                    logger.warning("storing document %r failed: %s", prepared[i].url or prepared[i].title, exc)
                     stored.append(IngestError(f"could not store the document: {exc}", code="DatabaseError"))
         for i, result in zip(batch, stored, strict=True):
             results[i] = result
@@ -301,6 +313,7 @@ def _document_prepare(
     mime: str = "",
     filename: str = "",
     metadata: dict | None = None,
+    keep_file: bool = False,
 ) -> _Prepared:
     """Validate, parse and chunk: everything that needs no database. Raises IngestError."""
     if (data is None) == (text is None):
@@ -352,6 +365,8 @@ def _document_prepare(
         metadata=doc_metadata,
         content_hash=_document_hash(title, parsed.text, doc_metadata),
         drafts=drafts,
+        # The type parsing found, not the one the client declared: the file is served with it.
+        original=Original.of(data, filename, parsed.mime_type) if keep_file and data is not None else None,
     )
 
 
@@ -426,6 +441,10 @@ def _document_store(source: Source, prepared: _Prepared, existing: Document | No
         and existing.content_hash == prepared.content_hash
         and existing.status == Document.Status.ACTIVE
     ):
+        if prepared.original is not None and existing.file_sha256 != prepared.original.sha256:
+            # Same text from other bytes (or stored before originals were kept): keep these.
+            _original_fill(existing, prepared.original)
+            Document.objects.filter(pk=existing.pk).update(**{f: getattr(existing, f) for f in FILE_FIELDS})
         return IngestResult(document=existing, created=False, changed=False, chunks_kept=existing.chunks.count())
     created = existing is None
     document = existing or Document(source=source, url=prepared.url)
@@ -445,7 +464,8 @@ def _document_store(source: Source, prepared: _Prepared, existing: Document | No
     return result
 
 
-DOCUMENT_CONTENT_FIELDS = ["title", "mime_type", "text", "content_hash", "metadata", "status"]
+FILE_FIELDS = ["file_sha256", "file_name", "file_type", "file_size"]
+DOCUMENT_CONTENT_FIELDS = ["title", "mime_type", "text", "content_hash", "metadata", "status", *FILE_FIELDS]
 
 
 def _document_fill(document: Document, prepared: _Prepared) -> None:
@@ -455,6 +475,26 @@ def _document_fill(document: Document, prepared: _Prepared) -> None:
     document.content_hash = prepared.content_hash
     document.metadata = prepared.metadata
     document.status = Document.Status.ACTIVE
+    _original_fill(document, prepared.original)
+
+
+def _original_fill(document: Document, original: Original | None) -> None:
+    """Keep the original on disk and name it on the row (inside the storing transaction).
+
+    New content without an original (text sent for an uploaded document's url) drops the old
+    original: it no longer matches the text. A file no document names is deleted after commit.
+    """
+    previous = document.file_sha256
+    if original is None:
+        document.file_sha256, document.file_name, document.file_type, document.file_size = "", "", "", 0
+    else:
+        file_keep(original.data, original.sha256)
+        document.file_sha256 = original.sha256
+        document.file_name = original.name[:255]
+        document.file_type = original.content_type[:200]
+        document.file_size = len(original.data)
+    if previous and previous != document.file_sha256:
+        file_release_on_commit(previous)
 
 
 def _documents_store_batch(source: Source, prepared: list[_Prepared]) -> list[IngestResult]:
@@ -515,7 +555,8 @@ def _chunks_replace(
     existing: dict[str, list[Chunk]] = {}
     # A document created in this transaction has no chunks: skipping the query saves one of the
     # eight round trips a new document costs (bench/results/ingest.md).
-    for chunk in () if new_document else document.chunks.all().order_by("ordinal"):
+    # Only what the diff reads and writes: a large document has tens of thousands of chunks.
+    for chunk in () if new_document else document.chunks.defer("text", "context").order_by("ordinal"):
         existing.setdefault(chunk.content_hash, []).append(chunk)
 
     keep: list[Chunk] = []

@@ -542,18 +542,15 @@ def vector_store_open(
 def _open_from_settings() -> VectorStore:
     from django.conf import settings
 
-    path = getattr(settings, "QDRANT_PATH", None)
-    if path is None and getattr(settings, "DATA_DIR", None):
-        path = Path(settings.DATA_DIR) / "qdrant"
     return vector_store_open(
-        collection=getattr(settings, "QDRANT_COLLECTION", "") or "ragsite_chunks",
-        url=getattr(settings, "QDRANT_URL", "") or "",
-        api_key=getattr(settings, "QDRANT_API_KEY", "") or "",
-        timeout=int(getattr(settings, "QDRANT_TIMEOUT", 10) or 10),
-        path=path,
-        engine=(getattr(settings, "QDRANT_LOCAL_ENGINE", DEFAULT_LOCAL_ENGINE) or DEFAULT_LOCAL_ENGINE).lower(),
-        index_threshold=int(getattr(settings, "QDRANT_EDGE_INDEX_THRESHOLD", 0) or 0),
-        index_idle=float(getattr(settings, "QDRANT_EDGE_INDEX_IDLE", 30.0)),
+        collection=settings.QDRANT_COLLECTION,
+        url=settings.QDRANT_URL,
+        api_key=settings.QDRANT_API_KEY,
+        timeout=settings.QDRANT_TIMEOUT,
+        path=settings.QDRANT_PATH,
+        engine=settings.QDRANT_LOCAL_ENGINE,
+        index_threshold=settings.QDRANT_EDGE_INDEX_THRESHOLD,
+        index_idle=settings.QDRANT_EDGE_INDEX_IDLE,
     )
 
 

@@ -180,23 +180,6 @@ class Pagination(LimitOffsetPagination):
     max_limit = 200
 
 
-class KeyRateThrottle(SimpleRateThrottle):
-    """Per API key (or per user) for authenticated callers; per client IP for anonymous ones."""
-
-    scope = "key"
-
-    def get_cache_key(self, request, view):
-        from documents.models import ApiKey
-
-        if isinstance(request.auth, ApiKey):
-            ident = f"key:{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            return None  # AnonRateThrottle handles these
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-
 class AnonIpRateThrottle(SimpleRateThrottle):
     scope = "anon"
 

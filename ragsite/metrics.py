@@ -10,7 +10,7 @@ Two kinds of numbers:
 - **Read from PostgreSQL at scrape time**: chunks by index status, documents by status, task
   rows by queue and status (queue depth = ``READY``), crawl pages by outcome, stored
   embeddings. A few aggregate queries per scrape; true whichever process (web, ``db_worker``)
-  did the work, and no other module needs a hook for them.
+  did the work. The apps register the gauges over their own tables (``register_database_gauges``).
 
 Labels are bounded: a route is the URL pattern's name (never the raw path), a method outside
 the standard ones is ``other``, a mode is one of the search modes.
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 logger = logging.getLogger(__name__)
@@ -102,10 +102,32 @@ class RequestMetricsMiddleware:
         return response
 
 
-def _rows(sql: str) -> list[tuple]:
+def query_rows(sql: str) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql)
         return cursor.fetchall()
+
+
+def status_gauge(name: str, doc: str, model, column: str, choices) -> GaugeMetricFamily:
+    """Rows of ``model`` by the value of ``column``; a value with no rows is 0, not missing."""
+    family = GaugeMetricFamily(name, doc, labels=["status"])
+    counts = dict.fromkeys(choices, 0)
+    table = connection.ops.quote_name(model._meta.db_table)
+    for value, count in query_rows(f"SELECT {column}, count(*) FROM {table} GROUP BY {column}"):
+        counts[value] = count
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
+# Gauges over the apps' own tables: each app registers a function yielding metric families in
+# its AppConfig.ready(), since ragsite sits below the apps and does not import their models.
+_database_gauges: list[Callable[[], Iterable[Metric]]] = []
+
+
+def register_database_gauges(gauges: Callable[[], Iterable[Metric]]) -> None:
+    if gauges not in _database_gauges:
+        _database_gauges.append(gauges)
 
 
 class DatabaseCollector:
@@ -126,24 +148,8 @@ class DatabaseCollector:
     def _families(self):
         from django_tasks_db.models import DBTaskResult
 
-        from crawl.models import CrawlPage
-        from documents.models import Chunk, Document, EmbeddingCache
-
-        def by_status(name, doc, model, column, choices, labels=("status",)):
-            family = GaugeMetricFamily(name, doc, labels=list(labels))
-            counts = dict.fromkeys(choices, 0)  # a status with no rows is 0, not missing
-            table = connection.ops.quote_name(model._meta.db_table)
-            for value, count in _rows(f"SELECT {column}, count(*) FROM {table} GROUP BY {column}"):
-                counts[value] = count
-            for value, count in sorted(counts.items()):
-                family.add_metric([value], count)
-            return family
-
-        yield by_status(
-            "ragsite_chunks", "Chunks by vector index status.", Chunk, "index_status", Chunk.IndexStatus.values
-        )
-        yield by_status("ragsite_documents", "Documents by status.", Document, "status", Document.Status.values)
-        yield by_status("ragsite_crawl_pages", "Crawl pages by outcome.", CrawlPage, "status", CrawlPage.Status.values)
+        for gauges in _database_gauges:
+            yield from gauges()
 
         tasks = GaugeMetricFamily(
             "ragsite_tasks",
@@ -153,7 +159,7 @@ class DatabaseCollector:
         )
         table = connection.ops.quote_name(DBTaskResult._meta.db_table)
         counts = {("default", s): 0 for s in ("READY", "RUNNING", "SUCCESSFUL", "FAILED")}
-        for queue, status, count in _rows(
+        for queue, status, count in query_rows(
             f"SELECT queue_name, status, count(*) FROM {table} GROUP BY queue_name, status"
         ):
             counts[(queue, status)] = count
@@ -165,24 +171,13 @@ class DatabaseCollector:
             "ragsite_task_oldest_ready_age_seconds",
             "Age of the oldest task waiting to run (0 when none): a stuck or missing worker shows here.",
         )
-        (age,) = _rows(
+        (age,) = query_rows(
             # clock_timestamp: now() is the transaction's start; greatest: app and database clocks differ
             f"SELECT greatest(coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0), 0) "
             f"FROM {table} WHERE status = 'READY'"
         )[0]
         oldest.add_metric([], float(age))
         yield oldest
-
-        stored = GaugeMetricFamily(
-            "ragsite_embeddings_stored",
-            "Vectors in the embedding cache by model: every text ever embedded, by any process. Its rate "
-            "is the embedding rate across all workers.",
-            labels=["model"],
-        )
-        table = connection.ops.quote_name(EmbeddingCache._meta.db_table)
-        for model, count in _rows(f"SELECT model, count(*) FROM {table} GROUP BY model"):
-            stored.add_metric([model], count)
-        yield stored
 
 
 class _ProcessCollector:
@@ -194,7 +189,7 @@ class _ProcessCollector:
 
 def _registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         MultiProcessCollector(registry)
     else:
         registry.register(_ProcessCollector())
@@ -219,7 +214,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         # a wrong token counts against the address like a wrong API key: the same guessing
         from rest_framework.exceptions import Throttled
 
-        from documents.auth import BadKeyThrottle
+        from ragsite.security import BadKeyThrottle
 
         guard = BadKeyThrottle()
         try:

@@ -1,4 +1,5 @@
-"""The OpenAPI schema's shared parts: the error shape on every operation, the API-key scheme.
+"""The OpenAPI schema's shared parts: the error shape on every operation (the API-key scheme is
+accounts.openapi's).
 
 A module of its own, not part of ``ragsite.api``: drf-spectacular's AutoSchema imports DRF's
 APIView, whose class body loads the throttle classes from ``ragsite.api``.
@@ -7,7 +8,6 @@ APIView, whose class body loads the throttle classes from ``ragsite.api``.
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import permissions, serializers
@@ -111,16 +111,3 @@ class AutoSchema(SpectacularAutoSchema):
         ):
             auths.append({})  # ReadOrWrite lets anyone read when SEARCH_PUBLIC is on
         return auths
-
-
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "documents.auth.ApiKeyAuthentication"
-    name = "ApiKey"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An API key from `manage.py create_api_key`: `Authorization: Bearer <key>` "
-            "(`Api-Key <key>` works too). Reading needs any key; writing a write-scoped key.",
-        }

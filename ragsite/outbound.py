@@ -108,7 +108,7 @@ def allow_private_default() -> bool:
     from django.core.exceptions import ImproperlyConfigured
 
     try:
-        return bool(getattr(settings, "CRAWL_ALLOW_PRIVATE_ADDRESSES", False))
+        return settings.CRAWL_ALLOW_PRIVATE_ADDRESSES
     except ImproperlyConfigured:  # used outside Django (scripts, benches): the safe default
         return False
 

@@ -1,4 +1,4 @@
-"""Who the client is, and what a locked-out login sees.
+"""Who the client is, what a locked-out login sees, and how key guessing is slowed.
 
 One definition of the client's address serves django-axes (login lockouts) and DRF's throttles
 (``NUM_PROXIES`` is set from the same ``TRUSTED_PROXY_COUNT``), so a proxy set-up that fools one
@@ -12,6 +12,8 @@ import math
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import escape
+from rest_framework import exceptions
+from rest_framework.throttling import SimpleRateThrottle
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -47,3 +49,37 @@ def login_lockout_response(request: HttpRequest, original_response=None, credent
     response = HttpResponse(body, status=429, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     return response
+
+
+class BadKeyThrottle(SimpleRateThrottle):
+    """Counts requests with a key that is not valid, per client address (THROTTLE_BAD_KEY).
+
+    Once over the rate, every key from that address gets 429 until the window passes, the
+    valid ones too: answering a valid key normally would tell a guesser which guess was right.
+    Valid keys are never counted, so a client that holds one is not slowed. Like the other
+    throttles the history lives in Django's cache, which is per process: with N gunicorn
+    workers a guesser gets at most N times the rate, against keys of 256 random bits.
+    """
+
+    scope = "bad_key"
+
+    def get_cache_key(self, request, view=None):
+        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}
+
+    def _load(self, request) -> None:
+        self.key = self.get_cache_key(request)
+        self.now = self.timer()
+        self.history = [t for t in self.cache.get(self.key, []) if t > self.now - self.duration]
+
+    def check(self, request) -> None:
+        self._load(request)
+        if len(self.history) >= self.num_requests:
+            raise exceptions.Throttled(
+                self.wait(),
+                detail="Too many requests with an invalid API key from this address.",
+            )
+
+    def record_failure(self, request) -> None:
+        self._load(request)
+        self.history.insert(0, self.now)
+        self.cache.set(self.key, self.history[: self.num_requests], self.duration)

@@ -75,11 +75,14 @@ INSTALLED_APPS = [
     "corsheaders",
     "django_tasks",
     "axes",
+    # The project package is an app too, for the commands every app's processes share (serve, db_worker).
+    "ragsite",
+    "accounts",
     "documents",
     "search",
     "crawl",
     "agents",
-    # After the project's apps, so documents' `db_worker` (with start-up hooks) wins.
+    # After the project's apps, so ragsite's `db_worker` (with start-up hooks) wins.
     "django_tasks_db",
 ]
 
@@ -245,6 +248,8 @@ INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # cannot expand past what the largest accepted text file costs to chunk and embed.
 INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 20_000_000, minimum=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
+# Uploaded originals, content-addressed by SHA-256 (documents.files): one copy per distinct file.
+FILES_DIR = Path(env_str("FILES_DIR", str(DATA_DIR / "files"))).resolve()
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django does not count a multipart request's files against DATA_UPLOAD_MAX_MEMORY_SIZE: this
 # handler refuses an oversized upload as it arrives (413) instead of spooling it to disk first.
@@ -274,6 +279,8 @@ SEARCH_MAX_LIMIT = env_int("SEARCH_MAX_LIMIT", 100, minimum=1, maximum=1000)
 SEARCH_MAX_OFFSET = env_int("SEARCH_MAX_OFFSET", 1000, minimum=0)
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=10)
 SEARCH_PUBLIC = env_bool("SEARCH_PUBLIC", False)
+# Threads per process that run the semantic half of hybrid searches beside the keyword half.
+SEARCH_SEMANTIC_THREADS = env_int("SEARCH_SEMANTIC_THREADS", 8, minimum=1, maximum=256)
 # Optional rerank stage (search.rerank): off unless RERANK_URL names the endpoint's full URL.
 RERANK_URL = env_str("RERANK_URL")
 RERANK_API = env_choice("RERANK_API", "cohere", ["cohere", "tei"])
@@ -284,7 +291,9 @@ RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 5.0, minimum=0.1)
 SEARCH_RERANK = env_bool("SEARCH_RERANK", False)
 if SEARCH_RERANK and not RERANK_URL:
     raise ImproperlyConfigured("SEARCH_RERANK=true needs RERANK_URL (the rerank endpoint's full URL).")
-# Keyword ranking: BM25 inside PostgreSQL (search/keyword.py; numbers in bench/results/keyword.md).
+# Keyword ranking: BM25 inside PostgreSQL (search/keyword.py). Chosen on SciFact train
+# (bench/results/keyword.md): k1/b are Anserini's BM25 defaults and beat k1=1.2, b=0.75 here;
+# counting context words twice gained nothing measurable at twice the scoring cost.
 SEARCH_BM25_K1 = env_float("SEARCH_BM25_K1", 0.9, minimum=0.0)
 SEARCH_BM25_B = env_float("SEARCH_BM25_B", 0.4, minimum=0.0)
 SEARCH_BM25_CONTEXT_WEIGHT = env_float("SEARCH_BM25_CONTEXT_WEIGHT", 1.0, minimum=0.0)
@@ -309,6 +318,10 @@ ASK_DEFAULT_LIMIT = env_int("ASK_DEFAULT_LIMIT", 8, minimum=1, maximum=100)
 ASK_MAX_LIMIT = env_int("ASK_MAX_LIMIT", 20, minimum=1, maximum=100)
 ASK_MAX_PER_DOCUMENT = env_int("ASK_MAX_PER_DOCUMENT", 3, minimum=1)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 1, minimum=0)
+# Sampling temperature and answer length cap sent to the chat model; unset (0 for the cap) leaves
+# them to the server's defaults.
+LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", None, minimum=0.0)
+LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0, minimum=0)
 # Conversations (search.conversations): what an answer sees of earlier turns, and how long
 # conversations are kept after their last turn.
 ASK_HISTORY_TOKENS = env_int("ASK_HISTORY_TOKENS", 600, minimum=0)
@@ -326,16 +339,26 @@ CRAWL_TIMEOUT = env_float("CRAWL_TIMEOUT", 15.0, minimum=0.1)
 CRAWL_MAX_PAGE_BYTES = env_int("CRAWL_MAX_PAGE_BYTES", 10 * 1024 * 1024, minimum=1024)
 CRAWL_MAX_REDIRECTS = env_int("CRAWL_MAX_REDIRECTS", 5, minimum=0, maximum=30)
 CRAWL_CONCURRENCY = env_int("CRAWL_CONCURRENCY", 4, minimum=1, maximum=64)
-if os.environ.get("CRAWL_TRACKING_PARAMS"):
-    # Otherwise crawl.conf's default list (utm_*, gclid, fbclid, ...) applies.
-    CRAWL_TRACKING_PARAMS = env_list("CRAWL_TRACKING_PARAMS")
+# Query parameters dropped from canonical URLs; shell-style globs on the parameter name.
+CRAWL_TRACKING_PARAMS = env_list(
+    "CRAWL_TRACKING_PARAMS",
+    ["utm_*", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "fbclid", "msclkid", "twclid", "ttclid",
+     "li_fat_id", "yclid", "igshid", "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok",
+     "vero_id", "oly_anon_id", "oly_enc_id", "rb_clickid", "s_cid"],
+)  # fmt: skip
+# A robots.txt is trusted this long (RFC 9309 asks for at most 24 hours); after a 5xx or network
+# error on it the host counts as disallowed for CRAWL_ROBOTS_ERROR_SECONDS.
 CRAWL_ROBOTS_CACHE_SECONDS = env_int("CRAWL_ROBOTS_CACHE_SECONDS", 86400, minimum=0)
 CRAWL_ROBOTS_ERROR_SECONDS = env_int("CRAWL_ROBOTS_ERROR_SECONDS", 600, minimum=0)
+# Crawl-delay values above this are capped so one robots.txt cannot stall a job for hours.
 CRAWL_MAX_CRAWL_DELAY = env_float("CRAWL_MAX_CRAWL_DELAY", 60.0, minimum=0.0)
 CRAWL_MAX_SITEMAPS = env_int("CRAWL_MAX_SITEMAPS", 20, minimum=0)
 CRAWL_MAX_SITEMAP_URLS = env_int("CRAWL_MAX_SITEMAP_URLS", 50000, minimum=0)
+# The sitemap protocol caps a sitemap at 50 MB uncompressed.
 CRAWL_MAX_SITEMAP_BYTES = env_int("CRAWL_MAX_SITEMAP_BYTES", 50 * 1024 * 1024, minimum=1024)
+# A job whose heartbeat is older than this is considered abandoned and may be re-claimed.
 CRAWL_STALE_SECONDS = env_int("CRAWL_STALE_SECONDS", 300, minimum=10)
+# Skip links marked rel="nofollow" (a page-wide <meta name="robots" content="nofollow"> is always obeyed).
 CRAWL_RESPECT_NOFOLLOW = env_bool("CRAWL_RESPECT_NOFOLLOW", True)
 
 # --- Background tasks -------------------------------------------------------------------------
@@ -388,12 +411,14 @@ if PRODUCTION and METRICS_ENABLED and not METRICS_TOKEN:
     )
 # Read by prometheus_client itself (multiprocess mode for several gunicorn workers). A missing
 # directory would fail every process at its first metric, so it is created here or refused.
-_metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR")
-if _metrics_dir:
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR:
     try:
-        Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+        Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} cannot be created: {exc}") from None
+        raise ImproperlyConfigured(
+            f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} cannot be created: {exc}"
+        ) from None
 
 # --- API --------------------------------------------------------------------------------------
 THROTTLE_ANON = env_str("THROTTLE_ANON", "120/min")
@@ -401,16 +426,16 @@ THROTTLE_KEY = env_str("THROTTLE_KEY", "1200/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "ragsite.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "documents.auth.ApiKeyAuthentication",
+        "accounts.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["documents.auth.ReadOrWrite"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.auth.ReadOrWrite"],
     "DEFAULT_PAGINATION_CLASS": "ragsite.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "ragsite.api.KeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["ragsite.api.AnonIpRateThrottle", "accounts.auth.KeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": THROTTLE_ANON, "key": THROTTLE_KEY, "bad_key": THROTTLE_BAD_KEY},
     # Otherwise DRF takes the whole X-Forwarded-For as the client's identity, which the client
     # writes itself: a new value per request would escape every per-address throttle.

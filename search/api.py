@@ -14,7 +14,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from documents.chunking import chunk_page
-from documents.models import Source
+from documents.selectors import source_by_id_or_name
 from ragsite.api import MAX_ID, ApiError, object_id
 from search.filters import SearchFilters
 from search.selectors import MODES, SearchUnavailable, chunk_search
@@ -81,9 +81,7 @@ class SearchParams(serializers.Serializer):
         for part in (p.strip() for p in value.split(",")):
             if not part:
                 continue
-            pk = object_id(part)
-            source = Source.objects.filter(pk=pk).first() if pk is not None else None
-            source = source or Source.objects.filter(name=part).first()
+            source = source_by_id_or_name(part)
             if source is None:
                 raise serializers.ValidationError(f"No source with id or name {part!r}.")
             ids.append(source.pk)
@@ -289,7 +287,7 @@ class AskParams(serializers.Serializer):
         return value
 
     def validate_limit(self, value):
-        maximum = int(getattr(settings, "ASK_MAX_LIMIT", 20))
+        maximum = settings.ASK_MAX_LIMIT
         if value > maximum:
             raise serializers.ValidationError(f"limit is at most {maximum}.")
         return value
@@ -545,7 +543,9 @@ SSE_EVENT_SCHEMA = {
 class AskView(APIView):
     # Asking reads the knowledge base: read-scoped keys, sessions and (with SEARCH_PUBLIC) anyone may POST.
     read_only_post = True
-    error_statuses = (502, 503, 504)  # the language model failed, is rate-limited or timed out
+    # 404: a conversation id that is unknown or not the caller's; 502/503/504: the language model failed,
+    # is rate-limited or timed out (503 also: vectors cannot be searched in semantic mode).
+    error_statuses = (404, 502, 503, 504)
 
     def perform_content_negotiation(self, request, force=False):
         # A client that accepts only text/event-stream still gets its 4xx/5xx errors, as JSON.

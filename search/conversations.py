@@ -72,7 +72,7 @@ class Rewrite:
 
 def conversation_owner(request) -> str:
     """Who the request acts for: an API key, a signed-in user, or an anonymous visitor's session."""
-    from documents.models import ApiKey
+    from accounts.models import ApiKey
 
     if isinstance(getattr(request, "auth", None), ApiKey):
         return f"key:{request.auth.pk}"

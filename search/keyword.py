@@ -63,16 +63,7 @@ SNIPPET_STOP = "\x03"
 # paragraph should not make every candidate's scoring loop long.
 MAX_QUERY_LEXEMES = 64
 
-# Defaults of the tunables (settings of the same names override them). Chosen on SciFact train,
-# see bench/results/keyword.md: k1/b are Anserini's BM25 defaults and beat k1=1.2, b=0.75 here;
-# counting context words twice gained nothing measurable at twice the scoring cost; a budget of
-# 3000 keeps 100k chunks at ~15 ms of CPU per query for about -0.01 nDCG@10.
-DEFAULT_K1 = 0.9
-DEFAULT_B = 0.4
-DEFAULT_CONTEXT_WEIGHT = 1.0
-DEFAULT_CANDIDATE_BUDGET = 3000
-DEFAULT_MAX_CANDIDATES = 10000
-DEFAULT_STATS_AUTO_REFRESH_CHUNKS = 2000
+# The tunables (SEARCH_BM25_*, SEARCH_KEYWORD_*) are settings; ragsite/settings.py says how they were chosen.
 
 
 @dataclass(frozen=True)
@@ -93,10 +84,6 @@ class _Term:
     idf: float
 
 
-def _setting(name: str, default: float) -> float:
-    return getattr(settings, name, default)
-
-
 def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = None) -> list[KeywordHit]:
     """The best ``limit`` chunks for ``query`` by BM25, best first (ties broken by chunk id)."""
     if limit <= 0:
@@ -109,8 +96,8 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
         return []
     terms, required, excluded, corpus_size, mean_length, ceiling_idf = prepared
 
-    budget = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET))
-    hard_cap = max(int(_setting("SEARCH_KEYWORD_MAX_CANDIDATES", DEFAULT_MAX_CANDIDATES)), limit)
+    budget = settings.SEARCH_KEYWORD_CANDIDATE_BUDGET
+    hard_cap = max(settings.SEARCH_KEYWORD_MAX_CANDIDATES, limit)
     filter_sql, params = "TRUE", {}
     if filters is not None and not filters.is_empty:
         narrow = _filtered_chunk_ids(filters, budget)
@@ -129,9 +116,9 @@ def keyword_search(query: str, *, limit: int, filters: SearchFilters | None = No
             "!!(" + " || ".join(f"(%(excluded)s::text[])[{i + 1}]::tsquery" for i in range(len(excluded))) + ")"
         )
 
-    k1 = float(_setting("SEARCH_BM25_K1", DEFAULT_K1))
-    b = float(_setting("SEARCH_BM25_B", DEFAULT_B))
-    context_weight = float(_setting("SEARCH_BM25_CONTEXT_WEIGHT", DEFAULT_CONTEXT_WEIGHT))
+    k1 = settings.SEARCH_BM25_K1
+    b = settings.SEARCH_BM25_B
+    context_weight = settings.SEARCH_BM25_CONTEXT_WEIGHT
     params.update(
         lexemes=[t.lexeme for t in terms],
         idfs=[t.idf for t in terms],
@@ -375,7 +362,7 @@ def _prepare(
                 # Lexemes new since the last refresh are counted here, live, when there are
                 # statistics (an unknown word costs a GIN probe, not another round trip); the
                 # count stops at the budget so a common new lexeme cannot make it slow.
-                "cap": int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET)),
+                "cap": settings.SEARCH_KEYWORD_CANDIDATE_BUDGET,
             },
         )
         rows = cursor.fetchall()
@@ -391,7 +378,7 @@ def _prepare(
             # statistics are computed once, here (~0.1 s per 1000 chunks), and later queries read them.
             cursor.execute(f"SELECT count(*), coalesce(avg(length(search_vector)), 0) FROM {chunks}")
             corpus_size, mean_length = cursor.fetchone()
-            auto_refresh = int(_setting("SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS", DEFAULT_STATS_AUTO_REFRESH_CHUNKS))
+            auto_refresh = settings.SEARCH_KEYWORD_STATS_AUTO_REFRESH_CHUNKS
             if corpus_size > auto_refresh:
                 if allow_refresh and _refresh_quietly():
                     return _prepare(parsed, allow_refresh=False)
@@ -404,7 +391,7 @@ def _prepare(
             # Lexemes missing from the statistics were counted live by the statement above, so
             # this is empty as a rule (kept for safety, same cap).
             missing = [lexeme for lexeme, count in counts.items() if count is None]
-            cap = int(_setting("SEARCH_KEYWORD_CANDIDATE_BUDGET", DEFAULT_CANDIDATE_BUDGET))
+            cap = settings.SEARCH_KEYWORD_CANDIDATE_BUDGET
         if missing:
             counts.update(_count_live(cursor, missing, cap))
     corpus_size = max(int(corpus_size), max(counts.values()), 1)

@@ -274,6 +274,8 @@ def chunk_search(
         results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
     count = len(grouped) - gone
     _mark_low_confidence(query, results)
+    if mode != "semantic" and not results:
+        warnings.extend(_why_nothing(query))
     return SearchResponse(
         query=query,
         mode=mode,
@@ -284,6 +286,18 @@ def chunk_search(
         reranked=reranked,
         rerank_error=rerank_error,
     )
+
+
+def _why_nothing(query: str) -> list[str]:
+    """Say why a keyword search found nothing when the reason is the query itself."""
+    from search.relevance import content_terms
+
+    if content_terms(query):
+        return []
+    return [
+        "The query has only very common words, which keyword search ignores: add a word that says what "
+        "you are looking for, or try semantic mode."
+    ]
 
 
 def _mark_low_confidence(query: str, results: list[SearchResult]) -> None:
@@ -344,7 +358,7 @@ def _semantic_executor() -> ThreadPoolExecutor:
     global _executor, _executor_pid
     with _executor_lock:
         if _executor is None or _executor_pid != os.getpid():
-            workers = int(getattr(settings, "SEARCH_SEMANTIC_THREADS", 8))
+            workers = settings.SEARCH_SEMANTIC_THREADS
             _executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="search-semantic")
             _executor_pid = os.getpid()
         return _executor

@@ -1,9 +1,10 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from search import api, conversations_api, views
+from search import api, conversations_api, document_view, views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    re_path(r"^documents/(?P<pk>[^/]+)/$", document_view.document_view, name="document-view"),
     path("api/search/", api.SearchView.as_view(), name="api-search"),
     path("api/ask/", api.AskView.as_view(), name="api-ask"),
     path("api/conversations/", conversations_api.ConversationListView.as_view(), name="api-conversations"),

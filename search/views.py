@@ -28,6 +28,7 @@ from search.answers.passages import snippet_safe_html
 from search.answers.retrieval import answer_retrieve
 from search.api import search_filters, search_params
 from search.filters import SearchFilters
+from search.links import document_view_url
 from search.selectors import MODES, SearchUnavailable, chunk_search
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def _result_view(result) -> dict:
         "rank": result.rank,
         "title": result.title or "Untitled",
         "url": link_url(result.url),
+        "view_url": document_view_url(result.document_id, str(result.chunk_id)),
         "source": result.source,
         "heading_path": [h for h in result.heading_path if h and h != result.title],
         "page": chunk_page(result.metadata),
@@ -93,6 +95,7 @@ def _passage_view(passage, cited: set[int]) -> dict:
         "n": passage.n,
         "title": passage.title or "Untitled",
         "url": link_url(passage.url),
+        "view_url": document_view_url(passage.document_id, str(passage.chunk_id)),
         "source": passage.source,
         "heading_path": [h for h in passage.heading_path if h and h != passage.title],
         "page": passage.page,
@@ -118,6 +121,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "searched": False,
         "llm_streams": bool(settings.LLM_MODEL),
         "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
+        "max_upload_bytes": settings.INGEST_MAX_BYTES,
         "user": request.user,
     }
     status = 200

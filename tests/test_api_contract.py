@@ -114,6 +114,8 @@ def test_every_request_and_response_body_has_an_example(openapi):
         # one example per body kind is enough: a JSON example also shows the multipart fields
         by_kind: dict[str, bool] = {}
         for kind, content in bodies:
+            if content.get("schema", {}).get("format") == "binary":
+                continue  # a file's bytes (the original of a document): no example to show
             by_kind[kind] = by_kind.get(kind, False) or bool(content.get("examples") or content.get("example"))
         missing += [f"{name} {kind}" for kind, has in by_kind.items() if not has]
     assert not missing, "\n".join(missing)

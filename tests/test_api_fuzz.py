@@ -84,8 +84,8 @@ schema = load_schema()
 def fuzz_world(fresh_store, settings):
     """A committed corpus to hit (documents with indexed vectors, a source, a crawl job), then
     production-like tasks: queued in the database, not run inside the request."""
+    from accounts.auth import api_key_create
     from crawl.models import CrawlJob
-    from documents.auth import api_key_create
     from documents.models import Source
     from documents.services import document_ingest, source_get_or_create
 

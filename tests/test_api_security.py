@@ -288,7 +288,7 @@ def test_valid_keys_are_never_counted_and_other_addresses_are_not_slowed(client,
 
 @pytest.mark.django_db
 def test_revoked_and_malformed_keys_count_as_guesses(client, tiny_throttles):
-    from documents.auth import api_key_create, api_key_revoke
+    from accounts.auth import api_key_create, api_key_revoke
 
     row, revoked = api_key_create(name="old", scope="read")
     api_key_revoke(key=row)

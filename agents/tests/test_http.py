@@ -40,8 +40,8 @@ def call(app, *, key: str | None = None, host: str = "127.0.0.1:8000", path: str
 
 @pytest.mark.django_db
 def test_requests_without_a_valid_key_are_refused_before_the_sdk(api_key):
-    from documents.auth import api_key_revoke
-    from documents.models import ApiKey
+    from accounts.auth import api_key_revoke
+    from accounts.models import ApiKey
 
     app = McpWsgiApp()
     status, headers, body = call(app)

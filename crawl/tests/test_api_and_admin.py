@@ -125,3 +125,26 @@ def test_the_admin_cancel_action_cancels_queued_jobs(staff_client):
     staff_client.post(reverse("admin:crawl_crawljob_changelist"), {"action": "cancel", "_selected_action": [job.pk]})
     job.refresh_from_db()
     assert job.status == CrawlJob.Status.CANCELLED
+
+
+def test_crawl_jobs_are_listed_by_source_id_or_name_and_a_unicode_digit_breaks_nothing(api, site):
+    for name in ("docs", "²"):
+        response = api.post(
+            "/api/crawl-jobs/", {"start_url": f"{site.url}/index.html", "source": name}, content_type="application/json"
+        )
+        assert response.status_code == 201, response.content
+    docs = Source.objects.get(name="docs")
+    listed = {
+        value: [job["source"] for job in api.get("/api/crawl-jobs/", {"source": value}).json()["results"]]
+        for value in ("docs", str(docs.pk), "²", "99999999999999999999")
+    }
+    assert listed == {"docs": ["docs"], str(docs.pk): ["docs"], "²": ["²"], "99999999999999999999": []}
+
+
+def test_a_source_name_over_200_characters_is_a_400_naming_the_source(api):
+    response = api.post(
+        "/api/crawl-jobs/", {"start_url": "http://127.0.0.1:9/", "source": "x" * 201}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"source"}
+    assert not CrawlJob.objects.exists()

@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from crawl.models import CrawlJob, CrawlPage
 from crawl.services import (
-    CrawlJobError,
     crawl_job_cancel,
     crawl_job_create,
     crawl_job_enqueue,
@@ -28,6 +27,7 @@ from crawl.services import (
 )
 from crawl.tests.site import in_thread, layered_gzip
 from documents.models import Chunk, Document, Source
+from documents.services import IngestError
 from documents.tests.pdf_writer import orchard_report_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -476,7 +476,7 @@ def test_a_finished_job_is_not_run_again(site):
 @pytest.mark.django_db
 def test_bad_input_is_refused_with_the_field_and_no_job(site, options, field, message):
     options = {"start_url": f"{site.url}/index.html", **options}
-    with pytest.raises(CrawlJobError, match=message) as error:
+    with pytest.raises(IngestError, match=message) as error:
         crawl_job_create(**options)
     assert error.value.field == field
     assert not CrawlJob.objects.exists()
@@ -485,7 +485,7 @@ def test_bad_input_is_refused_with_the_field_and_no_job(site, options, field, me
 @pytest.mark.django_db
 def test_a_private_address_is_refused_unless_allowed(site, settings):
     settings.CRAWL_ALLOW_PRIVATE_ADDRESSES = False
-    with pytest.raises(CrawlJobError, match="CRAWL_ALLOW_PRIVATE_ADDRESSES") as error:
+    with pytest.raises(IngestError, match="CRAWL_ALLOW_PRIVATE_ADDRESSES") as error:
         crawl_job_create(start_url=f"{site.url}/index.html")
     assert error.value.field == "start_url"
     assert not CrawlJob.objects.exists()

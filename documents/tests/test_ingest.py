@@ -107,7 +107,10 @@ def test_editing_one_paragraph_reembeds_only_the_affected_chunks(source, fresh_s
     embed_spy.clear()
     with run_commit_hooks():
         second = document_ingest(
-            source=source, url=url, text=long_markdown("Bees dance to tell the hive where nectar is."), mime="text/markdown"
+            source=source,
+            url=url,
+            text=long_markdown("Bees dance to tell the hive where nectar is."),
+            mime="text/markdown",
         )
     assert second.document.pk == first.document.pk and second.changed
     assert second.chunks_added == 1 and second.chunks_removed == 1
@@ -147,7 +150,9 @@ def test_deleting_a_document_or_a_source_removes_their_points(source, fresh_stor
     assert point_ids(fresh_store) == set()
 
 
-def test_qdrant_down_during_ingest_loses_nothing_and_vectors_sync_repairs(source, settings, run_commit_hooks, fresh_store):
+def test_qdrant_down_during_ingest_loses_nothing_and_vectors_sync_repairs(
+    source, settings, run_commit_hooks, fresh_store
+):
     collection = settings.QDRANT_COLLECTION
     settings.QDRANT_URL = "http://127.0.0.1:9"  # nothing listens there
     settings.QDRANT_TIMEOUT = 1
@@ -221,7 +226,9 @@ def test_auth_error_stops_the_sync_and_leaves_chunks_pending(source, fresh_store
     assert fresh_store.count() == 0
 
 
-def test_crash_between_commit_and_enqueue_is_repaired_by_vectors_sync(source, fresh_store, django_capture_on_commit_callbacks):
+def test_crash_between_commit_and_enqueue_is_repaired_by_vectors_sync(
+    source, fresh_store, django_capture_on_commit_callbacks
+):
     # Callbacks captured but never run: the process "died" right after the commit.
     with django_capture_on_commit_callbacks(execute=False):
         doc = ingest_file(source, "guide.md").document
@@ -344,7 +351,12 @@ def test_ingest_many_stores_a_batch_like_one_by_one(source, fresh_store, run_com
 
     def stored(src):
         return [
-            (d.title, d.url, d.content_hash, [(c.ordinal, c.text, c.content_hash, c.index_status) for c in d.chunks.order_by("ordinal")])
+            (
+                d.title,
+                d.url,
+                d.content_hash,
+                [(c.ordinal, c.text, c.content_hash, c.index_status) for c in d.chunks.order_by("ordinal")],
+            )
             for d in Document.objects.filter(source=src).order_by("title")
         ]
 
@@ -364,8 +376,12 @@ def test_ingest_many_reports_bad_items_in_place_and_handles_repeats_and_updates(
     from documents.services import document_ingest_many
 
     with run_commit_hooks():
-        document_ingest(source=source, title="Kept", url="https://example.com/kept", text="Unchanged text stays as it is.")
-        document_ingest(source=source, title="Edited", url="https://example.com/edited", text="First version of the text.")
+        document_ingest(
+            source=source, title="Kept", url="https://example.com/kept", text="Unchanged text stays as it is."
+        )
+        document_ingest(
+            source=source, title="Edited", url="https://example.com/edited", text="First version of the text."
+        )
         results = document_ingest_many(
             source=source,
             items=[
@@ -435,3 +451,158 @@ def test_metadata_with_nul_characters_is_refused_before_storing(source, metadata
     (result,) = document_ingest_many(source=source, items=[{"title": "T", "text": "Some text.", "metadata": metadata}])
     assert isinstance(result, IngestError) and result.field == "metadata"
     assert Document.objects.count() == 0
+
+
+# --- Large documents ----------------------------------------------------------------------------
+
+
+def _over_a_tsvector(text: str) -> bool:
+    """Whether PostgreSQL refuses one tsvector over the text (more than 1 MB of lexemes and positions)."""
+    from django.db import DatabaseError, connection, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT to_tsvector('english', %s)", [text])
+    except DatabaseError:  # ProgramLimitExceeded: string is too long for tsvector
+        return True
+    return False
+
+
+def log_lines(lines: int, seed: int = 1) -> str:
+    import random
+
+    rng = random.Random(seed)
+    return "\n".join(
+        f"12:{i // 60 % 60:02d}:{i % 60:02d} worker {i % 8} request {rng.getrandbits(40):010x} "
+        f"trace {rng.getrandbits(40):010x} span {rng.getrandbits(40):010x} done"
+        for i in range(lines)
+    )
+
+
+def test_a_log_too_large_for_one_tsvector_ingests_and_every_chunk_is_searchable(source):
+    text = log_lines(32_000)
+    assert _over_a_tsvector(text)  # a document-level vector could not hold it
+
+    result = document_ingest(
+        source=source, title="worker log", data=text.encode(), filename="worker.log", mime="text/plain"
+    )
+
+    chunks = result.document.chunks.order_by("ordinal")
+    assert result.created and chunks.count() == result.chunks_added > 100
+    last_request = text.rsplit("request ", 1)[1].split()[0]
+    found = Chunk.objects.filter(search_vector=SearchQuery(last_request, config="english")).get()
+    assert found.ordinal == chunks.last().ordinal
+
+
+def test_ingest_command_stores_100k_markdown_headings(transactional_db, manage, tmp_path):
+    import random
+
+    from django.db import connection
+
+    rng = random.Random(3)
+    text = "".join(f"# Step {rng.getrandbits(40):010x}\n" for _ in range(100_000))
+    path = tmp_path / "steps.md"
+    path.write_text(text)
+    assert _over_a_tsvector(text)
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+    # Queued for a worker, not run inline by the tests' immediate task backend: storing is the test.
+    env = {"DATABASE_URL": url, "TASKS_BACKEND": "database"}
+
+    result = manage("ingest", str(path), "--source", "steps", "--no-embed", env=env, timeout=600)
+
+    assert result.returncode == 0, result.stderr
+    assert "1 created" in result.stdout and "0 failed" in result.stdout
+    assert "Traceback" not in result.stderr
+    doc = Document.objects.get(source__name="steps")
+    assert Chunk.objects.filter(document=doc).count() > 10
+    assert max(len(c) for c in Chunk.objects.filter(document=doc).values_list("context", flat=True)) < 1000
+
+
+def test_a_storage_failure_in_the_ingest_command_is_one_line_without_a_traceback(
+    source, fresh_store, tmp_path, run_commit_hooks, caplog
+):
+    from io import StringIO
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION test_refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.title = 'Bad' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_refuse_bad BEFORE INSERT ON documents_document
+                FOR EACH ROW EXECUTE FUNCTION test_refuse_bad();
+            """
+        )
+    (tmp_path / "bad.md").write_text("# Bad\n\nThe database refuses this one.\n")
+    (tmp_path / "good.md").write_text("# Good\n\nA good document.\n")
+    out, err = StringIO(), StringIO()
+
+    with run_commit_hooks():
+        call_command("ingest", str(tmp_path), "--source", "folder", stdout=out, stderr=err)
+
+    assert "1 created, 0 updated, 0 unchanged, 1 failed" in out.getvalue()
+    assert "bad.md" in err.getvalue() and "refused by a test trigger" in err.getvalue()
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+def test_sync_batches_never_read_the_document_text(source, fresh_store):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document_ingest(source=source, title="Long", text=long_markdown(), mime="text/markdown")
+
+    with CaptureQueriesContext(connection) as queries:
+        report = vectors_sync_pending()
+
+    assert report.indexed == Chunk.objects.count() > 1
+    document_text = f'"{Document._meta.db_table}"."text"'
+    assert not [q["sql"] for q in queries.captured_queries if document_text in q["sql"]]
+
+
+def test_reading_documents_through_the_api_loads_no_text_or_vector_it_does_not_return(source, api):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document = document_ingest(source=source, title="Long", text=long_markdown(), mime="text/markdown").document
+    document_text = f'"{Document._meta.db_table}"."text"'
+    chunk_vector = f'"{Chunk._meta.db_table}"."search_vector"'
+
+    with CaptureQueriesContext(connection) as listing:
+        assert api.get("/api/documents/").json()["results"][0]["id"] == document.pk
+    with CaptureQueriesContext(connection) as detail:
+        body = api.get(f"/api/documents/{document.pk}/").json()
+
+    assert not [q["sql"] for q in listing.captured_queries if document_text in q["sql"]]
+    assert body["text"] == document.text and len(body["chunks"]) == document.chunks.count() > 1
+    selects = [q["sql"].split(" FROM ")[0] for q in detail.captured_queries]
+    assert not [sql for sql in selects if chunk_vector in sql]
+
+
+def test_the_largest_chunk_the_settings_allow_fits_a_tsvector(db):
+    import random
+
+    from documents.chunking import MAX_HEADING_CHARS, MAX_HEADING_DEPTH, chunk_document
+    from documents.embeddings import get_tokenizer
+    from documents.parsers import parse_document
+    from documents.services import chunk_context
+
+    # Hyphenated pairs of 101-letter words: the tokenizer reads each word as one [UNK], and
+    # PostgreSQL indexes the pair and each part, so few tokens hold a lot of tsvector.
+    rng = random.Random(0)
+    word = lambda: "".join(chr(rng.randint(0xE0, 0x24F)) for _ in range(101))  # noqa: E731
+    parsed = parse_document(text=" ".join(f"{word()}-{word()}" for _ in range(4000)), mime="text/plain")
+    largest = lambda chunks: max((c.text for c in chunks), key=len)  # noqa: E731
+    context = chunk_context("t" * 1000, [word()[:MAX_HEADING_CHARS]] * MAX_HEADING_DEPTH)
+    sizes = {"tokenizer": get_tokenizer(), "chunk_tokens": 8192, "overlap_tokens": 0}  # the maximum setting
+
+    unbounded = chunk_document(parsed, **sizes, max_chars=10**9)
+    bounded = chunk_document(parsed, **sizes)
+
+    assert _over_a_tsvector(largest(unbounded))  # as chunks were bounded in tokens only
+    assert not _over_a_tsvector(context + "\n" + largest(bounded))

@@ -42,9 +42,10 @@ def test_every_admin_page_redirects_anonymous_users_to_login(client, objects):
 
 def test_admin_document_search_uses_the_full_text_vector(staff_client, objects):
     source = objects[Source]
-    Document.objects.create(source=source, title="Other", url="https://example.com/other", text="Running shoes")
+    other = Document.objects.create(source=source, title="Other", url="https://example.com/other", text="Running shoes")
+    Chunk.objects.create(document=other, ordinal=0, text="Running shoes", content_hash="r")
     response = staff_client.get(reverse("admin:documents_document_changelist"), {"q": "run"})
     assert response.status_code == 200
-    # "run" matches "Running" only through the stemmed full-text vector, not a substring search.
+    # "run" matches "Running" only through the stemmed full-text vector of a chunk, not a substring search.
     assert "Other" in response.content.decode()
     assert "Guide" not in response.content.decode()

@@ -23,10 +23,6 @@ brackets, for example [1] or [2][3]. Cite only numbers of passages that were giv
 - Answer concisely, in the language of the question, in plain text (no headings)."""
 
 
-def _setting(name: str, default):
-    return getattr(settings, name, default)
-
-
 def chat_messages(
     *, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = ()
 ) -> list[dict[str, str]]:
@@ -100,9 +96,9 @@ class OpenAIChatProvider(AnswerProvider):
             base_url=settings.OPENAI_BASE_URL,
             timeout=settings.OPENAI_TIMEOUT,
             # An interactive answer should fail fast rather than wait through four back-offs.
-            max_retries=int(_setting("LLM_MAX_RETRIES", 1)),
-            temperature=_setting("LLM_TEMPERATURE", None),
-            max_tokens=_setting("LLM_MAX_TOKENS", None),
+            max_retries=settings.LLM_MAX_RETRIES,
+            temperature=settings.LLM_TEMPERATURE,
+            max_tokens=settings.LLM_MAX_TOKENS,
         )
 
     def _request(self, *, question: str, passages: Sequence[Passage], stream: bool, history: Sequence[Exchange] = ()):

@@ -19,13 +19,6 @@ from search.selectors import chunk_search
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LIMIT = 8
-DEFAULT_MAX_PER_DOCUMENT = 3
-
-
-def _setting(name: str, default):
-    return getattr(settings, name, default)
-
 
 def chunk_similarities(*, question: str, chunk_ids: Sequence[str]) -> dict[str, float]:
     """Cosine similarity of the question to each chunk, with the vectors the vector store holds.
@@ -67,14 +60,14 @@ def answer_retrieve(
     from documents.embeddings import EmbeddingError
 
     started = time.perf_counter()
-    limit = limit or int(_setting("ASK_DEFAULT_LIMIT", DEFAULT_LIMIT))
+    limit = limit or settings.ASK_DEFAULT_LIMIT
     query = searched_for or question
     response = chunk_search(
         query,
         mode=mode,
         limit=limit,
         filters=filters,
-        max_per_document=int(_setting("ASK_MAX_PER_DOCUMENT", DEFAULT_MAX_PER_DOCUMENT)),
+        max_per_document=settings.ASK_MAX_PER_DOCUMENT,
         rerank=rerank,
     )
     warnings = list(response.warnings)

@@ -105,8 +105,9 @@ def assert_highlighted_in_view(page, n: str) -> None:
         timeout=10_000,
     )
     assert passage.evaluate("el => document.activeElement === el")
-    link = passage.locator("h4 a")
-    assert link.get_attribute("href").startswith("https://example.com/")
+    # The title opens the document view at the cited chunk; the document's URL is linked beside it.
+    assert re.match(r"/documents/\d+/\?chunk=[0-9a-f-]{36}#hit$", passage.locator("h4 a").get_attribute("href"))
+    assert passage.locator("a.url").get_attribute("href").startswith("https://example.com/")
 
 
 def test_search_in_each_mode_ask_and_follow_a_citation(browser, site):
@@ -127,7 +128,8 @@ def test_search_in_each_mode_ask_and_follow_a_citation(browser, site):
         search(page, "how do bees make honey", mode)
         first = page.locator(".result").first
         assert first.locator("h3 a").inner_text() == "How bees make honey"
-        assert first.locator("h3 a").get_attribute("href") == "https://example.com/bees"
+        assert re.match(r"/documents/\d+/\?chunk=[0-9a-f-]{36}#hit$", first.locator("h3 a").get_attribute("href"))
+        assert first.locator("a.url").get_attribute("href") == "https://example.com/bees"
         assert re.search(
             rf"Results 1\u2013\d+ of \d+\s+· {mode} · \d+ ms", page.locator("#results-heading").inner_text()
         )

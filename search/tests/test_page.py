@@ -56,7 +56,12 @@ def test_a_search_renders_results_with_links_snippets_count_and_timing(reader, k
     response, html = page(reader, q="how do bees make honey", mode=mode)
     assert response.status_code == 200
     first = html[html.index('class="result"') :]
-    assert '<a href="https://example.com/bees" rel="noopener noreferrer">How bees make honey</a>' in first
+    bees = knowledge_base["bees"]
+    # The title opens the document view at the hit; the document's own URL is linked beside it.
+    assert re.search(
+        rf'<h3><a href="/documents/{bees.pk}/\?chunk=[0-9a-f-]{{36}}#hit">How bees make honey</a></h3>', first
+    )
+    assert '<a class="url" href="https://example.com/bees" rel="noopener noreferrer">' in first
     assert re.search(r"Results 1\u2013\d+ of \d+", html) and re.search(rf"· {mode} · \d+ ms", html)
     if mode != "semantic":
         assert "<mark>" in first[: first.index("</li>")]
@@ -122,7 +127,8 @@ def test_asking_without_javascript_renders_a_cited_answer(reader, knowledge_base
     assert citation, answer
     assert f'id="passage-{citation.group(1)}"' in html
     passage = html[html.index(f'id="passage-{citation.group(1)}"') :]
-    assert '<a href="https://example.com/bees"' in passage[: passage.index("</li>")]
+    assert f'<h4><a href="/documents/{knowledge_base["bees"].pk}/?chunk=' in passage[: passage.index("</li>")]
+    assert '<a class="url" href="https://example.com/bees"' in passage[: passage.index("</li>")]
     assert "by extractive" in html
 
 

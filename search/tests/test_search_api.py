@@ -200,3 +200,17 @@ def test_stopword_and_punctuation_queries_return_nothing_without_error(api, corp
     body = search(api, q="'; DROP TABLE documents_chunk; --", mode="keyword")
     assert titles(body) == ["Boiling water"]
     assert Document.objects.count() == len(PASSAGES)
+
+
+@pytest.mark.parametrize("value", ["²", "99999999999999999999"])
+def test_a_source_that_is_neither_an_id_nor_a_name_is_a_400_naming_the_field(api, corpus, value):
+    response = api.get("/api/search/", {"q": "water", "source": value})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert "source" in error["fields"] and value in error["message"]
+
+
+def test_a_source_named_with_unicode_digits_is_found_by_its_name(api, corpus):
+    Source.objects.filter(name="other").update(name="²")
+    body = search(api, q="python", mode="keyword", source="²")
+    assert body["results"] and {r["source"] for r in body["results"]} == {"²"}

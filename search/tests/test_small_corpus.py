@@ -66,3 +66,11 @@ def test_the_page_shows_weak_matches_as_such(staff_client, four_pages):
     page = staff_client.get("/", {"q": "why does seawater go up and down twice a day", "mode": "hybrid"})
     assert page.status_code == 200
     assert page.content.count(b"weak match") >= 1
+
+
+def test_a_query_of_only_common_words_says_why_it_finds_nothing(api, four_pages, staff_client):
+    body = api.get("/api/search/", {"q": "what is the", "mode": "keyword"}).json()
+    assert body["results"] == []
+    assert any("only very common words" in warning for warning in body["warnings"])
+    page = staff_client.get("/", {"q": "what is the", "mode": "keyword"})
+    assert b"only very common words" in page.content

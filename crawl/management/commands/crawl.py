@@ -12,7 +12,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from crawl.models import CrawlJob, CrawlPage
 from crawl.services import (
-    CrawlJobError,
     crawl_job_abandon,
     crawl_job_cancel,
     crawl_job_create,
@@ -23,6 +22,7 @@ from crawl.services import (
 )
 from documents.maintenance import tables_analyze
 from documents.management.commands._progress import progress_bar
+from documents.services import IngestError
 
 MAX_ERRORS_SHOWN = 20
 
@@ -69,7 +69,7 @@ class Command(BaseCommand):
                 use_sitemap=not options["no_sitemap"],
                 delete_missing=options["delete_missing"],
             )
-        except CrawlJobError as exc:
+        except IngestError as exc:
             raise CommandError(f"{exc.field}: {exc.message}") from exc
         if options["background"]:
             crawl_job_enqueue(job=job)

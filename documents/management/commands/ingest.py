@@ -153,6 +153,7 @@ def _read(path: Path) -> dict:
         "filename": os.fsencode(path.name).decode("utf-8", "replace"),
         "mime": mime or "",
         "url": path.resolve().as_uri(),
+        "keep_file": True,
     }
 
 

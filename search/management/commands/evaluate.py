@@ -161,7 +161,7 @@ class Command(BaseCommand):
         """A test client with a throwaway read key: the real URL, authentication and serializers."""
         from django.test import Client
 
-        from documents.auth import api_key_create
+        from accounts.auth import api_key_create
 
         row, key = api_key_create(name="evaluate (temporary)")
         import atexit

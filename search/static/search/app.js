@@ -212,19 +212,23 @@
       number.textContent = "[" + c.n + "]";
       const card = document.createElement("div");
       card.className = "card";
+      // The title opens the document view at the cited chunk; the document's own URL is linked beside it.
       const title = document.createElement("h4");
-      if (/^https?:\/\//i.test(c.url || "")) {
-        const link = document.createElement("a");
-        link.href = c.url;
-        link.rel = "noopener noreferrer";
-        link.textContent = c.title || "Untitled";
-        title.appendChild(link);
-      } else {
-        title.textContent = c.title || "Untitled";
-      }
+      const open = document.createElement("a");
+      open.href = form.dataset.documentsUrl + encodeURIComponent(c.document_id) + "/?chunk=" + encodeURIComponent(c.chunk_id) + "#hit";
+      open.textContent = c.title || "Untitled";
+      title.appendChild(open);
       const where = document.createElement("p");
       where.className = "where";
       where.textContent = [c.source].concat((c.heading_path || []).filter(function (h) { return h && h !== c.title; })).join(" › ");
+      if (/^https?:\/\//i.test(c.url || "")) {
+        const link = document.createElement("a");
+        link.className = "url";
+        link.href = c.url;
+        link.rel = "noopener noreferrer";
+        link.textContent = c.url;
+        where.append(" · ", link);
+      }
       const snippet = document.createElement("p");
       snippet.className = "snippet";
       snippet.appendChild(safeSnippet(c.snippet || ""));

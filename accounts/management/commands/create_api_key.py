@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from documents.auth import api_key_create
-from documents.models import ApiKey
+from accounts.auth import api_key_create
+from accounts.models import ApiKey
 
 
 class Command(BaseCommand):
@@ -27,5 +27,7 @@ class Command(BaseCommand):
             except get_user_model().DoesNotExist:
                 raise CommandError(f"no user named {user!r}") from None
         row, plain = api_key_create(name=name.strip(), scope=scope, user=owner)
-        self.stderr.write(f"created {scope} key {row.name!r} (prefix {row.prefix}); store it now, it is not shown again:")
+        self.stderr.write(
+            f"created {scope} key {row.name!r} (prefix {row.prefix}); store it now, it is not shown again:"
+        )
         self.stdout.write(plain)

@@ -18,8 +18,8 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.throttling import SimpleRateThrottle
 
-from documents.models import ApiKey
-from ragsite.security import client_ip
+from accounts.models import ApiKey
+from ragsite.security import BadKeyThrottle
 
 KEY_PREFIX = "rs_"
 LAST_USED_RESOLUTION = 60  # seconds: do not write last_used_at on every request
@@ -82,40 +82,6 @@ def _key_by_hash(key_hash: str) -> ApiKey | None:
     return ApiKey.from_db(connection.alias, [field.attname for field in ApiKey._meta.concrete_fields], row)
 
 
-class BadKeyThrottle(SimpleRateThrottle):
-    """Counts requests with a key that is not valid, per client address (THROTTLE_BAD_KEY).
-
-    Once over the rate, every key from that address gets 429 until the window passes, the
-    valid ones too: answering a valid key normally would tell a guesser which guess was right.
-    Valid keys are never counted, so a client that holds one is not slowed. Like the other
-    throttles the history lives in Django's cache, which is per process: with N gunicorn
-    workers a guesser gets at most N times the rate, against keys of 256 random bits.
-    """
-
-    scope = "bad_key"
-
-    def get_cache_key(self, request, view=None):
-        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}
-
-    def _load(self, request) -> None:
-        self.key = self.get_cache_key(request)
-        self.now = self.timer()
-        self.history = [t for t in self.cache.get(self.key, []) if t > self.now - self.duration]
-
-    def check(self, request) -> None:
-        self._load(request)
-        if len(self.history) >= self.num_requests:
-            raise exceptions.Throttled(
-                self.wait(),
-                detail="Too many requests with an invalid API key from this address.",
-            )
-
-    def record_failure(self, request) -> None:
-        self._load(request)
-        self.history.insert(0, self.now)
-        self.cache.set(self.key, self.history[: self.num_requests], self.duration)
-
-
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keywords = ("bearer", "api-key")
 
@@ -163,3 +129,18 @@ class ReadOrWrite(permissions.BasePermission):
         if not (request.user and request.user.is_authenticated):
             return False
         return request_can_write(request)
+
+
+class KeyRateThrottle(SimpleRateThrottle):
+    """Per API key (or per user) for authenticated callers; per client IP for anonymous ones."""
+
+    scope = "key"
+
+    def get_cache_key(self, request, view):
+        if isinstance(request.auth, ApiKey):
+            ident = f"key:{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            return None  # AnonRateThrottle handles these
+        return self.cache_format % {"scope": self.scope, "ident": ident}

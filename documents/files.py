@@ -1,0 +1,159 @@
+"""Uploaded originals, kept on disk content-addressed: FILES_DIR/ab/cd/<sha256>.
+
+One copy per distinct file, however many documents name it. A path is only ever built from a
+hash this module computed (or checked to be 64 hex digits), never from a name a user sent.
+
+Writers and the deleter agree through a PostgreSQL advisory lock on the hash, held to the end
+of their transactions:
+- an ingest takes it shared, then writes the file if it is missing, then commits the document
+  that names it;
+- ``file_release`` takes it exclusive, and deletes the file only if no committed document names
+  it.
+So a release never deletes a file that an ingest in flight is about to reference: it waits for
+that ingest's commit and then sees the reference (or, had it gone first, the ingest writes the
+file again). An ingest that rolls back leaves its file unreferenced; ``files_sweep`` (the
+``files_sweep`` command) deletes those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from documents.models import Document
+
+logger = logging.getLogger(__name__)
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """An uploaded file's bytes and what the uploader said about them, before it is stored."""
+
+    data: bytes
+    name: str
+    content_type: str
+    sha256: str
+
+    @classmethod
+    def of(cls, data: bytes, name: str, content_type: str) -> Original:
+        return cls(data, name, content_type or "application/octet-stream", hashlib.sha256(data).hexdigest())
+
+
+def file_path(sha256: str) -> Path:
+    """Where the file with this hash lives; ValueError for anything but a SHA-256 in hex."""
+    if not _HASH.fullmatch(sha256 or ""):
+        raise ValueError("not a SHA-256 hex digest")
+    return Path(settings.FILES_DIR) / sha256[:2] / sha256[2:4] / sha256
+
+
+def _lock_key(sha256: str) -> int:
+    # The one-bigint form: PostgreSQL keeps it apart from the two-int4 locks of ingests
+    # (documents.services._lock_document_identities).
+    return int.from_bytes(bytes.fromhex(sha256)[:8], "big", signed=True)
+
+
+def _lock(sha256: str, *, shared: bool) -> None:
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s::bigint)", [_lock_key(sha256)])
+
+
+def file_keep(data: bytes, sha256: str) -> None:
+    """Store ``data`` under its hash unless it is there already; inside the caller's transaction.
+
+    The write goes to a temporary file in the same folder and is renamed into place, so a
+    reader never sees half a file and a crash leaves no partial file under a hash name.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("file_keep must run inside the transaction that stores the document")
+    _lock(sha256, shared=True)
+    path = file_path(sha256)
+    if path.is_file() and path.stat().st_size == len(data):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def file_release(sha256: str) -> bool:
+    """Delete the file if no document names it any more; True if it was deleted."""
+    try:
+        path = file_path(sha256)
+    except ValueError:
+        return False
+    with transaction.atomic():
+        _lock(sha256, shared=False)
+        if Document.objects.filter(file_sha256=sha256).exists():
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+    for folder in (path.parent, path.parent.parent):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+    return True
+
+
+def file_release_on_commit(sha256: str) -> None:
+    if sha256:
+        transaction.on_commit(lambda: _release_logged(sha256))
+
+
+def _release_logged(sha256: str) -> None:
+    try:
+        file_release(sha256)
+    except Exception:
+        # The document is gone either way; the file is left for files_sweep.
+        logger.exception("could not release the original file %s", sha256)
+
+
+def files_sweep() -> int:
+    """Delete every stored file that no document names (left by ingests that rolled back)."""
+    root = Path(settings.FILES_DIR)
+    if not root.is_dir():
+        return 0
+    deleted = 0
+    for path in root.glob("??/??/*"):
+        if _HASH.fullmatch(path.name) and file_release(path.name):
+            deleted += 1
+    return deleted
+
+
+def file_open(document: Document):
+    """The document's original as an open binary file, or None (no original, or lost from disk)."""
+    if not document.file_sha256:
+        return None
+    try:
+        return file_path(document.file_sha256).open("rb")
+    except (ValueError, FileNotFoundError):
+        return None
+
+
+# Every way a document goes (the API, the admin's bulk delete, a source's cascade) sends
+# post_delete; the file follows once the deletion is committed.
+@receiver(post_delete, sender=Document, dispatch_uid="documents.files.document_deleted")
+def on_document_deleted(sender, instance: Document, **kwargs) -> None:
+    file_release_on_commit(instance.file_sha256)

@@ -1,0 +1,147 @@
+"""A document's original file and its indexing progress: two small reads beside the document API.
+
+Both use the API's default permission (documents.auth.ReadOrWrite), the same as
+``GET /api/documents/{id}/``: whoever may read the document may read its original.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from documents.files import file_open
+from documents.models import Chunk, Document
+from ragsite.api import object_id
+
+# Types a browser shows without running anything of the file's: served inline (a PDF opens at
+# #page=N). Everything else is a download, so an uploaded HTML or SVG file can never run
+# script on this site's origin.
+INLINE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"}
+ERRORS_SHOWN = 3
+
+
+def _document(pk: str, *fields: str) -> Document:
+    document_id = object_id(pk)
+    document = Document.objects.filter(pk=document_id).only("id", *fields).first() if document_id else None
+    if document is None:
+        raise NotFound("No document with this id.")
+    return document
+
+
+DOCUMENT_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The document's id.")
+
+
+class DocumentFileView(APIView):
+    def perform_content_negotiation(self, request, force=False):
+        # The body is the file, whatever the client asked for: `Accept: application/pdf` must not be a 406.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        summary="Download a document's original file",
+        description=(
+            "The bytes that were uploaded (API multipart, admin, `manage.py ingest`), with their type. PDFs, "
+            "images and plain text open in the browser (a PDF at `#page=N`); other types download. 404 when the "
+            "document was ingested as text or crawled."
+        ),
+        parameters=[DOCUMENT_ID],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The original file."),
+        },
+    )
+    def get(self, request, pk: str):
+        document = _document(pk, "file_sha256", "file_name", "file_type", "file_size")
+        handle = file_open(document)
+        if handle is None:
+            raise NotFound("This document has no original file: it was sent as text or crawled.")
+        content_type = document.file_type or "application/octet-stream"
+        inline = content_type in INLINE_TYPES
+        response = FileResponse(
+            handle,
+            content_type=content_type,
+            as_attachment=not inline,
+            filename=document.file_name or f"document-{document.pk}",
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        if content_type != "application/pdf":
+            # Chromium will not show a PDF in a sandboxed document; everything else gets no script at all.
+            response["Content-Security-Policy"] = "sandbox"
+        response["ETag"] = f'"{document.file_sha256}"'
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
+class DocumentProgressView(APIView):
+    @extend_schema(
+        summary="A document's indexing progress",
+        parameters=[DOCUMENT_ID],
+        description=(
+            "Chunk counts by vector index status, and the distinct errors of failed chunks (at most "
+            f"{ERRORS_SHOWN}). `done` is true once no chunk is pending. Cheap to poll: no text is read."
+        ),
+        responses=inline_serializer(
+            "DocumentProgress",
+            {
+                "id": serializers.IntegerField(),
+                "status": serializers.ChoiceField(Document.Status.choices),
+                "chunks": serializers.IntegerField(help_text="All chunks of the document."),
+                "indexed": serializers.IntegerField(),
+                "pending": serializers.IntegerField(),
+                "failed": serializers.IntegerField(),
+                "done": serializers.BooleanField(),
+                "errors": serializers.ListField(child=serializers.CharField()),
+            },
+        ),
+        examples=[
+            OpenApiExample(
+                "Indexing",
+                value={
+                    "id": 7,
+                    "status": "active",
+                    "chunks": 400,
+                    "indexed": 120,
+                    "pending": 280,
+                    "failed": 0,
+                    "done": False,
+                    "errors": [],
+                },
+            )
+        ],
+    )
+    def get(self, request, pk: str):
+        document = _document(pk, "status")
+        status = Chunk.IndexStatus
+        counts = Chunk.objects.filter(document_id=document.pk).aggregate(
+            chunks=Count("pk"),
+            indexed=Count("pk", filter=Q(index_status=status.INDEXED)),
+            pending=Count("pk", filter=Q(index_status=status.PENDING)),
+            failed=Count("pk", filter=Q(index_status=status.FAILED)),
+        )
+        errors = []
+        if counts["failed"]:
+            errors = list(
+                Chunk.objects.filter(document_id=document.pk, index_status=status.FAILED)
+                .exclude(last_error="")
+                .order_by("last_error")
+                .values_list("last_error", flat=True)
+                .distinct()[:ERRORS_SHOWN]
+            )
+        body = {
+            "id": document.pk,
+            "status": document.status,
+            **counts,
+            "done": counts["pending"] == 0,
+            "errors": errors,
+        }
+        return Response(body)
