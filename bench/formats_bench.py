@@ -1,5 +1,5 @@
 """Office, e-book, RTF and image parsing: speed, peak memory and what structure survives, for
-the format libraries used directly (documents/formats/) against MarkItDown 0.1.9.
+the format libraries used directly (documents/parsers/) against MarkItDown 0.1.9.
 
 Documents are generated with the real writer libraries (documents/tests/format_fixtures.py) at
 book scale: headings, paragraphs with one unique marker word each, a long table, slides with
@@ -152,13 +152,13 @@ def corpus(kind: str) -> tuple[bytes, dict]:
 # --- one run, in its own process -------------------------------------------------------------------
 
 DIRECT = {
-    "docx": ("python-docx", "documents.formats.word", "parse"),
-    "pptx": ("python-pptx", "documents.formats.powerpoint", "parse"),
-    "xlsx": ("openpyxl (read-only)", "documents.formats.spreadsheet", "parse"),
-    "csv": ("csv (stdlib)", "documents.formats.spreadsheet", "parse_csv"),
-    "odt": ("odfpy", "documents.formats.opendocument", "parse"),
-    "epub": ("ebooklib + lxml", "documents.formats.epub", "parse"),
-    "rtf": ("striprtf", "documents.formats.rtf", "parse"),
+    "docx": ("python-docx", "documents.parsers.word", "parse"),
+    "pptx": ("python-pptx", "documents.parsers.powerpoint", "parse"),
+    "xlsx": ("openpyxl (read-only)", "documents.parsers.spreadsheet", "parse"),
+    "csv": ("csv (stdlib)", "documents.parsers.spreadsheet", "parse_csv"),
+    "odt": ("odfpy", "documents.parsers.opendocument", "parse"),
+    "epub": ("ebooklib + lxml", "documents.parsers.epub", "parse"),
+    "rtf": ("striprtf", "documents.parsers.rtf", "parse"),
 }
 MARKITDOWN_FORMATS = ("docx", "pptx", "xlsx", "csv", "epub")
 
@@ -183,7 +183,8 @@ def run_one(kind: str, parser: str, rounds: int, source: Path) -> dict:
         parse = getattr(importlib.import_module(module), function)
 
         def convert():
-            return parse(data, name=f"bench.{kind}")
+            # The CSV parser reads decoded text (the registry decodes it, honouring the charset).
+            return parse(data.decode("utf-8") if kind == "csv" else data, name=f"bench.{kind}")
     elif parser == "markitdown":
         from markitdown import MarkItDown, StreamInfo
 
@@ -295,7 +296,7 @@ def _markdown_located(markdown: str, markers: dict, unit: str | None) -> int:
 def run_ocr(pages: int) -> dict:
     from PIL import Image, ImageDraw, ImageFont
 
-    from documents.formats import ocr
+    from documents.parsers import ocr
 
     rng = random.Random(11)
     font = ImageFont.load_default(size=22)

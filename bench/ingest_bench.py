@@ -287,7 +287,7 @@ def run_child(args: argparse.Namespace) -> dict:
     def planned_inputs(docs: list[dict]) -> list[str]:
         """What the pipeline will embed for these documents (checked against the stored chunks after)."""
         from documents.chunking import chunk_document
-        from documents.parsing import parse_document
+        from documents.parsers import parse_document
         from documents.services import chunk_context, chunk_token_budget
         from documents.tokenizer import get_tokenizer
 

@@ -35,8 +35,8 @@ from django.conf import settings
 
 from crawl.safety import Resolver, UnsafeURL, allow_private_default, check_url_safety
 from crawl.urls_canon import InvalidURL, canonicalize_url, resolve_link, tracking_params_default
-from documents.parsing import UnreadableContent, html_tree
-from documents.parsing import sniff_content_type as parsing_sniff
+from documents.parsers import ACCEPTED_TYPES, UnreadableContent, html_tree
+from documents.parsers import sniff_content_type as parsing_sniff
 from ragsite.outbound import (
     ACCEPT_ENCODING,
     TOTAL_TIMEOUT_FACTOR,
@@ -47,7 +47,8 @@ from ragsite.outbound import (
 )
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-PAGE_TYPES = HTML_TYPES | {"text/plain", "text/markdown", "text/x-markdown", "application/pdf"}
+# Everything documents.parsers reads: HTML pages, text, PDF, Office/e-book files, images (OCR).
+PAGE_TYPES = HTML_TYPES | ACCEPTED_TYPES
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -97,7 +98,7 @@ def parse_content_type(value: str) -> tuple[str, str]:
 
 
 def sniff_content_type(head: bytes) -> str:
-    """What the body itself is (documents.parsing decides, for uploads and ``ingest`` too)."""
+    """What the body itself is (documents.parsers decides, for uploads and ``ingest`` too)."""
     return parsing_sniff(head)
 
 

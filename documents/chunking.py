@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from documents.parsing import ParsedDocument, Section, content_hash
+from documents.parsers import ParsedDocument, Section, content_hash
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -304,10 +304,16 @@ def _merge_small_units(text: str, units: list[_Unit], tokenizer, chunk_tokens: i
     def total(lo: int, hi: int) -> int:
         return prefix[hi] - prefix[lo] - (gap_tokens[lo - 1] if lo else 0)
 
+    # Slides (and TIFF pages) are sections with a page of their own that do not flow into each
+    # other: merging two would leave the second's words under the first's number in every hit.
+    firsts = [unit.sections[0].page for unit in units]
+
     def fits(lo: int, hi: int) -> bool:
         # A unit that was split fails both tests on its own, so whatever fits is whole units.
         chars = units[hi - 1].spans[-1][1] - units[lo].spans[0][0]
-        return total(lo, hi) <= chunk_tokens and chars <= max_chars
+        if total(lo, hi) > chunk_tokens or chars > max_chars:
+            return False
+        return len({firsts[k] for k in range(lo, hi)} - {None}) <= 1 or any(units[k].flow for k in range(lo, hi))
 
     def group(lo: int, hi: int, depth: int) -> list[tuple[int, int]]:
         if fits(lo, hi):
@@ -478,6 +484,12 @@ def _best_cut(local: str, encoding, low: int, high: int, page_starts: list[int])
 
 
 # --- Metadata -----------------------------------------------------------------------------------
+
+
+def chunk_page(metadata: dict | None) -> int | None:
+    """The page (PDF/TIFF page, slide) a chunk starts on, from its metadata; None without pages."""
+    page = (metadata or {}).get("page")
+    return page if isinstance(page, int) and not isinstance(page, bool) else None
 
 
 def _page_metadata(unit: _Unit, start: int, end: int) -> dict:

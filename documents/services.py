@@ -24,7 +24,7 @@ from django.db.models import Q
 from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
 from documents.files import Original, file_keep, file_release_on_commit
 from documents.models import Chunk, Document, Source
-from documents.parsing import ParseError, parse_document
+from documents.parsers import ParseError, parse_document
 from documents.signals import announce, embedder_token_limit
 from documents.tokenizer import get_tokenizer
 
@@ -723,7 +723,7 @@ def document_rechunk(*, document: Document) -> IngestResult:
     vectors.repair finds them). Markdown keeps its headings; other types were stored as their
     extracted text, which is chunked as plain text. Unchanged chunks keep their vectors.
     """
-    from documents.parsing import TEXT_MARKDOWN, TEXT_PLAIN
+    from documents.parsers import TEXT_MARKDOWN, TEXT_PLAIN
 
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document.pk)

@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from documents.chunking import chunk_page
 from documents.selectors import source_by_id_or_name
 from ragsite.api import MAX_ID, ApiError, object_id
 from search.filters import SearchFilters
@@ -137,6 +138,9 @@ class SearchResultSerializer(serializers.Serializer):
     score = serializers.FloatField()
     rank = serializers.IntegerField()
     heading_path = serializers.ListField(child=serializers.CharField())
+    page = serializers.IntegerField(
+        allow_null=True, help_text="Where the chunk starts: PDF or TIFF page, or slide number (null: no pages)."
+    )
     metadata = serializers.DictField()
     rerank_score = serializers.FloatField(required=False, help_text="The rerank endpoint's score (reranked hits).")
     low_confidence = serializers.BooleanField(
@@ -171,6 +175,7 @@ def search_response_body(response) -> dict:
                 "score": r.score,
                 "rank": r.rank,
                 "heading_path": r.heading_path,
+                "page": chunk_page(r.metadata),
                 "metadata": r.metadata,
                 "low_confidence": r.low_confidence,
             }
@@ -220,6 +225,7 @@ class SearchView(APIView):
                             "score": 0.0325,
                             "rank": 1,
                             "heading_path": [],
+                            "page": None,
                             "metadata": {},
                             "low_confidence": False,
                         }

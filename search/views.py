@@ -20,6 +20,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from rest_framework.exceptions import ValidationError
 
+from documents.chunking import chunk_page
 from documents.models import Source
 from search.answers.errors import AnswerError
 from search.answers.generate import answer_generate, answer_provider
@@ -80,6 +81,7 @@ def _result_view(result) -> dict:
         "view_url": document_view_url(result.document_id, str(result.chunk_id)),
         "source": result.source,
         "heading_path": [h for h in result.heading_path if h and h != result.title],
+        "page": chunk_page(result.metadata),
         # chunk_search snippets are escaped HTML with <mark>; snippet_safe_html re-escapes anything
         # else, so marking it safe cannot let document text inject markup.
         "snippet": mark_safe(snippet_safe_html(result.snippet)),  # noqa: S308
@@ -96,6 +98,7 @@ def _passage_view(passage, cited: set[int]) -> dict:
         "view_url": document_view_url(passage.document_id, str(passage.chunk_id)),
         "source": passage.source,
         "heading_path": [h for h in passage.heading_path if h and h != passage.title],
+        "page": passage.page,
         "snippet": mark_safe(passage.snippet),  # noqa: S308 - built by snippet_safe_html
         "cited": passage.n in cited,
     }

@@ -99,7 +99,7 @@ def _mismatched_in(document_ids: list[int]) -> list[int]:
 
 def documents_rechunk(document_ids: list[int]) -> int:
     """Re-chunk each document from its stored text if it still does not match; returns how many."""
-    from documents.parsing import ParseError
+    from documents.parsers import ParseError
     from documents.services import document_rechunk
 
     repaired = 0

@@ -16,7 +16,7 @@ Layout written by :func:`generate_site` (``{other}`` is the same server reached 
     /private/secret.html, /private/hidden.html  (disallowed by robots.txt)
     /excluded/skip.html
     /orphan.html             only in the sitemap
-    /docs/notes.txt, /docs/guide.md, /image.png
+    /docs/notes.txt, /docs/guide.md, /image.gif (a type no parser reads)
 
 Special endpoints (not files): /slow (sleeps ``hang_seconds`` before answering), /error500,
 /loop-a <-> /loop-b, /endless/N -> /endless/N+1, /huge (declares its length), /huge-chunked
@@ -51,6 +51,7 @@ CONTENT_TYPES = {
     ".xml": "application/xml",
     ".gz": "application/gzip",
     ".png": "image/png",
+    ".gif": "image/gif",
 }
 
 
@@ -112,7 +113,7 @@ def generate_site(root: Path, *, port: int) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (root / "image.gif").write_bytes(b"GIF89a" + b"\0" * 64)
 
 
 class _QuietServer(ThreadingHTTPServer):

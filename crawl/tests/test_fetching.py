@@ -117,9 +117,9 @@ def test_a_body_can_be_truncated_instead(site, fetcher):
 
 
 def test_only_page_content_types_are_accepted(site, fetcher):
-    result = fetcher.fetch(f"{site.url}/image.png")
+    result = fetcher.fetch(f"{site.url}/image.gif")
     assert result.error_code == "unsupported_type"
-    assert result.error == "Unsupported content type image/png."
+    assert result.error == "Unsupported content type image/gif."
     for path, mime in [("/docs/notes.txt", "text/plain"), ("/docs/guide.md", "text/markdown")]:
         assert fetcher.fetch(f"{site.url}{path}").content_type == mime
 

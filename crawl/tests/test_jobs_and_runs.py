@@ -192,7 +192,7 @@ def test_pages_that_are_gone_are_reported_and_their_documents_deleted_when_asked
 
 @pytest.mark.django_db
 def test_misbehaving_pages_fail_with_a_reason_and_the_crawl_goes_on(site):
-    links = ["/slow", "/error500", "/loop-a", "/endless/0", "/huge", "/huge-chunked", "/image.png", "/docs/a.html"]
+    links = ["/slow", "/error500", "/loop-a", "/endless/0", "/huge", "/huge-chunked", "/image.gif", "/docs/a.html"]
     anchors = "".join(f'<a href="{link}">{link}</a>' for link in links)
     site.overrides["/bad.html"] = (200, {"Content-Type": "text/html"}, f"<html><title>Bad</title><body><p>Links.</p>{anchors}</body></html>".encode())
     job = crawl(site, start="/bad.html", max_depth=1, use_sitemap=False)
@@ -204,7 +204,7 @@ def test_misbehaving_pages_fail_with_a_reason_and_the_crawl_goes_on(site):
     assert errors["/endless/0"] == "More than 3 redirects."
     assert errors["/huge"].startswith("Too large")
     assert errors["/huge-chunked"].startswith("Too large")
-    assert errors["/image.png"] == "Unsupported content type image/png."
+    assert errors["/image.gif"] == "Unsupported content type image/gif."
     assert job.failed_count == 7
     assert page_paths(job, CrawlPage.Status.INGESTED) == {"/bad.html", "/docs/a.html"}
     assert job.status == CrawlJob.Status.SUCCEEDED

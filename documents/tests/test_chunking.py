@@ -16,7 +16,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from documents.chunking import MAX_CHARS_PER_TOKEN, MAX_HEADING_CHARS, MAX_HEADING_DEPTH, chunk_document
-from documents.parsing import ParsedDocument, Section, parse_document
+from documents.parsers import ParsedDocument, Section, parse_document
 from documents.tests.pdf_writer import make_pdf
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,4 @@
-"""Office, e-book, RTF and image formats (documents/formats/), on files written in the test by the
+"""Office, e-book, RTF and image formats (documents/parsers/), on files written in the test by the
 real writer libraries (documents/tests/format_fixtures.py)."""
 
 from __future__ import annotations
@@ -14,10 +14,21 @@ import pytest
 from tokenizers import Tokenizer
 
 from documents.chunking import chunk_document
-from documents.formats import _common as common
-from documents.formats import epub, image, ocr, opendocument, powerpoint, rtf, sniff_office, spreadsheet, word
-from documents.formats._common import DOCX, EPUB, ODT, PPTX, XLSX
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers import (
+    EmptyContent,
+    ParsedDocument,
+    UnreadableContent,
+    epub,
+    image,
+    ocr,
+    opendocument,
+    powerpoint,
+    rtf,
+    spreadsheet,
+    word,
+)
+from documents.parsers import _common as common
+from documents.parsers._common import DOCX, EPUB, ODT, PPTX, XLSX, sniff_office
 from documents.tests import format_fixtures as ff
 
 
@@ -153,7 +164,7 @@ def test_every_chunk_of_a_long_table_repeats_the_header_row():
 
 
 def test_csv_is_one_table_with_its_delimiter_sniffed():
-    parsed = spreadsheet.parse_csv("city;population\nReykjavík;139875\nNuuk;19872\n".encode(), name="towns.csv")
+    parsed = spreadsheet.parse_csv("city;population\nReykjavík;139875\nNuuk;19872\n", name="towns.csv")
 
     assert parsed.title == "towns"
     assert parsed.text == "| city | population |\n|---|---|\n| Reykjavík | 139875 |\n| Nuuk | 19872 |"

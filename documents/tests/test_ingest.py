@@ -369,7 +369,7 @@ def test_the_largest_chunk_the_settings_allow_fits_a_tsvector(db):
     import random
 
     from documents.chunking import MAX_HEADING_CHARS, MAX_HEADING_DEPTH, chunk_document
-    from documents.parsing import parse_document
+    from documents.parsers import parse_document
     from documents.services import chunk_context
     from documents.tokenizer import get_tokenizer
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from documents.parsing import (
+from documents.parsers import (
     EmptyContent,
     ParseError,
     TextTooLong,
@@ -337,7 +338,7 @@ def test_content_hash_is_sha256_hex_of_utf8():
         ({"filename": "a.htm"}, "text/html"),
         ({"url": "https://example.com/docs/intro.md?raw=1"}, "text/markdown"),
         ({"url": "https://example.com/index.php"}, "text/markdown"),  # unknown URL extension: sniffed
-        ({"mime": "text/csv"}, "text/plain"),
+        ({"mime": "text/csv"}, "text/csv"),  # a table: documents.parsers.spreadsheet
         ({"filename": "script.py"}, "text/plain"),
         ({}, "text/markdown"),  # sniffed from the "# " heading
     ],
@@ -428,10 +429,10 @@ def test_text_full_of_control_characters_is_binary():
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        ({"mime": "image/png"}, "image/png"),
+        ({"mime": "image/gif"}, "image/gif"),
         ({"mime": "application/zip"}, "application/zip"),
         ({"filename": "archive.zip"}, "application/zip"),
-        ({"filename": "photo.jpg"}, "image/jpeg"),
+        ({"filename": "clip.mp4"}, "video/mp4"),
         ({"mime": "application/json"}, "application/json"),
     ],
 )
@@ -441,15 +442,38 @@ def test_unsupported_types_are_rejected_with_the_supported_list(kwargs, named):
 
     message = excinfo.value.message
     assert named in message
-    for supported in ("text/plain", "text/markdown", "text/html", "application/pdf"):
+    for supported in ("text/plain", "text/markdown", "text/html", "application/pdf", "image/png", "text/csv"):
         assert supported in message
 
 
-def test_unlabelled_image_bytes_are_recognised_as_unsupported():
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"mime": "image/png"}, "a PNG image: it has no PNG signature"),
+        ({"filename": "photo.jpg"}, "a JPEG image: it has no JPEG signature"),
+        ({"filename": "report.docx"}, "a DOCX file: it is not a zip package"),
+        ({"mime": "application/rtf"}, "an RTF file: it does not start with {\\rtf"),
+    ],
+)
+def test_text_labelled_as_a_binary_format_is_not_parsed_as_either(kwargs, named):
+    with pytest.raises(UnreadableContent, match=re.escape(f"The file is not {named} (it looks like text).")):
+        parse_document(data=b"whatever bytes", **kwargs)
+
+
+def test_unlabelled_image_bytes_go_to_the_image_parser_whatever_their_name():
     png = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
-    with pytest.raises(UnsupportedContentType, match="image/png"):
-        parse_document(data=png, filename="upload")
+    with pytest.raises(UnreadableContent, match=r"image could not be read|image is corrupt"):
+        parse_document(data=png, filename="upload.txt")
+
+
+def test_unsupported_binary_content_is_named_whatever_its_label():
+    gif = b"GIF89a" + bytes(64)
+
+    with pytest.raises(UnsupportedContentType, match="Unsupported content type image/gif"):
+        parse_document(data=gif, filename="notes.txt")
+    with pytest.raises(UnsupportedContentType, match="The file is not a PNG image: its content is image/gif"):
+        parse_document(data=gif, filename="photo.png")
 
 
 def test_every_parse_error_is_a_parse_error_with_a_message():

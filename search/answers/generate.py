@@ -122,6 +122,7 @@ def citation_body(passage: Passage, *, cited: bool | None = None) -> dict:
         "source": passage.source,
         "snippet": passage.snippet,
         "heading_path": list(passage.heading_path),
+        "page": passage.page,
     }
     if cited is not None:
         body["cited"] = cited

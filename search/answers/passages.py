@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from documents.chunking import chunk_page
 from search.selectors import SearchResult
 from search.snippets import snippet_safe_html
 
@@ -26,6 +27,7 @@ class Passage:
     text: str  # what the provider is given (may be cut to fit the token budget)
     heading_path: tuple[str, ...] = ()
     similarity: float | None = None
+    page: int | None = None  # PDF/TIFF page or slide the passage starts on
 
     @property
     def label(self) -> str:
@@ -119,6 +121,7 @@ def answer_context_build(
             text=result.text.strip(),
             heading_path=tuple(result.heading_path or ()),
             similarity=similarities.get(str(result.chunk_id)),
+            page=chunk_page(result.metadata),
         )
         cost = _count_tokens(tokenizer, passage.prompt_text()) + 2  # the blank line between passages
         if used + cost > budget_tokens:

@@ -12,8 +12,8 @@ import io
 import re
 import warnings
 
-from documents.formats._common import EPUB, DocumentBuilder, clean_inline, name_title, open_zip, pick_title, read_member
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers._common import EPUB, DocumentBuilder, open_zip, pick_title, read_member
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, clean_inline, name_title
 
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _SKIP = {"script", "style", "head", "title", "nav", "svg", "math", "template", "noscript"}

@@ -10,9 +10,15 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from pathlib import PurePosixPath
 
-from documents.parsing import ParsedDocument, Section, UnreadableContent, normalize_text
+from documents.parsers.base import (
+    TITLE_MAX_CHARS,
+    ParsedDocument,
+    Section,
+    UnreadableContent,
+    clean_inline,
+    normalize_text,
+)
 
 # Text a single document may yield: the same order as INGEST_MAX_BYTES, so a 20 MiB spreadsheet
 # that unpacks into hundreds of MB of cells is refused instead of filling memory and the database.
@@ -26,7 +32,6 @@ MAX_ZIP_MEMBER_RATIO = 200  # uncompressed/compressed of one member; real XML st
 # (CHUNK_SIZE_TOKENS 256 ~ 1000 characters) so any chunk of a table holds a header line.
 TABLE_BLOCK_CHARS = 500
 TABLE_BLOCK_ROWS = 20
-TITLE_MAX_CHARS = 300
 
 _CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -43,14 +48,6 @@ def too_much_text(kind: str) -> UnreadableContent:
         f"The {kind} holds more than {MAX_TEXT_CHARS:,} characters of text, the most one document "
         "may have; split it into smaller files."
     )
-
-
-def clean_inline(text: str) -> str:
-    return " ".join(text.split())
-
-
-def name_title(name: str) -> str:
-    return clean_inline(PurePosixPath(name).stem) if name else ""
 
 
 def pick_title(*candidates: str) -> str:

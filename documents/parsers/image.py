@@ -1,4 +1,4 @@
-"""PNG, JPEG and TIFF images through OCR (documents.formats.ocr): one section per image frame,
+"""PNG, JPEG and TIFF images through OCR (documents.parsers.ocr): one section per image frame,
 with the frame number as the page of multi-page TIFF scans.
 
 Pillow reads only the header when opening, so the pixel size is checked before any decoding;
@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import warnings
 
-from documents.formats._common import DocumentBuilder, name_title, pick_title
-from documents.formats.ocr import OCR_SECONDS_PER_PAGE, check_pixels, ocr_image
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers._common import DocumentBuilder, pick_title
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, name_title
+from documents.parsers.ocr import OCR_SECONDS_PER_PAGE, check_pixels, ocr_image
 
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "TIFF": "image/tiff"}
 # Pages of one multi-page TIFF read by OCR: at OCR_SECONDS_PER_PAGE each this bounds the file's time.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import re
 
-from documents.formats._common import DOCX, DocumentBuilder, clean_inline, name_title, open_zip, pick_title
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers._common import DOCX, DocumentBuilder, open_zip, pick_title
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, clean_inline, name_title
 
 _HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
 _LIST_STYLE = re.compile(r"^list\b", re.IGNORECASE)

@@ -1,7 +1,7 @@
 """OCR of images and of scanned PDF pages with RapidOCR (PP-OCRv6 ONNX models that ship inside
 the `rapidocr` wheel; runs offline on CPU through onnxruntime, nothing is downloaded).
 
-The model runs in one long-lived child process (documents/formats/_ocr_worker.py), started on
+The model runs in one long-lived child process (documents/parsers/_ocr_worker.py), started on
 first use and reused: a page that runs past its time limit is stopped by killing that process
 (onnxruntime cannot be interrupted from another thread), the caller gets a clear error, and the
 next page starts a fresh worker. Calls are serialised: one page at a time per process, which on a
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from documents.parsing import UnreadableContent
+from documents.parsers.base import UnreadableContent
 
 # A full A4 page at 300 dpi takes a few seconds; the limit leaves room for a busy machine.
 OCR_SECONDS_PER_PAGE = 120.0

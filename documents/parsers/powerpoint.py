@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 
-from documents.formats._common import PPTX, DocumentBuilder, clean_inline, name_title, open_zip, pick_title
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers._common import PPTX, DocumentBuilder, open_zip, pick_title
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, clean_inline, name_title
 
 _MAX_GROUP_DEPTH = 20
 

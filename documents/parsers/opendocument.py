@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import io
 
-from documents.formats._common import ODT, DocumentBuilder, clean_inline, name_title, open_zip, pick_title, read_member
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers._common import ODT, DocumentBuilder, open_zip, pick_title, read_member
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, clean_inline, name_title
 
 _TEXT = "urn:oasis:names:tc:opendocument:xmlns:text:1.0"
 _TABLE = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"

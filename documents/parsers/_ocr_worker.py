@@ -1,6 +1,6 @@
 """OCR worker process: loads RapidOCR once, then answers requests on stdin/stdout.
 
-Run by documents.formats.ocr as a separate process so that a page that takes too long can be
+Run by documents.parsers.ocr as a separate process so that a page that takes too long can be
 stopped (killed) without touching the caller, and so the model's memory is not in the caller.
 Protocol (both ways): 4-byte big-endian length, then that many bytes. A request is a JSON header
 {"height", "width"} followed by a frame of height*width*3 RGB bytes; a reply is JSON.

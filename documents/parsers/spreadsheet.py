@@ -12,16 +12,8 @@ import csv
 import datetime
 import io
 
-from documents.formats._common import (
-    MAX_TEXT_CHARS,
-    XLSX,
-    DocumentBuilder,
-    name_title,
-    open_zip,
-    pick_title,
-    too_much_text,
-)
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent, decode_bytes
+from documents.parsers._common import MAX_TEXT_CHARS, XLSX, DocumentBuilder, open_zip, pick_title, too_much_text
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, name_title
 
 TEXT_CSV = "text/csv"
 # Grid cells visited across a workbook, empty ones included: a few-kB sheet can declare a cell in
@@ -64,9 +56,8 @@ def parse(data: bytes, *, name: str) -> ParsedDocument:
     return builder.build(title=title, mime_type=XLSX, metadata={"sheets": sheet_names})
 
 
-def parse_csv(data: bytes, *, name: str) -> ParsedDocument:
-    """Parse a CSV (or TSV, semicolon-separated...) file as one sheet."""
-    text = decode_bytes(data)
+def parse_csv(text: str, *, name: str = "", url: str = "") -> ParsedDocument:
+    """Parse a CSV (or TSV, semicolon-separated...) file, already decoded, as one sheet."""
     sample = text[:65536]
     try:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from documents.formats._common import MAX_TEXT_CHARS, DocumentBuilder, name_title, pick_title, too_much_text
-from documents.parsing import EmptyContent, ParsedDocument, UnreadableContent
+from documents.parsers._common import MAX_TEXT_CHARS, DocumentBuilder, pick_title, too_much_text
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, name_title
 
 APPLICATION_RTF = "application/rtf"
 _CODEPAGE = re.compile(rb"\\ansicpg(\d{3,5})")
