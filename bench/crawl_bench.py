@@ -231,7 +231,11 @@ class Timers:
 
     def report(self) -> dict:
         # In the order the steps were wrapped, so nested steps sit under their parent.
-        return {name: {"s": round(self.seconds[name], 2), "calls": self.calls[name]} for name in self.names if self.calls[name]}
+        return {
+            name: {"s": round(self.seconds[name], 2), "calls": self.calls[name]}
+            for name in self.names
+            if self.calls[name]
+        }
 
 
 def instrument(timers: Timers) -> None:
@@ -323,20 +327,27 @@ def phase_crawl(args: argparse.Namespace) -> dict:
         "pages_done": done,
         "pages_per_s": round(done / wall, 2),
         "counters": {
-            "discovered": job.discovered_count, "fetched": job.fetched_count, "ingested": job.ingested_count,
-            "unchanged": job.unchanged_count, "failed": job.failed_count, "gone": job.gone_count,
+            "discovered": job.discovered_count,
+            "fetched": job.fetched_count,
+            "ingested": job.ingested_count,
+            "unchanged": job.unchanged_count,
+            "failed": job.failed_count,
+            "gone": job.gone_count,
             "skipped": job.skipped_count,
         },
         "documents": Document.objects.filter(source__name=args.source).count(),
         "chunks": chunks.count(),
         "chunks_pending": chunks.filter(index_status=Chunk.IndexStatus.PENDING).count(),
         "chunks_indexed": chunks.filter(index_status=Chunk.IndexStatus.INDEXED).count(),
-        "text_chars": sum(len(t) for t in Document.objects.filter(source__name=args.source).values_list("text", flat=True)),
+        "text_chars": sum(
+            len(t) for t in Document.objects.filter(source__name=args.source).values_list("text", flat=True)
+        ),
         "peak_rss_mb_before_crawl": rss_before,  # Django + tokenizer + model loaded
         "peak_rss_mb": peak_rss_mb(),
         "timers": timers.report(),
         "failures": [
-            f"{url}: {error.rstrip('.')}" for url, error in job.pages.filter(status="failed").values_list("url", "error")[:10]
+            f"{url}: {error.rstrip('.')}"
+            for url, error in job.pages.filter(status="failed").values_list("url", "error")[:10]
         ],
         "gone": list(job.pages.filter(status="gone").values_list("url", flat=True)[:10]),
     }
@@ -368,6 +379,7 @@ def phase_sync(args: argparse.Namespace) -> dict:
     instrument(timers)
     from vectors.embedders import get_embedder
     from vectors.sync import pending_chunks, vectors_sync_pending
+
     pending_before = pending_chunks().count()
     load_started = time.perf_counter()
     embedder = get_embedder()
@@ -422,8 +434,19 @@ def child(args: argparse.Namespace, env: dict[str, str], phase: str, extra: list
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
     command = [
-        sys.executable, __file__, "--phase", phase, "--out", out, "--pages", str(args.pages),
-        "--max-depth", str(args.max_depth), "--sync-seconds", str(args.sync_seconds), *extra,
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--out",
+        out,
+        "--pages",
+        str(args.pages),
+        "--max-depth",
+        str(args.max_depth),
+        "--sync-seconds",
+        str(args.sync_seconds),
+        *extra,
     ]
     load_before = [round(x, 2) for x in os.getloadavg()]
     started = time.perf_counter()
@@ -446,8 +469,10 @@ def main() -> None:
     parser.add_argument("--sync-seconds", type=float, default=180.0, help="time budget of the vector-sync phase")
     parser.add_argument("--inline-seconds", type=float, default=180.0, help="time budget of the inline-embedding crawl")
     parser.add_argument(
-        "--runtime", default=os.environ.get("EMBEDDING_RUNTIME", "onnx-int8"),
-        choices=["onnx-int8", "onnx-fp32", "torch"], help="EMBEDDING_RUNTIME of every phase (default: the production default)",
+        "--runtime",
+        default=os.environ.get("EMBEDDING_RUNTIME", "onnx-int8"),
+        choices=["onnx-int8", "onnx-fp32", "torch"],
+        help="EMBEDDING_RUNTIME of every phase (default: the production default)",
     )
     # child-process arguments
     parser.add_argument("--phase", choices=["crawl", "sync"], help=argparse.SUPPRESS)
@@ -490,7 +515,11 @@ def main() -> None:
     # The inline phase needs a database of its own: with TASKS_BACKEND=immediate each page's
     # commit runs vectors_sync_pending(), which would embed every chunk phase 1 left pending, and
     # an empty embedding cache, so that nothing embedded in phase 2 comes back as a cache hit.
-    env_inline = {**env, "DATABASE_URL": args.database_url + "_inline", "DATA_DIR": tempfile.mkdtemp(prefix="crawlbench-")}
+    env_inline = {
+        **env,
+        "DATABASE_URL": args.database_url + "_inline",
+        "DATA_DIR": tempfile.mkdtemp(prefix="crawlbench-"),
+    }
     print(f"site {site}: {html_pages} HTML pages, {html_bytes / 1e6:.1f} MB; DATA_DIR {env['DATA_DIR']}", flush=True)
     recreate_database(env["DATABASE_URL"], env)
     recreate_database(env_inline["DATABASE_URL"], env_inline)
@@ -508,29 +537,68 @@ def main() -> None:
 
     try:
         base = ["--url", server.url]
-        run("crawl_embedding_off", "1/4 crawl, embedding off ...", env, "crawl", [*base, "--source", "docs"],
-            "database", ("seconds", "pages_done", "chunks"))
-        run("vector_sync", f"2/4 vector sync of the crawled chunks (budget {args.sync_seconds:g} s) ...", env, "sync",
-            [], "database", ("seconds", "chunks_indexed"))
-        run("recrawl_unchanged", "3/4 re-crawl, unchanged ...", env, "crawl",
-            [*base, "--source", "docs", "--compare-chunks"], "database", ("seconds", "pages_done"))
-        run("crawl_embedding_inline", f"4/4 crawl, embedding inline (budget {args.inline_seconds:g} s) ...",
-            env_inline, "crawl", [*base, "--source", "docs", "--cancel-after", str(args.inline_seconds)],
-            "immediate", ("seconds", "pages_done", "chunks"))
+        run(
+            "crawl_embedding_off",
+            "1/4 crawl, embedding off ...",
+            env,
+            "crawl",
+            [*base, "--source", "docs"],
+            "database",
+            ("seconds", "pages_done", "chunks"),
+        )
+        run(
+            "vector_sync",
+            f"2/4 vector sync of the crawled chunks (budget {args.sync_seconds:g} s) ...",
+            env,
+            "sync",
+            [],
+            "database",
+            ("seconds", "chunks_indexed"),
+        )
+        run(
+            "recrawl_unchanged",
+            "3/4 re-crawl, unchanged ...",
+            env,
+            "crawl",
+            [*base, "--source", "docs", "--compare-chunks"],
+            "database",
+            ("seconds", "pages_done"),
+        )
+        run(
+            "crawl_embedding_inline",
+            f"4/4 crawl, embedding inline (budget {args.inline_seconds:g} s) ...",
+            env_inline,
+            "crawl",
+            [*base, "--source", "docs", "--cancel-after", str(args.inline_seconds)],
+            "immediate",
+            ("seconds", "pages_done", "chunks"),
+        )
     finally:
         server.stop()
         print(f"phase results so far: {partial}", flush=True)
 
     results = {
         "bench": "crawl",
-        "site": {"path": str(site), "html_pages": html_pages, "html_mb": round(html_bytes / 1e6, 1), "exclude": EXCLUDE},
+        "site": {
+            "path": str(site),
+            "html_pages": html_pages,
+            "html_mb": round(html_bytes / 1e6, 1),
+            "exclude": EXCLUDE,
+        },
         "settings": {
-            "max_pages": args.pages, "max_depth": args.max_depth, "CRAWL_CONCURRENCY": 4, "CRAWL_DEFAULT_DELAY": 0,
-            "CRAWL_ALLOW_PRIVATE_ADDRESSES": True, "EMBEDDING_RUNTIME": args.runtime,
-            "sync_seconds": args.sync_seconds, "inline_seconds": args.inline_seconds,
+            "max_pages": args.pages,
+            "max_depth": args.max_depth,
+            "CRAWL_CONCURRENCY": 4,
+            "CRAWL_DEFAULT_DELAY": 0,
+            "CRAWL_ALLOW_PRIVATE_ADDRESSES": True,
+            "EMBEDDING_RUNTIME": args.runtime,
+            "sync_seconds": args.sync_seconds,
+            "inline_seconds": args.inline_seconds,
         },
         "machine": {
-            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         },
         "phases": phases,
@@ -556,19 +624,27 @@ def derive(phases: dict) -> dict:
         "chunks_per_page": round(chunks / off["pages_done"], 1),
         "sync_full_site_s_extrapolated": round(sync_full_s, 0) if sync_full_s else None,
         "crawl_then_sync_pages_per_s_extrapolated": round(off["pages_done"] / (off["seconds"] + sync_full_s), 3)
-        if sync_full_s else None,
+        if sync_full_s
+        else None,
         "inline_chunks_per_page_subset": round(inline_chunks_per_page, 1) if inline_chunks_per_page else None,
         "inline_embed_chunks_per_s": round(inline_chunk_rate, 2) if inline_chunk_rate else None,
         "inline_full_site_s_extrapolated": round(full_inline_s, 0) if full_inline_s else None,
         "inline_pages_per_s_extrapolated": round(off["pages_done"] / full_inline_s, 3) if full_inline_s else None,
-        "sync_chunks_per_cpu_s": round(sync["chunks_indexed"] / sync["cpu_seconds"], 1) if sync["cpu_seconds"] else None,
+        "sync_chunks_per_cpu_s": round(sync["chunks_indexed"] / sync["cpu_seconds"], 1)
+        if sync["cpu_seconds"]
+        else None,
         "crawl_pages_per_cpu_s": round(off["pages_done"] / off["cpu_seconds"], 1) if off["cpu_seconds"] else None,
     }
 
 
 def render(r: dict) -> str:
     p, d, s = r["phases"], r["derived"], r["site"]
-    off, sync, re, inline = p["crawl_embedding_off"], p["vector_sync"], p["recrawl_unchanged"], p["crawl_embedding_inline"]
+    off, sync, re, inline = (
+        p["crawl_embedding_off"],
+        p["vector_sync"],
+        p["recrawl_unchanged"],
+        p["crawl_embedding_inline"],
+    )
     changes = re["chunk_changes"]
 
     def load(ph: dict) -> str:
@@ -586,7 +662,9 @@ def render(r: dict) -> str:
 
     def steps(ph: dict) -> list[str]:
         rows = ["| step | seconds | calls |", "|---|---|---|"]
-        return rows + [f"| {name.replace('  ', '&nbsp;&nbsp;')} | {v['s']} | {v['calls']} |" for name, v in ph["timers"].items()]
+        return rows + [
+            f"| {name.replace('  ', '&nbsp;&nbsp;')} | {v['s']} | {v['calls']} |" for name, v in ph["timers"].items()
+        ]
 
     lines = [
         "# Crawl throughput (CPython docs from python3-doc, served on 127.0.0.1)",

@@ -77,7 +77,9 @@ def main() -> None:
 
     dataset = harness.load_dataset(args.dataset, args.split)
     source = Source.objects.get(name=args.source or f"beir-{dataset.name}")
-    beir_id = {pk: url.rsplit("/", 1)[-1] for pk, url in Document.objects.filter(source=source).values_list("id", "url")}
+    beir_id = {
+        pk: url.rsplit("/", 1)[-1] for pk, url in Document.objects.filter(source=source).values_list("id", "url")
+    }
     filters = SearchFilters(source_ids=[source.pk])
 
     runs = {}
@@ -118,23 +120,42 @@ def main() -> None:
                             kw, sem, k=k, wk=wk, ws=1.0, depth=depth, level=level
                         )
                     )
-                    rows.append({
-                        "config": f"rrf level={level} k={k} keyword_weight={wk} semantic_weight=1 depth={depth}",
-                        "level": level, "k": k, "keyword_weight": wk, "depth": depth,
-                        "ndcg_at_10": n, "recall_at_100": r,
-                    })
+                    rows.append(
+                        {
+                            "config": f"rrf level={level} k={k} keyword_weight={wk} semantic_weight=1 depth={depth}",
+                            "level": level,
+                            "k": k,
+                            "keyword_weight": wk,
+                            "depth": depth,
+                            "ndcg_at_10": n,
+                            "recall_at_100": r,
+                        }
+                    )
     fused = [r for r in rows if "level" in r]
     best = max(fused, key=lambda r: (r["ndcg_at_10"], r["recall_at_100"]))
     current = next(
-        (r for r in fused if r["level"] == "chunk" and r["k"] == settings.SEARCH_RRF_K
-         and r["keyword_weight"] == settings.SEARCH_KEYWORD_WEIGHT and r["depth"] == min(settings.SEARCH_CANDIDATES * 2, args.depth)),  # chunk_search doubles the depth when grouping
+        (
+            r
+            for r in fused
+            if r["level"] == "chunk"
+            and r["k"] == settings.SEARCH_RRF_K
+            and r["keyword_weight"] == settings.SEARCH_KEYWORD_WEIGHT
+            and r["depth"] == min(settings.SEARCH_CANDIDATES * 2, args.depth)
+        ),  # chunk_search doubles the depth when grouping
         None,
     )
     result = {
-        "dataset": dataset.name, "split": args.split, "queries": len(runs), "documents": len(dataset.corpus),
+        "dataset": dataset.name,
+        "split": args.split,
+        "queries": len(runs),
+        "documents": len(dataset.corpus),
         "embedding": {"model": settings.EMBEDDING_MODEL, "runtime": settings.EMBEDDING_RUNTIME},
-        "retrieval_seconds": round(retrieval_s, 1), "load_average": os.getloadavg(),
-        "keyword_only": rows[0], "semantic_only": rows[1], "best": best, "settings_defaults": current,
+        "retrieval_seconds": round(retrieval_s, 1),
+        "load_average": os.getloadavg(),
+        "keyword_only": rows[0],
+        "semantic_only": rows[1],
+        "best": best,
+        "settings_defaults": current,
         "grid": rows,
     }
     out = Path(args.out)

@@ -173,8 +173,13 @@ def drop_database(url: str) -> None:
 
 
 def ingest_body(doc: dict) -> dict:
-    return {"title": doc.get("title", ""), "text": doc["text"], "source": "scifact",
-            "url": f"https://scifact.example/{doc['_id']}", "metadata": {"corpus": "scifact"}}
+    return {
+        "title": doc.get("title", ""),
+        "text": doc["text"],
+        "source": "scifact",
+        "url": f"https://scifact.example/{doc['_id']}",
+        "metadata": {"corpus": "scifact"},
+    }
 
 
 def preload(base: str, headers: dict, docs: list[dict], threads: int) -> dict:
@@ -211,8 +216,13 @@ def preload(base: str, headers: dict, docs: list[dict], threads: int) -> dict:
             time.sleep(2)
         chunks = client.get("/api/chunks/", params={"limit": 1}).json()["count"]
         failed = client.get("/api/chunks/", params={"index_status": "failed", "limit": 1}).json()["count"]
-    return {"documents": len(docs), "chunks": chunks, "failed_chunks": failed,
-            "ingest_s": round(ingested_s, 1), "indexed_s": round(time.monotonic() - started, 1)}
+    return {
+        "documents": len(docs),
+        "chunks": chunks,
+        "failed_chunks": failed,
+        "ingest_s": round(ingested_s, 1),
+        "indexed_s": round(time.monotonic() - started, 1),
+    }
 
 
 class Load:
@@ -290,11 +300,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads (default 8)")
     parser.add_argument("--preload-clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-                        help="any database on the server to use; the bench creates ragsite_load_bench there")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        help="any database on the server to use; the bench creates ragsite_load_bench there",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and data folder")
-    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for gunicorn, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for gunicorn, e.g. MALLOC_ARENA_MAX=2 (repeatable)",
+    )
     parser.add_argument("--results-name", default="load", help="bench/results/<name>.json and .md (default load)")
     args = parser.parse_args()
 
@@ -443,10 +461,14 @@ def markdown(r: dict) -> str:
     ]
     for kind, s in r["per_type"].items():
         statuses = ", ".join(f"{k}: {v}" for k, v in s["statuses"].items())
-        lines.append(f"| {kind} | {s['requests']} | {s['requests_per_s']} | {s['p50_ms']} | {s['p95_ms']} | "
-                     f"{s['p99_ms']} | {s['max_ms']} | {statuses} |")
-    lines.append(f"| **all** | {t['requests']} | {t['requests_per_s']} | {t['p50_ms']} | {t['p95_ms']} | "
-                 f"{t['p99_ms']} | | errors: {t['errors']} |")
+        lines.append(
+            f"| {kind} | {s['requests']} | {s['requests_per_s']} | {s['p50_ms']} | {s['p95_ms']} | "
+            f"{s['p99_ms']} | {s['max_ms']} | {statuses} |"
+        )
+    lines.append(
+        f"| **all** | {t['requests']} | {t['requests_per_s']} | {t['p50_ms']} | {t['p95_ms']} | "
+        f"{t['p99_ms']} | | errors: {t['errors']} |"
+    )
     lines += [
         "",
         f"Worker RSS: {rss['after_startup']} MiB after start-up, {rss['load_start']} MiB at the start of the load, "

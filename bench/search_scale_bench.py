@@ -1097,7 +1097,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "ragsite-search-scale")
     parser.add_argument("--runtime", default="onnx-int8")
     parser.add_argument(
-        "--index", choices=("on", "off"), default="on",
+        "--index",
+        choices=("on", "off"),
+        default="on",
         help="on: build the edge HNSW index before measuring (as the server does by itself); off: brute force",
     )
     parser.add_argument("--no-write", action="store_true")

@@ -12,8 +12,13 @@ from documents.models import Source
 from documents.services import IngestError
 
 COUNTERS = [
-    "discovered_count", "fetched_count", "ingested_count", "unchanged_count", "failed_count",
-    "gone_count", "skipped_count",
+    "discovered_count",
+    "fetched_count",
+    "ingested_count",
+    "unchanged_count",
+    "failed_count",
+    "gone_count",
+    "skipped_count",
 ]
 
 
@@ -33,11 +38,18 @@ class CrawlPageInline(admin.TabularInline):
 class CrawlJobForm(forms.ModelForm):
     """The "add crawl job" form: validated and created by crawl_job_create, then queued."""
 
-    include = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
-                              help_text="One pattern per line: glob (*/docs/*, /guide/*) or regex (re:^https://…).")
+    include = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One pattern per line: glob (*/docs/*, /guide/*) or regex (re:^https://…).",
+    )
     exclude = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="Same syntax.")
-    hosts = forms.CharField(required=False, label="Allowed hosts", widget=forms.Textarea(attrs={"rows": 2}),
-                            help_text="Extra hosts (one per line); the start URL's host is always allowed.")
+    hosts = forms.CharField(
+        required=False,
+        label="Allowed hosts",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Extra hosts (one per line); the start URL's host is always allowed.",
+    )
 
     class Meta:
         model = CrawlJob
@@ -80,8 +92,16 @@ class CrawlJobAdmin(admin.ModelAdmin):
     list_select_related = ["source"]
     search_fields = ["start_url", "source__name"]
     readonly_fields = [
-        "status", *COUNTERS, "cancel_requested", "error", "worker_id", "heartbeat_at",
-        "requested_at", "started_at", "finished_at", "seeded_at",
+        "status",
+        *COUNTERS,
+        "cancel_requested",
+        "error",
+        "worker_id",
+        "heartbeat_at",
+        "requested_at",
+        "started_at",
+        "finished_at",
+        "seeded_at",
     ]
     inlines = [CrawlPageInline]
     actions = ["cancel"]
@@ -93,8 +113,25 @@ class CrawlJobAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return [(None, {"fields": ["start_url", "source", "max_pages", "max_depth", "include", "exclude", "hosts",
-                                       "path_prefix_only", "use_sitemap", "delete_missing"]})]
+            return [
+                (
+                    None,
+                    {
+                        "fields": [
+                            "start_url",
+                            "source",
+                            "max_pages",
+                            "max_depth",
+                            "include",
+                            "exclude",
+                            "hosts",
+                            "path_prefix_only",
+                            "use_sitemap",
+                            "delete_missing",
+                        ]
+                    },
+                )
+            ]
         return super().get_fieldsets(request, obj)
 
     def get_readonly_fields(self, request, obj=None):

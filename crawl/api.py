@@ -31,23 +31,53 @@ class CrawlJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = CrawlJob
         fields = [
-            "id", "source", "source_id", "start_url", "status", "max_pages", "max_depth",
-            "include_patterns", "exclude_patterns", "allowed_hosts", "path_prefix_only", "use_sitemap",
-            "delete_missing", "discovered_count", "fetched_count", "ingested_count", "unchanged_count",
-            "failed_count", "gone_count", "skipped_count", "cancel_requested", "error", "requested_at",
-            "started_at", "finished_at",
+            "id",
+            "source",
+            "source_id",
+            "start_url",
+            "status",
+            "max_pages",
+            "max_depth",
+            "include_patterns",
+            "exclude_patterns",
+            "allowed_hosts",
+            "path_prefix_only",
+            "use_sitemap",
+            "delete_missing",
+            "discovered_count",
+            "fetched_count",
+            "ingested_count",
+            "unchanged_count",
+            "failed_count",
+            "gone_count",
+            "skipped_count",
+            "cancel_requested",
+            "error",
+            "requested_at",
+            "started_at",
+            "finished_at",
         ]
         read_only_fields = fields
 
 
 class CrawlJobCreateSerializer(serializers.Serializer):
     start_url = serializers.CharField(max_length=2000)
-    source = serializers.CharField(required=False, max_length=200, help_text="Source name (default: the start URL's host).")
+    source = serializers.CharField(
+        required=False, max_length=200, help_text="Source name (default: the start URL's host)."
+    )
     max_pages = serializers.IntegerField(
-        required=False, default=100, min_value=1, max_value=MAX_PAGES_LIMIT, help_text="Stop after fetching this many pages."
+        required=False,
+        default=100,
+        min_value=1,
+        max_value=MAX_PAGES_LIMIT,
+        help_text="Stop after fetching this many pages.",
     )
     max_depth = serializers.IntegerField(
-        required=False, default=3, min_value=0, max_value=MAX_DEPTH_LIMIT, help_text="Links followed from the start URL."
+        required=False,
+        default=3,
+        min_value=0,
+        max_value=MAX_DEPTH_LIMIT,
+        help_text="Links followed from the start URL.",
     )
     # Every discovered link is matched against every pattern: their number is bounded like their length.
     include = serializers.ListField(
@@ -98,16 +128,41 @@ class CrawlJobFilter(django_filters.FilterSet):
 
 
 CRAWL_JOB_EXAMPLE = {
-    "id": 4, "source": "docs.example.com", "source_id": 5, "start_url": "https://docs.example.com/",
-    "status": "running", "max_pages": 200, "max_depth": 4, "include_patterns": [], "exclude_patterns": ["*/changelog/*"],
-    "allowed_hosts": [], "path_prefix_only": False, "use_sitemap": True, "delete_missing": False,
-    "discovered_count": 57, "fetched_count": 31, "ingested_count": 28, "unchanged_count": 0, "failed_count": 1,
-    "gone_count": 0, "skipped_count": 2, "cancel_requested": False, "error": "",
-    "requested_at": "2025-05-01T09:30:00Z", "started_at": "2025-05-01T09:30:01Z", "finished_at": None,
+    "id": 4,
+    "source": "docs.example.com",
+    "source_id": 5,
+    "start_url": "https://docs.example.com/",
+    "status": "running",
+    "max_pages": 200,
+    "max_depth": 4,
+    "include_patterns": [],
+    "exclude_patterns": ["*/changelog/*"],
+    "allowed_hosts": [],
+    "path_prefix_only": False,
+    "use_sitemap": True,
+    "delete_missing": False,
+    "discovered_count": 57,
+    "fetched_count": 31,
+    "ingested_count": 28,
+    "unchanged_count": 0,
+    "failed_count": 1,
+    "gone_count": 0,
+    "skipped_count": 2,
+    "cancel_requested": False,
+    "error": "",
+    "requested_at": "2025-05-01T09:30:00Z",
+    "started_at": "2025-05-01T09:30:01Z",
+    "finished_at": None,
 }
 CRAWL_PAGE_EXAMPLE = {
-    "id": 88, "url": "https://docs.example.com/install/", "depth": 1, "status": "ingested", "http_status": 200,
-    "document": 41, "error": "", "fetched_at": "2025-05-01T09:30:04Z",
+    "id": 88,
+    "url": "https://docs.example.com/install/",
+    "depth": 1,
+    "status": "ingested",
+    "http_status": 200,
+    "document": 41,
+    "error": "",
+    "fetched_at": "2025-05-01T09:30:04Z",
 }
 CRAWL_JOB_EXAMPLES = [OpenApiExample("Crawl job", value=CRAWL_JOB_EXAMPLE, response_only=True)]
 
@@ -145,12 +200,31 @@ class CrawlJobViewSet(
         request=CrawlJobCreateSerializer,
         responses={201: CrawlJobSerializer},
         examples=[
-            OpenApiExample("Docs site", value={"start_url": "https://docs.example.com/", "max_pages": 200,
-                                               "max_depth": 4, "exclude": ["*/changelog/*"]}, request_only=True),
-            OpenApiExample("Queued", value={**CRAWL_JOB_EXAMPLE, "status": "queued", "discovered_count": 0,
-                                            "fetched_count": 0, "ingested_count": 0, "failed_count": 0,
-                                            "skipped_count": 0, "started_at": None},
-                           response_only=True, status_codes=["201"]),
+            OpenApiExample(
+                "Docs site",
+                value={
+                    "start_url": "https://docs.example.com/",
+                    "max_pages": 200,
+                    "max_depth": 4,
+                    "exclude": ["*/changelog/*"],
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Queued",
+                value={
+                    **CRAWL_JOB_EXAMPLE,
+                    "status": "queued",
+                    "discovered_count": 0,
+                    "fetched_count": 0,
+                    "ingested_count": 0,
+                    "failed_count": 0,
+                    "skipped_count": 0,
+                    "started_at": None,
+                },
+                response_only=True,
+                status_codes=["201"],
+            ),
         ],
     )
     def create(self, request, *args, **kwargs):
@@ -182,8 +256,14 @@ class CrawlJobViewSet(
         "page first. Cancelling a finished job changes nothing.",
         request=None,
         responses={202: CrawlJobSerializer},
-        examples=[OpenApiExample("Cancelling", value={**CRAWL_JOB_EXAMPLE, "cancel_requested": True},
-                                 response_only=True, status_codes=["202"])],
+        examples=[
+            OpenApiExample(
+                "Cancelling",
+                value={**CRAWL_JOB_EXAMPLE, "cancel_requested": True},
+                response_only=True,
+                status_codes=["202"],
+            )
+        ],
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):

@@ -132,7 +132,9 @@ class Fetcher:
         self.stop = stop
         connections = max_connections or max(10, int(settings.CRAWL_CONCURRENCY) * 2)
         self.client = httpx.Client(
-            transport=guarded_transport(allow_private=self.allow_private, resolver=resolver, max_connections=connections),
+            transport=guarded_transport(
+                allow_private=self.allow_private, resolver=resolver, max_connections=connections
+            ),
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
             trust_env=False,
@@ -171,7 +173,11 @@ class Fetcher:
         ``truncate=True`` keeps the first ``max_bytes`` of a longer body instead of failing
         (robots.txt: RFC 9309 asks to parse at least the first 500 KiB).
         """
-        types = self.allowed_types if allowed_types is True else (None if allowed_types is None else frozenset(allowed_types))
+        types = (
+            self.allowed_types
+            if allowed_types is True
+            else (None if allowed_types is None else frozenset(allowed_types))
+        )
         cap = self.max_bytes if max_bytes is None else max_bytes
         result = FetchResult(url=url, final_url=url)
         deadline = time.monotonic() + self.timeout * TOTAL_TIMEOUT_FACTOR
@@ -183,12 +189,18 @@ class Fetcher:
         seen = {url}
         try:
             with read_limits(deadline=deadline, stop=self.stop):
-                return self._follow(result, headers, seen, redirect_check, types=types, cap=cap, deadline=deadline, truncate=truncate)
+                return self._follow(
+                    result, headers, seen, redirect_check, types=types, cap=cap, deadline=deadline, truncate=truncate
+                )
         except UnsafeURL as exc:
             return _fail(result, "unsafe", str(exc))
         except httpx.TimeoutException:
             if time.monotonic() >= deadline:
-                return _fail(result, "timeout", f"Timed out: the page took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.")
+                return _fail(
+                    result,
+                    "timeout",
+                    f"Timed out: the page took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.",
+                )
             return _fail(result, "timeout", f"Timed out (no response within {self.timeout:g} s).")
         except httpx.DecodingError as exc:
             return _fail(result, "decoding", f"The response could not be decoded: {exc}.")
@@ -225,7 +237,11 @@ class Fetcher:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
                     target = resolve_link(response.headers["location"], current, tracking_params=())
                     if target is None:
-                        return _fail(result, "bad_redirect", f"Redirect to an unsupported location: {response.headers['location']!r}.")
+                        return _fail(
+                            result,
+                            "bad_redirect",
+                            f"Redirect to an unsupported location: {response.headers['location']!r}.",
+                        )
                     if target in seen:
                         return _fail(result, "redirect_loop", f"Redirect loop: {target} was already visited.")
                     seen.add(target)
@@ -272,7 +288,11 @@ class Fetcher:
                         break
                     return _fail(result, "too_large", f"Too large: more than {cap} bytes once decoded.")
                 if time.monotonic() > deadline:
-                    return _fail(result, "timeout", f"Timed out: the page took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.")
+                    return _fail(
+                        result,
+                        "timeout",
+                        f"Timed out: the page took longer than {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s.",
+                    )
         except ContentDecodingError as exc:
             return _fail(result, "decoding", str(exc))
         result.content = bytes(body)
@@ -283,7 +303,11 @@ class Fetcher:
             result.content_type = sniffed or mime
             if types is not None and result.content_type not in types:
                 result.content = b""
-                shown = f"{mime or '(none)'}, but the content is {sniffed}" if sniffed and sniffed != mime else mime or "(none)"
+                shown = (
+                    f"{mime or '(none)'}, but the content is {sniffed}"
+                    if sniffed and sniffed != mime
+                    else mime or "(none)"
+                )
                 return _fail(result, "unsupported_type", f"Unsupported content type {shown}.")
         return result
 

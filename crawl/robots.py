@@ -138,8 +138,10 @@ class RobotsCache:
                 expires_at=now + self.ttl,
             )
         status = result.status
-        if result.error_code in ("http_status", "too_many_redirects", "redirect_loop", "bad_redirect") and status != 429 and (
-            status is None or status < 500
+        if (
+            result.error_code in ("http_status", "too_many_redirects", "redirect_loop", "bad_redirect")
+            and status != 429
+            and (status is None or status < 500)
         ):
             return RobotsPolicy(origin=origin, reason=result.error, expires_at=now + self.ttl)
         reason = f"HTTP {status}" if result.error_code == "http_status" else result.error.rstrip(".")

@@ -83,9 +83,7 @@ class _JobRun:
         self.job = job
         self.worker_id = worker_id
         self.on_progress = on_progress
-        self.respect_nofollow = (
-            bool(settings.CRAWL_RESPECT_NOFOLLOW) if respect_nofollow is None else respect_nofollow
-        )
+        self.respect_nofollow = bool(settings.CRAWL_RESPECT_NOFOLLOW) if respect_nofollow is None else respect_nofollow
         self.stop = threading.Event()
         self.concurrency = int(settings.CRAWL_CONCURRENCY)
         # Sharing the stop event lets a cancel abort requests on the wire, not only queued ones.

@@ -116,7 +116,9 @@ def parse_sitemap(data: bytes, *, max_bytes: int | None = None) -> ParsedSitemap
         raise SitemapError("Empty sitemap.")
     if not head.startswith(b"<"):
         lines = head.decode("utf-8", errors="replace").splitlines()
-        entries = [SitemapEntry(url=line.strip()) for line in lines if line.strip().lower().startswith(("http://", "https://"))]
+        entries = [
+            SitemapEntry(url=line.strip()) for line in lines if line.strip().lower().startswith(("http://", "https://"))
+        ]
         return ParsedSitemap(kind="text", entries=entries)
     try:
         root = lxml.etree.fromstring(head, parser=_parser())

@@ -43,7 +43,16 @@ METADATA_FORM_FIELD = {models.JSONField: {"form_class": MetadataFormField}}
 @admin.register(Source)
 class SourceAdmin(admin.ModelAdmin):
     formfield_overrides = METADATA_FORM_FIELD
-    list_display = ["name", "kind", "base_url", "document_count", "chunks_pending", "chunks_indexed", "chunks_failed", "updated_at"]
+    list_display = [
+        "name",
+        "kind",
+        "base_url",
+        "document_count",
+        "chunks_pending",
+        "chunks_indexed",
+        "chunks_failed",
+        "updated_at",
+    ]
     list_filter = ["kind"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["created_at", "updated_at"]
@@ -109,7 +118,9 @@ class DocumentIngestForm(forms.ModelForm):
 
     file = forms.FileField(required=False, help_text="Text, Markdown, HTML or PDF.")
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12}), help_text="…or paste text.")
-    metadata = MetadataFormField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON object, e.g. {"lang": "en"}')
+    metadata = MetadataFormField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON object, e.g. {"lang": "en"}'
+    )
 
     class Meta:
         model = Document
@@ -185,7 +196,9 @@ class DocumentAdmin(admin.ModelAdmin):
         if not result.changed:
             messages.info(request, "Identical content was already stored; nothing changed.")
         else:
-            messages.success(request, f"Ingested with {result.chunks_added} new chunks; embedding runs in the background.")
+            messages.success(
+                request, f"Ingested with {result.chunks_added} new chunks; embedding runs in the background."
+            )
 
     def save_related(self, request, form, formsets, change):
         if change:

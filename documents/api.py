@@ -61,8 +61,9 @@ class SourceSerializer(serializers.ModelSerializer):
     document_count = serializers.IntegerField(read_only=True)
     # Checked in validate_base_url, not by a URLField: the schema would say `format: uri`, but
     # Django's URLValidator accepts internationalised hosts and paths that a URI cannot hold unescaped.
-    base_url = serializers.CharField(required=False, allow_blank=True, max_length=2000,
-                                     help_text="The site's root URL, or empty.")
+    base_url = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, help_text="The site's root URL, or empty."
+    )
     metadata = JSONObjectField(required=False, help_text=METADATA_HELP)
 
     class Meta:
@@ -96,12 +97,24 @@ class SourceFilter(django_filters.FilterSet):
 
 
 SOURCE_EXAMPLE = {
-    "id": 3, "name": "notes", "kind": "api", "base_url": "", "metadata": {"team": "research"}, "document_count": 12,
-    "created_at": "2025-05-01T09:30:00Z", "updated_at": "2025-05-02T16:05:12Z",
+    "id": 3,
+    "name": "notes",
+    "kind": "api",
+    "base_url": "",
+    "metadata": {"team": "research"},
+    "document_count": 12,
+    "created_at": "2025-05-01T09:30:00Z",
+    "updated_at": "2025-05-02T16:05:12Z",
 }
 SOURCE_WRITE_EXAMPLE = OpenApiExample(
-    "Source", value={"name": "handbook", "kind": "upload", "base_url": "https://handbook.example.com/",
-                     "metadata": {"team": "people"}}, request_only=True,
+    "Source",
+    value={
+        "name": "handbook",
+        "kind": "upload",
+        "base_url": "https://handbook.example.com/",
+        "metadata": {"team": "people"},
+    },
+    request_only=True,
 )
 SOURCE_EXAMPLES = [OpenApiExample("Source", value=SOURCE_EXAMPLE, response_only=True)]
 
@@ -160,23 +173,46 @@ class ChunkSerializer(serializers.ModelSerializer):
     class Meta:
         model = Chunk
         fields = [
-            "id", "document_id", "ordinal", "text", "context", "token_count", "char_start", "char_end",
-            "heading_path", "metadata", "index_status", "indexed_at", "last_error",
+            "id",
+            "document_id",
+            "ordinal",
+            "text",
+            "context",
+            "token_count",
+            "char_start",
+            "char_end",
+            "heading_path",
+            "metadata",
+            "index_status",
+            "indexed_at",
+            "last_error",
         ]
         read_only_fields = fields
 
 
 class DocumentSerializer(serializers.ModelSerializer):
     source = serializers.CharField(source="source.name", read_only=True)
-    url = serializers.CharField(read_only=True, help_text="Where the document came from (http(s) or file URL), or empty.")
+    url = serializers.CharField(
+        read_only=True, help_text="Where the document came from (http(s) or file URL), or empty."
+    )
     source_id = serializers.IntegerField(read_only=True)
     chunk_count = serializers.IntegerField(read_only=True)
 
     class Meta:
         model = Document
         fields = [
-            "id", "source", "source_id", "title", "url", "mime_type", "content_hash", "metadata",
-            "status", "chunk_count", "created_at", "updated_at",
+            "id",
+            "source",
+            "source_id",
+            "title",
+            "url",
+            "mime_type",
+            "content_hash",
+            "metadata",
+            "status",
+            "chunk_count",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -248,7 +284,9 @@ class BoundedIsoDateTimeField(django_filters.fields.IsoDateTimeField):
         parsed = super().to_python(value)
         offset = parsed.utcoffset() if parsed is not None else None
         if offset is not None and abs(offset) > MAX_UTC_OFFSET:
-            raise forms.ValidationError("Enter a date/time with a UTC offset between -14:00 and +14:00.", code="invalid")
+            raise forms.ValidationError(
+                "Enter a date/time with a UTC offset between -14:00 and +14:00.", code="invalid"
+            )
         return parsed
 
 
@@ -258,14 +296,19 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 class DocumentFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(method="filter_source", help_text="Source id or name.")
-    q = django_filters.CharFilter(method="filter_q", help_text="Full-text query: documents with a chunk that matches it (its text, title and headings).")
+    q = django_filters.CharFilter(
+        method="filter_q",
+        help_text="Full-text query: documents with a chunk that matches it (its text, title and headings).",
+    )
     url = django_filters.CharFilter(help_text="The document's exact URL.")
     mime_type = django_filters.CharFilter(help_text="Exact MIME type, e.g. text/markdown or application/pdf.")
     status = django_filters.ChoiceFilter(choices=Document.Status.choices, help_text="Ingestion status.")
-    created_after = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
-                                             help_text="ISO 8601 date-time: documents created at or after it.")
-    updated_after = BoundedIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
-                                             help_text="ISO 8601 date-time: documents changed at or after it.")
+    created_after = BoundedIsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="ISO 8601 date-time: documents created at or after it."
+    )
+    updated_after = BoundedIsoDateTimeFilter(
+        field_name="updated_at", lookup_expr="gte", help_text="ISO 8601 date-time: documents changed at or after it."
+    )
 
     class Meta:
         model = Document
@@ -288,16 +331,33 @@ class DocumentFilter(django_filters.FilterSet):
 
 
 DOCUMENT_EXAMPLE = {
-    "id": 7, "source": "notes", "source_id": 3, "title": "Tea", "url": "https://example.com/tea",
-    "mime_type": "text/markdown", "content_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-    "metadata": {"lang": "en"}, "status": "active", "chunk_count": 2,
-    "created_at": "2025-05-01T09:30:00Z", "updated_at": "2025-05-01T09:30:00Z",
+    "id": 7,
+    "source": "notes",
+    "source_id": 3,
+    "title": "Tea",
+    "url": "https://example.com/tea",
+    "mime_type": "text/markdown",
+    "content_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "metadata": {"lang": "en"},
+    "status": "active",
+    "chunk_count": 2,
+    "created_at": "2025-05-01T09:30:00Z",
+    "updated_at": "2025-05-01T09:30:00Z",
 }
 CHUNK_EXAMPLE = {
-    "id": "6f1c9f0e-3b7a-4c1e-9d0e-2a1b3c4d5e6f", "document_id": 7, "ordinal": 0,
-    "text": "Green tea is steamed or pan-fired soon after picking.", "context": "Tea > Processing",
-    "token_count": 12, "char_start": 0, "char_end": 53, "heading_path": ["Processing"], "metadata": {},
-    "index_status": "indexed", "indexed_at": "2025-05-01T09:30:02Z", "last_error": "",
+    "id": "6f1c9f0e-3b7a-4c1e-9d0e-2a1b3c4d5e6f",
+    "document_id": 7,
+    "ordinal": 0,
+    "text": "Green tea is steamed or pan-fired soon after picking.",
+    "context": "Tea > Processing",
+    "token_count": 12,
+    "char_start": 0,
+    "char_end": 53,
+    "heading_path": ["Processing"],
+    "metadata": {},
+    "index_status": "indexed",
+    "indexed_at": "2025-05-01T09:30:02Z",
+    "last_error": "",
 }
 INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_added": 2, "chunks_removed": 0}
 
@@ -312,9 +372,17 @@ INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_
     retrieve=extend_schema(
         summary="Get a document with its chunks",
         description="The document's full text and its chunks in order, each with its index status.",
-        examples=[OpenApiExample("Document", value={**DOCUMENT_EXAMPLE, "text": "# Tea\n\n## Processing\n\n"
-                                                    "Green tea is steamed...", "chunks": [CHUNK_EXAMPLE]},
-                                 response_only=True)],
+        examples=[
+            OpenApiExample(
+                "Document",
+                value={
+                    **DOCUMENT_EXAMPLE,
+                    "text": "# Tea\n\n## Processing\n\nGreen tea is steamed...",
+                    "chunks": [CHUNK_EXAMPLE],
+                },
+                response_only=True,
+            )
+        ],
     ),
     destroy=extend_schema(
         summary="Delete a document (its vectors leave Qdrant after commit)",
@@ -359,8 +427,12 @@ class DocumentViewSet(
         examples=[
             OpenApiExample(
                 "Text",
-                value={"title": "Tea", "text": "Green tea is steamed; black tea is oxidised.", "source": "notes",
-                       "metadata": {"lang": "en"}},
+                value={
+                    "title": "Tea",
+                    "text": "Green tea is steamed; black tea is oxidised.",
+                    "source": "notes",
+                    "metadata": {"lang": "en"},
+                },
                 request_only=True,
             ),
             OpenApiExample("Created", value=INGEST_EXAMPLE, response_only=True, status_codes=["201"]),
@@ -479,7 +551,8 @@ class ChunkFilter(django_filters.FilterSet):
         description="Read-only: chunks change only by ingesting their document again. In document order.",
         parameters=[
             OpenApiParameter(
-                "document", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                "document",
+                {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                 description="Only this document's chunks (its id).",
             )
         ],

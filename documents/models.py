@@ -64,9 +64,7 @@ class Document(models.Model):
             models.Index(fields=["source", "-updated_at"], name="document_source_updated"),
         ]
         constraints = [
-            models.UniqueConstraint(
-                fields=["source", "url"], condition=~Q(url=""), name="document_unique_source_url"
-            ),
+            models.UniqueConstraint(fields=["source", "url"], condition=~Q(url=""), name="document_unique_source_url"),
         ]
 
     def __str__(self) -> str:

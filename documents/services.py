@@ -240,7 +240,13 @@ def document_ingest(
     With ``keep_file`` (uploads), the bytes are kept as the document's original (documents.files).
     """
     prepared = _document_prepare(
-        title=title, url=url, data=data, text=text, mime=mime, filename=filename, metadata=metadata,
+        title=title,
+        url=url,
+        data=data,
+        text=text,
+        mime=mime,
+        filename=filename,
+        metadata=metadata,
         keep_file=keep_file,
     )
     return _document_store_alone(source, prepared)

@@ -102,7 +102,9 @@ def json_404(request, exception=None):
 
 
 def json_500(request):
-    return JsonResponse(error_body("server_error", "The server failed to handle this request; it has been logged."), status=500)
+    return JsonResponse(
+        error_body("server_error", "The server failed to handle this request; it has been logged."), status=500
+    )
 
 
 # --- Bounded input -------------------------------------------------------------------------------

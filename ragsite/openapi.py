@@ -32,28 +32,49 @@ class ErrorSerializer(serializers.Serializer):
 
 
 ERROR_RESPONSES = {
-    "400": ("Invalid input: `error.fields` names each field at fault.",
-            error_body("invalid", "title: Ensure this field has no more than 1000 characters.",
-                       {"title": ["Ensure this field has no more than 1000 characters."]})),
-    "401": ("No credentials, or an unknown or revoked API key.",
-            error_body("not_authenticated", "Authentication credentials were not provided.")),
-    "403": ("Authenticated, but not allowed: writing needs a write-scoped key or a staff user.",
-            error_body("permission_denied", "This needs a write-scoped API key or a staff user.")),
+    "400": (
+        "Invalid input: `error.fields` names each field at fault.",
+        error_body(
+            "invalid",
+            "title: Ensure this field has no more than 1000 characters.",
+            {"title": ["Ensure this field has no more than 1000 characters."]},
+        ),
+    ),
+    "401": (
+        "No credentials, or an unknown or revoked API key.",
+        error_body("not_authenticated", "Authentication credentials were not provided."),
+    ),
+    "403": (
+        "Authenticated, but not allowed: writing needs a write-scoped key or a staff user.",
+        error_body("permission_denied", "This needs a write-scoped API key or a staff user."),
+    ),
     "404": ("No object with this id.", error_body("not_found", "No Document matches the given query.")),
-    "413": ("The request body or the document is larger than INGEST_MAX_BYTES.",
-            error_body("too_large", "The content is larger than INGEST_MAX_BYTES (20971520 bytes).")),
-    "415": ("The Content-Type of the request body is not accepted here.",
-            error_body("unsupported_media_type", 'Unsupported media type "text/csv" in request.')),
-    "429": ("Too many requests for this key (THROTTLE_KEY) or address (THROTTLE_ANON); "
-            "retry after the Retry-After header's seconds.",
-            error_body("throttled", "Request was throttled. Expected available in 12 seconds.")),
-    "502": ("The language model failed or refused the credentials (llm_unavailable, llm_auth_failed).",
-            error_body("llm_unavailable", "The language model answered with an error.")),
-    "503": ("A backing service (the vector store, the embedder, a rate-limited language model) is "
-            "unavailable; retry later.",
-            error_body("semantic_unavailable", "The vector store is unavailable: check QDRANT_URL.")),
-    "504": ("The language model did not answer within OPENAI_TIMEOUT (llm_timeout).",
-            error_body("llm_timeout", "The language model did not answer in time.")),
+    "413": (
+        "The request body or the document is larger than INGEST_MAX_BYTES.",
+        error_body("too_large", "The content is larger than INGEST_MAX_BYTES (20971520 bytes)."),
+    ),
+    "415": (
+        "The Content-Type of the request body is not accepted here.",
+        error_body("unsupported_media_type", 'Unsupported media type "text/csv" in request.'),
+    ),
+    "429": (
+        "Too many requests for this key (THROTTLE_KEY) or address (THROTTLE_ANON); "
+        "retry after the Retry-After header's seconds.",
+        error_body("throttled", "Request was throttled. Expected available in 12 seconds."),
+    ),
+    "502": (
+        "The language model failed or refused the credentials (llm_unavailable, llm_auth_failed).",
+        error_body("llm_unavailable", "The language model answered with an error."),
+    ),
+    "503": (
+        "A backing service (the vector store, the embedder, a rate-limited language model) is "
+        "unavailable; retry later.",
+        error_body("semantic_unavailable", "The vector store is unavailable: check QDRANT_URL."),
+    ),
+    "504": (
+        "The language model did not answer within OPENAI_TIMEOUT (llm_timeout).",
+        error_body("llm_timeout", "The language model did not answer in time."),
+    ),
 }
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -92,11 +113,13 @@ class AutoSchema(SpectacularAutoSchema):
                 content["examples"] = {code: {"value": example, "summary": description.split(":")[0]}}
             if code == "429":
                 response["headers"] = {
-                    "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until the next request is allowed."}
+                    "Retry-After": {
+                        "schema": {"type": "integer"},
+                        "description": "Seconds until the next request is allowed.",
+                    }
                 }
             responses[code] = response
         return operation
-
 
     def get_auth(self):
         # drf-spectacular adds the SECURITY setting after the view's own schemes: drop repeats.

@@ -443,7 +443,10 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "EXCEPTION_HANDLER": "ragsite.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PARSER_CLASSES": [
         "ragsite.api.JSONParser",  # DRF's, bounded in depth
         "rest_framework.parsers.MultiPartParser",
@@ -461,7 +464,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/",
     "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"}}
+        "securitySchemes": {
+            "ApiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"}
+        }
     },
     "SECURITY": [{"ApiKey": []}],
     # Three models have a `status` field with different choices: name their enums explicitly.

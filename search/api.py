@@ -27,23 +27,32 @@ logger = logging.getLogger(__name__)
 NOT_BLANK = RegexValidator(r"\S", "This field may not be blank.")
 # 1 to 18 digits, no 0: within PostgreSQL's bigint whatever the digits.
 DOCUMENT_IDS = RegexValidator(
-    r"^\s*0*[1-9][0-9]{0,17}(\s*,\s*0*[1-9][0-9]{0,17})*\s*$", "document takes ids (1 to 18 digits) separated by commas."
+    r"^\s*0*[1-9][0-9]{0,17}(\s*,\s*0*[1-9][0-9]{0,17})*\s*$",
+    "document takes ids (1 to 18 digits) separated by commas.",
 )
 METADATA_PAIR = RegexValidator(r"^\s*[^:\s][^:]*:", "Give key:value.")
 
 
 class SearchParams(serializers.Serializer):
-    q = serializers.CharField(trim_whitespace=True, validators=[NOT_BLANK],
-                              help_text="The query: words, \"quoted phrases\", -exclusions.")
-    mode = serializers.ChoiceField(choices=MODES, required=False, help_text="keyword, semantic or hybrid; default SEARCH_DEFAULT_MODE.")
-    limit = serializers.IntegerField(required=False, default=10, min_value=1, help_text="Results per page (at most SEARCH_MAX_LIMIT).")
-    offset = serializers.IntegerField(required=False, default=0, min_value=0, help_text="Results to skip (at most SEARCH_MAX_OFFSET).")
+    q = serializers.CharField(
+        trim_whitespace=True, validators=[NOT_BLANK], help_text='The query: words, "quoted phrases", -exclusions.'
+    )
+    mode = serializers.ChoiceField(
+        choices=MODES, required=False, help_text="keyword, semantic or hybrid; default SEARCH_DEFAULT_MODE."
+    )
+    limit = serializers.IntegerField(
+        required=False, default=10, min_value=1, help_text="Results per page (at most SEARCH_MAX_LIMIT)."
+    )
+    offset = serializers.IntegerField(
+        required=False, default=0, min_value=0, help_text="Results to skip (at most SEARCH_MAX_OFFSET)."
+    )
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
     document = serializers.CharField(
         required=False, validators=[DOCUMENT_IDS], help_text="Document id; several separated by commas."
     )
     metadata = serializers.ListField(
-        child=serializers.CharField(validators=[METADATA_PAIR]), required=False,
+        child=serializers.CharField(validators=[METADATA_PAIR]),
+        required=False,
         help_text="key:value on document metadata; repeatable.",
     )
     rerank = serializers.BooleanField(
@@ -258,9 +267,12 @@ class SearchView(APIView):
 
 
 class AskParams(serializers.Serializer):
-    question = serializers.CharField(allow_blank=True, trim_whitespace=True, validators=[NOT_BLANK],
-                                     help_text="A question in plain words.")
-    mode = serializers.ChoiceField(choices=MODES, required=False, help_text="Retrieval mode; default SEARCH_DEFAULT_MODE.")
+    question = serializers.CharField(
+        allow_blank=True, trim_whitespace=True, validators=[NOT_BLANK], help_text="A question in plain words."
+    )
+    mode = serializers.ChoiceField(
+        choices=MODES, required=False, help_text="Retrieval mode; default SEARCH_DEFAULT_MODE."
+    )
     source = serializers.CharField(required=False, help_text="Source id or name; several separated by commas.")
     limit = serializers.IntegerField(
         required=False, min_value=1, help_text="How many passages to retrieve before the token budget (default 8)."
@@ -283,7 +295,9 @@ class AskParams(serializers.Serializer):
         if not value.strip():
             raise serializers.ValidationError("The question is empty.")
         if len(value) > settings.SEARCH_MAX_QUERY_CHARS:
-            raise serializers.ValidationError(f"The question is longer than {settings.SEARCH_MAX_QUERY_CHARS} characters.")
+            raise serializers.ValidationError(
+                f"The question is longer than {settings.SEARCH_MAX_QUERY_CHARS} characters."
+            )
         return value
 
     def validate_limit(self, value):

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 # paragraph should not make every candidate's scoring loop long.
 MAX_QUERY_LEXEMES = 64
 
+
 @dataclass(frozen=True)
 class Term:
     lexeme: str

@@ -56,8 +56,9 @@ def documented_media_types(openapi, path: str, method: str, status: str) -> set[
 @pytest.mark.django_db
 def test_every_content_type_ask_answers_with_is_documented(api, openapi):
     for stream in (False, True):
-        response = api.post("/api/ask/", {"question": "How is tea made?", "stream": stream},
-                            content_type="application/json")
+        response = api.post(
+            "/api/ask/", {"question": "How is tea made?", "stream": stream}, content_type="application/json"
+        )
         assert response.status_code == 200, response
         media_type = response["Content-Type"].split(";")[0]
         assert media_type in documented_media_types(openapi, "/api/ask/", "post", "200"), (stream, media_type)
@@ -108,9 +109,7 @@ def test_every_request_and_response_body_has_an_example(openapi):
     missing = []
     for name, operation in operations(openapi):
         bodies = [("request", c) for c in operation.get("requestBody", {}).get("content", {}).values()]
-        bodies += [
-            (code, c) for code, r in operation["responses"].items() for c in r.get("content", {}).values()
-        ]
+        bodies += [(code, c) for code, r in operation["responses"].items() for c in r.get("content", {}).values()]
         # one example per body kind is enough: a JSON example also shows the multipart fields
         by_kind: dict[str, bool] = {}
         for kind, content in bodies:

@@ -96,8 +96,14 @@ def fuzz_world(fresh_store, settings):
             "# Beekeeping\n\nA hive needs a queen, workers and drones.\n\n## Honey\n\nHarvest in late summer.",
         ]
     ):
-        document_ingest(source=source, title=f"Doc {n}", url=f"https://example.com/{n}", text=text,
-                        mime="text/markdown", metadata={"lang": "en"})
+        document_ingest(
+            source=source,
+            title=f"Doc {n}",
+            url=f"https://example.com/{n}",
+            text=text,
+            mime="text/markdown",
+            metadata={"lang": "en"},
+        )
     CrawlJob.objects.create(start_url="https://example.com/", source=source)
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
     with wsgi_keeps_connections():
@@ -110,8 +116,7 @@ def live_id(path: str) -> int | str | None:
     from crawl.models import CrawlJob
     from documents.models import Chunk, Document, Source
 
-    model = {"/api/documents/": Document, "/api/sources/": Source, "/api/chunks/": Chunk,
-             "/api/crawl-jobs/": CrawlJob}
+    model = {"/api/documents/": Document, "/api/sources/": Source, "/api/chunks/": Chunk, "/api/crawl-jobs/": CrawlJob}
     for prefix, cls in model.items():
         if path.startswith(prefix):
             row = cls.objects.order_by("pk").first()
@@ -132,4 +137,3 @@ def test_every_operation_answers_as_documented(case, fuzz_world):
         if real is not None:
             params["id"] = real
     case.call_and_validate(headers=fuzz_world, checks=CHECKS)
-

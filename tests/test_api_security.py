@@ -70,8 +70,14 @@ print("PROBE " + json.dumps({
 
 @pytest.mark.slow
 def test_production_responses_carry_the_security_headers_and_cors_from_the_environment(tmp_path):
-    env = production_env(tmp_path, CORS_ORIGINS="https://app.example.com", THROTTLE_ANON="30/min",
-                         THROTTLE_KEY="600/min", THROTTLE_BAD_KEY="5/min", SECURE_SSL_REDIRECT="true")
+    env = production_env(
+        tmp_path,
+        CORS_ORIGINS="https://app.example.com",
+        THROTTLE_ANON="30/min",
+        THROTTLE_KEY="600/min",
+        THROTTLE_BAD_KEY="5/min",
+        SECURE_SSL_REDIRECT="true",
+    )
     result = run_manage("shell", "-c", PROBE, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("PROBE "))

@@ -76,9 +76,7 @@ def test_ask_takes_a_conversation_and_a_follow_up_is_searched_with_it(transport,
             )
         async with transport(live.write_key) as client:
             # Another key cannot continue it: the error names the argument.
-            stranger = await client.call_tool(
-                "ask", {"question": "and why?", "conversation": first["conversation"]}
-            )
+            stranger = await client.call_tool("ask", {"question": "and why?", "conversation": first["conversation"]})
         return first, follow, stranger
 
     first, follow, stranger = run(go())

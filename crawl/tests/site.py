@@ -80,12 +80,19 @@ def generate_site(root: Path, *, port: int) -> None:
             "Home",
             "Welcome to the test site. It documents the frobnicator in several pages.",
             [
-                "docs/", "blog/post1.html", "private/secret.html", "excluded/skip.html",
-                f"{other}/docs/a.html", "mailto:someone@example.com", "javascript:void(0)", "#top",
+                "docs/",
+                "blog/post1.html",
+                "private/secret.html",
+                "excluded/skip.html",
+                f"{other}/docs/a.html",
+                "mailto:someone@example.com",
+                "javascript:void(0)",
+                "#top",
             ],
         ).replace("</ul>", '<li><a rel="nofollow" href="/nofollowed.html">nf</a></li></ul>'),
         "docs/index.html": page(
-            "Docs", "The documentation index for the frobnicator.",
+            "Docs",
+            "The documentation index for the frobnicator.",
             ["a.html", "b.html", "deep/d1.html", "../index.html?utm_source=x"],
         ),
         "docs/a.html": page("Page A", "Alpha page explains installation of the frobnicator.", ["b.html"]),
@@ -106,7 +113,9 @@ def generate_site(root: Path, *, port: int) -> None:
     sitemap_pages = ["index.html", "docs/index.html", "docs/a.html", "orphan.html", "private/hidden.html"]
     files["sitemap.xml"] = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-        + "".join(f"<url><loc>http://127.0.0.1:{port}/{p}</loc><lastmod>2024-01-01</lastmod></url>\n" for p in sitemap_pages)
+        + "".join(
+            f"<url><loc>http://127.0.0.1:{port}/{p}</loc><lastmod>2024-01-01</lastmod></url>\n" for p in sitemap_pages
+        )
         + "</urlset>\n"
     )
     for name, text in files.items():

@@ -23,8 +23,13 @@ def test_creating_a_crawl_job_through_the_api_queues_and_runs_it(api, site, fres
     with run_commit_hooks():
         response = api.post(
             "/api/crawl-jobs/",
-            {"start_url": f"{site.url}/docs/index.html", "max_depth": 1, "max_pages": 5, "source": "site-docs",
-             "exclude": ["*/deep/*"]},
+            {
+                "start_url": f"{site.url}/docs/index.html",
+                "max_depth": 1,
+                "max_pages": 5,
+                "source": "site-docs",
+                "exclude": ["*/deep/*"],
+            },
             content_type="application/json",
         )
     assert response.status_code == 201, response.content
@@ -89,8 +94,15 @@ def test_the_admin_add_form_creates_and_queues_a_job(staff_client, site, fresh_s
     with run_commit_hooks():
         response = staff_client.post(
             reverse("admin:crawl_crawljob_add"),
-            {"start_url": f"{site.url}/index.html", "max_pages": 3, "max_depth": 1, "use_sitemap": "on",
-             "include": "", "exclude": "", "hosts": ""},
+            {
+                "start_url": f"{site.url}/index.html",
+                "max_pages": 3,
+                "max_depth": 1,
+                "use_sitemap": "on",
+                "include": "",
+                "exclude": "",
+                "hosts": "",
+            },
         )
     assert response.status_code == 302, response.content.decode()[:2000]
     job = CrawlJob.objects.get()

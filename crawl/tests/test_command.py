@@ -24,8 +24,15 @@ def run(*args: str) -> tuple[str, str]:
 @pytest.mark.django_db
 def test_it_crawls_in_the_foreground_with_a_progress_bar(site, capsys):
     out, _ = run(
-        f"{site.url}/index.html", "--max-depth", "1", "--no-sitemap", "--exclude", "/excluded/*",
-        "--source", "Test site", "--no-embed",
+        f"{site.url}/index.html",
+        "--max-depth",
+        "1",
+        "--no-sitemap",
+        "--exclude",
+        "/excluded/*",
+        "--source",
+        "Test site",
+        "--no-embed",
     )
     job = CrawlJob.objects.get()
     assert job.status == CrawlJob.Status.SUCCEEDED
@@ -37,7 +44,11 @@ def test_it_crawls_in_the_foreground_with_a_progress_bar(site, capsys):
 
 @pytest.mark.django_db
 def test_failed_pages_are_listed(site):
-    site.overrides["/start.html"] = (200, {"Content-Type": "text/html"}, b'<html><body><p>Start.</p><a href="/error500">x</a></body></html>')
+    site.overrides["/start.html"] = (
+        200,
+        {"Content-Type": "text/html"},
+        b'<html><body><p>Start.</p><a href="/error500">x</a></body></html>',
+    )
     _, err = run(f"{site.url}/start.html", "--no-sitemap", "--no-embed")
     assert f"failed: {site.url}/error500: HTTP 500 Internal Server Error." in err
 

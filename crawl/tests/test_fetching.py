@@ -14,7 +14,9 @@ from crawl.tests.site import in_thread, layered_gzip
 
 @pytest.fixture
 def fetcher():
-    with Fetcher(allow_private=True, timeout=0.5, max_bytes=1024 * 1024, max_redirects=3, user_agent="ragsite-test/1.0") as f:
+    with Fetcher(
+        allow_private=True, timeout=0.5, max_bytes=1024 * 1024, max_redirects=3, user_agent="ragsite-test/1.0"
+    ) as f:
         yield f
 
 
@@ -154,7 +156,11 @@ def test_links_are_extracted_canonical_and_deduplicated():
         <a href="http://Other.org:80/y?utm_source=s">o</a>
         <map><area href="/area.html"></map>
     </body></html>"""
-    assert extract_links(html, "http://h/a/b.html") == ["http://h/sub/x.html", "http://other.org/y", "http://h/area.html"]
+    assert extract_links(html, "http://h/a/b.html") == [
+        "http://h/sub/x.html",
+        "http://other.org/y",
+        "http://h/area.html",
+    ]
     with_nofollow = extract_links(html, "http://h/a/b.html", respect_nofollow=False)
     assert "http://h/nf" in with_nofollow
 
@@ -168,12 +174,16 @@ def test_a_target_linked_many_times_with_fragments_is_one_link_in_first_seen_ord
     links = extract_links(html, "http://h/d/p.html")
     assert links == ["http://h/d/b.html", "http://h/d/a.html", "http://h/d/c.html"]
     assert extract_links(html, "http://h/d/p.html", tracking_params=[]) == [
-        "http://h/d/b.html", "http://h/d/a.html", "http://h/d/c.html?utm_source=s",
+        "http://h/d/b.html",
+        "http://h/d/a.html",
+        "http://h/d/c.html?utm_source=s",
     ]
 
 
 def test_robots_meta_tags_are_reported():
-    page = parse_links(b'<html><head><meta name="robots" content="noindex, nofollow"></head><a href="/x">x</a></html>', "http://h/")
+    page = parse_links(
+        b'<html><head><meta name="robots" content="noindex, nofollow"></head><a href="/x">x</a></html>', "http://h/"
+    )
     assert page.noindex
     assert page.nofollow
     assert page.links == []
@@ -262,7 +272,9 @@ def test_setting_the_stop_event_abandons_a_fetch_in_flight(site):
     stop = threading.Event()
     with Fetcher(allow_private=True, timeout=60, stop=stop) as fetcher:
         thread_result = {}
-        thread = threading.Thread(target=lambda: thread_result.setdefault("r", fetcher.fetch(f"{site.url}/trickle?rate=9")))
+        thread = threading.Thread(
+            target=lambda: thread_result.setdefault("r", fetcher.fetch(f"{site.url}/trickle?rate=9"))
+        )
         thread.start()
         while not site.trickling and thread.is_alive():
             time.sleep(0.05)

@@ -56,9 +56,19 @@ def fetched_paths(site) -> list[str]:
 
 
 SITE_PAGES = {
-    "/index.html", "/docs/", "/docs/index.html", "/docs/a.html", "/docs/b.html", "/docs/notes.txt",
-    "/docs/guide.md", "/docs/deep/d1.html", "/docs/deep/d2.html", "/docs/deep/d3.html",
-    "/blog/post1.html", "/blog/post2.html", "/orphan.html",
+    "/index.html",
+    "/docs/",
+    "/docs/index.html",
+    "/docs/a.html",
+    "/docs/b.html",
+    "/docs/notes.txt",
+    "/docs/guide.md",
+    "/docs/deep/d1.html",
+    "/docs/deep/d2.html",
+    "/docs/deep/d3.html",
+    "/blog/post1.html",
+    "/blog/post2.html",
+    "/orphan.html",
 }
 
 
@@ -111,7 +121,9 @@ def test_include_patterns_limit_the_crawl_but_the_start_page_is_always_crawled(s
     job = crawl(site, max_depth=5, include=["/docs/*"], use_sitemap=False)
     paths = page_paths(job, CrawlPage.Status.INGESTED)
     assert "/index.html" in paths
-    assert {p for p in paths if p != "/index.html"} == {p for p in SITE_PAGES if p.startswith("/docs/") and p != "/docs/index.html"}
+    assert {p for p in paths if p != "/index.html"} == {
+        p for p in SITE_PAGES if p.startswith("/docs/") and p != "/docs/index.html"
+    }
 
 
 @pytest.mark.django_db
@@ -127,7 +139,10 @@ def test_allowed_hosts_let_the_crawl_reach_another_host(site):
 
 
 def chunk_state(source) -> dict:
-    return {str(c.id): (c.document.url, c.content_hash, c.index_status) for c in Chunk.objects.filter(document__source=source)}
+    return {
+        str(c.id): (c.document.url, c.content_hash, c.index_status)
+        for c in Chunk.objects.filter(document__source=source)
+    }
 
 
 @pytest.mark.django_db
@@ -194,7 +209,11 @@ def test_pages_that_are_gone_are_reported_and_their_documents_deleted_when_asked
 def test_misbehaving_pages_fail_with_a_reason_and_the_crawl_goes_on(site):
     links = ["/slow", "/error500", "/loop-a", "/endless/0", "/huge", "/huge-chunked", "/image.gif", "/docs/a.html"]
     anchors = "".join(f'<a href="{link}">{link}</a>' for link in links)
-    site.overrides["/bad.html"] = (200, {"Content-Type": "text/html"}, f"<html><title>Bad</title><body><p>Links.</p>{anchors}</body></html>".encode())
+    site.overrides["/bad.html"] = (
+        200,
+        {"Content-Type": "text/html"},
+        f"<html><title>Bad</title><body><p>Links.</p>{anchors}</body></html>".encode(),
+    )
     job = crawl(site, start="/bad.html", max_depth=1, use_sitemap=False)
 
     errors = {urlsplit(p.url).path: p.error for p in CrawlPage.objects.filter(job=job, status=CrawlPage.Status.FAILED)}
@@ -288,7 +307,10 @@ def test_a_job_abandoned_by_a_dead_worker_is_resumed_without_refetching_finished
         crawl_job_run(job.pk, worker_id="dead", on_progress=die_after_three)
     job.refresh_from_db()
     assert job.status == CrawlJob.Status.RUNNING
-    finished = {urlsplit(u).path for u in CrawlPage.objects.filter(job=job).exclude(status="queued").values_list("url", flat=True)}
+    finished = {
+        urlsplit(u).path
+        for u in CrawlPage.objects.filter(job=job).exclude(status="queued").values_list("url", flat=True)
+    }
     assert len(finished) == 3
 
     # A live worker's job is not taken over...
@@ -348,7 +370,9 @@ def test_a_compression_bomb_fails_its_page_and_the_crawl_finishes(site):
     bomb = layered_gzip(b"<html><body><p>bomb</p>", 128 * 1024 * 1024, 2)
     site.overrides["/bomb.html"] = (200, {"Content-Type": "text/html", "Content-Encoding": "gzip, gzip"}, bomb)
     site.overrides["/start.html"] = (
-        200, {"Content-Type": "text/html"}, b'<html><body><a href="/bomb.html">b</a> <a href="/docs/a.html">a</a></body></html>'
+        200,
+        {"Content-Type": "text/html"},
+        b'<html><body><a href="/bomb.html">b</a> <a href="/docs/a.html">a</a></body></html>',
     )
     job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
     assert job.status == CrawlJob.Status.SUCCEEDED
@@ -384,7 +408,9 @@ def test_trickling_pages_fail_at_the_total_deadline_and_the_crawl_finishes(site)
     assert job.status == CrawlJob.Status.SUCCEEDED
     slow = CrawlPage.objects.filter(job=job, url__contains="/trickle")
     assert slow.count() == 4
-    assert {(p.status, p.error) for p in slow} == {(CrawlPage.Status.FAILED, "Timed out: the page took longer than 2 s.")}
+    assert {(p.status, p.error) for p in slow} == {
+        (CrawlPage.Status.FAILED, "Timed out: the page took longer than 2 s.")
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -433,7 +459,9 @@ def test_the_content_decides_over_the_served_content_type(site):
         archive.writestr("slides.pptx", bytes(range(256)) * 64)
     site.overrides["/slides.pdf"] = (200, {"Content-Type": "application/pdf"}, buffer.getvalue())
     site.overrides["/start.html"] = (
-        200, {"Content-Type": "text/html"}, b'<html><body><a href="/report">r</a> <a href="/slides.pdf">s</a></body></html>'
+        200,
+        {"Content-Type": "text/html"},
+        b'<html><body><a href="/report">r</a> <a href="/slides.pdf">s</a></body></html>',
     )
     job = crawl(site, start="/start.html", max_depth=1, use_sitemap=False)
     report = Document.objects.get(url=f"{site.url}/report")
@@ -551,7 +579,10 @@ def test_killing_the_worker_process_mid_crawl_and_restarting_finishes_without_re
     finally:
         if worker.poll() is None:
             worker.kill()
-    finished = {urlsplit(u).path for u in CrawlPage.objects.filter(job=job).exclude(status="queued").values_list("url", flat=True)}
+    finished = {
+        urlsplit(u).path
+        for u in CrawlPage.objects.filter(job=job).exclude(status="queued").values_list("url", flat=True)
+    }
     job.refresh_from_db()
     assert job.status == CrawlJob.Status.RUNNING
     assert job.fetched_count == len(finished)
@@ -576,7 +607,9 @@ def queued_tasks():
 
     from crawl.tasks import crawl_job_run_task
 
-    return list(DBTaskResult.objects.filter(status="READY", task_path=crawl_job_run_task.module_path).order_by("enqueued_at"))
+    return list(
+        DBTaskResult.objects.filter(status="READY", task_path=crawl_job_run_task.module_path).order_by("enqueued_at")
+    )
 
 
 @pytest.mark.django_db

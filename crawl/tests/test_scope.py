@@ -21,7 +21,9 @@ def test_only_the_start_host_is_in_scope_by_default():
 
 
 def test_allowed_hosts_add_hosts_by_glob():
-    scope = Scope.build(start_url="https://example.com/", allowed_hosts=["*.example.com", "localhost:*", "https://cdn.net/"])
+    scope = Scope.build(
+        start_url="https://example.com/", allowed_hosts=["*.example.com", "localhost:*", "https://cdn.net/"]
+    )
     assert scope.allows("https://docs.example.com/x")
     assert scope.allows("http://localhost:1234/")
     assert scope.allows("https://cdn.net/a")

@@ -67,11 +67,12 @@ def test_candidates_prefer_robots_sitemaps():
 
 
 def test_the_site_sitemap_is_collected_in_scope(site, fetcher):
-    result = sitemap_collect(
-        fetcher, [f"{site.url}/sitemap.xml"], entry_allowed=lambda url: "/private/" not in url
-    )
+    result = sitemap_collect(fetcher, [f"{site.url}/sitemap.xml"], entry_allowed=lambda url: "/private/" not in url)
     assert [e.url for e in result.entries] == [
-        f"{site.url}/index.html", f"{site.url}/docs/index.html", f"{site.url}/docs/a.html", f"{site.url}/orphan.html",
+        f"{site.url}/index.html",
+        f"{site.url}/docs/index.html",
+        f"{site.url}/docs/a.html",
+        f"{site.url}/orphan.html",
     ]
     assert result.errors == {}
 
@@ -89,9 +90,7 @@ def test_sitemap_indexes_and_gzip_children_are_followed(site, fetcher):
         "</sitemapindex>"
     ).encode()
     site.overrides["/index.xml"] = (200, {"Content-Type": "application/xml"}, index)
-    result = sitemap_collect(
-        fetcher, [f"{site.url}/index.xml"], fetch_allowed=lambda url: url.startswith(site.url)
-    )
+    result = sitemap_collect(fetcher, [f"{site.url}/index.xml"], fetch_allowed=lambda url: url.startswith(site.url))
     urls = [e.url for e in result.entries]
     assert urls[0] == f"{site.url}/docs/b.html"
     assert f"{site.url}/orphan.html" in urls

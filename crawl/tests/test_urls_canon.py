@@ -71,7 +71,10 @@ def test_relative_links_resolve_against_the_page():
     assert resolve_link("?page=2", base) == "http://h/docs/guide/intro.html?page=2"
 
 
-@pytest.mark.parametrize("href", ["mailto:a@b.c", "javascript:void(0)", "JavaScript:x", "tel:123", "#top", "", "data:text/html,x", "ftp://h/f"])
+@pytest.mark.parametrize(
+    "href",
+    ["mailto:a@b.c", "javascript:void(0)", "JavaScript:x", "tel:123", "#top", "", "data:text/html,x", "ftp://h/f"],
+)
 def test_non_page_links_resolve_to_nothing(href):
     assert resolve_link(href, "http://h/") is None
 

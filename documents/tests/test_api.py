@@ -189,7 +189,11 @@ def test_concurrent_ingests_of_the_same_url_produce_one_document(api_key, client
         barrier.wait()
         r = c.post(
             "/api/documents/",
-            {"title": "Same", "text": f"Version {n % 2} of the same page about tea.", "url": "https://example.com/same"},
+            {
+                "title": "Same",
+                "text": f"Version {n % 2} of the same page about tea.",
+                "url": "https://example.com/same",
+            },
             content_type="application/json",
         )
         statuses.append(r.status_code)

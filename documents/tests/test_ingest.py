@@ -63,7 +63,14 @@ def test_html_ingests_main_text_with_the_page_title(source, fresh_store, run_com
     assert "Sea anemones attach to rocks with an adhesive foot" in doc.text
     assert "- Check the tide tables before you go." in doc.text
     # Navigation, footer, styles and scripts are page furniture, not text to search.
-    for furniture in ("Subscribe to our newsletter", "All guides", "Cookie settings", "Copyright", "font-family", "analytics"):
+    for furniture in (
+        "Subscribe to our newsletter",
+        "All guides",
+        "Cookie settings",
+        "Copyright",
+        "font-family",
+        "analytics",
+    ):
         assert furniture not in doc.text, furniture
     assert doc.chunks.exists()
 

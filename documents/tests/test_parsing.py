@@ -516,7 +516,9 @@ def test_a_pdf_is_parsed_as_a_pdf_whatever_its_name_or_declared_type(kwargs):
     assert "Orchard Report 2024" in parsed.text
 
 
-@pytest.mark.parametrize("kwargs", [{"filename": "report.pdf"}, {"mime": "application/pdf"}, {"url": "https://x/a.pdf"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"filename": "report.pdf"}, {"mime": "application/pdf"}, {"url": "https://x/a.pdf"}]
+)
 def test_a_zip_named_or_labelled_pdf_is_reported_as_not_a_pdf(kwargs):
     with pytest.raises(UnsupportedContentType, match=r"not a PDF: its content is application/zip"):
         parse_document(data=zip_archive(), **kwargs)

@@ -156,9 +156,7 @@ def chat_completions_handler(server: OpenAICompatibleServer, request: Request) -
                 "object": "chat.completion",
                 "created": created,
                 "model": model,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
-                ],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
                 "usage": usage,
             }
         )

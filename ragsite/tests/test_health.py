@@ -29,8 +29,14 @@ def test_ready_answers_503_naming_the_database_when_it_is_unreachable(manage, tm
         "r = Client().get('/ready'); print(r.status_code); print(r.content.decode())"
     )
     result = manage(
-        "shell", "-c", script,
-        env={"DATABASE_URL": "postgres://postgres@127.0.0.1:9/nothing", "DATA_DIR": str(tmp_path), "ALLOWED_HOSTS": "testserver"},
+        "shell",
+        "-c",
+        script,
+        env={
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:9/nothing",
+            "DATA_DIR": str(tmp_path),
+            "ALLOWED_HOSTS": "testserver",
+        },
     )
     lines = result.stdout.strip().splitlines()
     assert lines[-2] == "503", result.stdout + result.stderr

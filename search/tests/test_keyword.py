@@ -58,7 +58,10 @@ PASSAGES = {
 @pytest.fixture
 def corpus():
     source = source_create("notes")
-    return {key: document_with_chunk(source, title, text, metadata={"topic": key}) for key, (title, text) in PASSAGES.items()}
+    return {
+        key: document_with_chunk(source, title, text, metadata={"topic": key})
+        for key, (title, text) in PASSAGES.items()
+    }
 
 
 def ids(hits) -> list[str]:
@@ -93,7 +96,9 @@ def test_limit_is_respected(corpus):
 def test_rare_terms_outweigh_common_ones():
     source = source_create("lab")
     for n in range(8):
-        document_with_chunk(source, f"Report {n}", f"This study reports results of study number {n} in the study series.")
+        document_with_chunk(
+            source, f"Report {n}", f"This study reports results of study number {n} in the study series."
+        )
     common = document_with_chunk(source, "Study", "Study after study after study: a study about studying studies.")
     rare = document_with_chunk(source, "Catalysis", "Zeolite catalysts crack long hydrocarbons into petrol.")
 
@@ -104,7 +109,9 @@ def test_rare_terms_outweigh_common_ones():
 
 def test_words_in_the_title_context_are_searchable():
     source = source_create("handbook")
-    chunk = document_with_chunk(source, "Glossary", "Terms used throughout the handbook.", context="Handbook / Lighthouses")
+    chunk = document_with_chunk(
+        source, "Glossary", "Terms used throughout the handbook.", context="Handbook / Lighthouses"
+    )
     assert ids(keyword_search("lighthouse", limit=5)) == [str(chunk.id)]
 
 
@@ -280,7 +287,9 @@ def test_statistics_follow_a_corpus_that_grew_far_past_them(corpus):
 def test_stats_refresh_merges_the_gin_pending_list(corpus):
     """The background refresh also empties the index's pending list, even with fresh statistics."""
     assert keyword_stats_refresh() is True
-    document_with_chunk(Source.objects.get(name="notes"), "Later", "A chunk added after the refresh goes to the pending list.")
+    document_with_chunk(
+        Source.objects.get(name="notes"), "Later", "A chunk added after the refresh goes to the pending list."
+    )
     keyword_stats_refresh(force=False)
     with connection.cursor() as cursor:
         # Returns how many pending pages it merged: none are left.
@@ -304,7 +313,9 @@ def test_a_bulk_ingest_queues_one_statistics_refresh_not_one_per_document(monkey
     calls.clear()
     with run_commit_hooks(), changes_batched(embed_here=True):
         for n in range(1, 4):
-            document_ingest(source=source, title=f"Doc {n}", text=f"Bulk document number {n}.", url=f"https://e.com/{n}")
+            document_ingest(
+                source=source, title=f"Doc {n}", text=f"Bulk document number {n}.", url=f"https://e.com/{n}"
+            )
         assert calls == []
     assert calls == [1]
 

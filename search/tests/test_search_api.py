@@ -10,7 +10,10 @@ from documents.services import document_ingest
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 PASSAGES = {
-    "kettle": ("Boiling water", "Water boils at 100 degrees Celsius at sea level; at altitude the boiling point drops."),
+    "kettle": (
+        "Boiling water",
+        "Water boils at 100 degrees Celsius at sea level; at altitude the boiling point drops.",
+    ),
     "car": ("Automobiles", "A motor vehicle with four wheels, an engine and seats for a handful of passengers."),
     "tides": ("Tides", "The gravitational pull of the moon raises the oceans twice a day, making tides."),
     "bread": ("Baking bread", "Yeast ferments the dough, producing gas that makes the loaf rise in the oven."),
@@ -28,7 +31,10 @@ def corpus(db, fresh_store, run_commit_hooks):
         for key, (title, text) in PASSAGES.items():
             source = other if key in ("python-lang", "car") else science
             docs[key] = document_ingest(
-                source=source, title=title, text=text, url=f"https://example.com/{key}",
+                source=source,
+                title=title,
+                text=text,
+                url=f"https://example.com/{key}",
                 metadata={"topic": "code" if key == "python-lang" else "nature", "year": 2024},
             ).document
     return docs
@@ -100,7 +106,9 @@ def test_pagination_pages_through_results(api, corpus):
     everything = search(api, q="water moon yeast python snake", mode="keyword", limit=10)
     first = search(api, q="water moon yeast python snake", mode="keyword", limit=2)
     second = search(api, q="water moon yeast python snake", mode="keyword", limit=2, offset=2)
-    assert [r["chunk_id"] for r in first["results"] + second["results"]] == [r["chunk_id"] for r in everything["results"][:4]]
+    assert [r["chunk_id"] for r in first["results"] + second["results"]] == [
+        r["chunk_id"] for r in everything["results"][:4]
+    ]
     assert second["results"][0]["rank"] == 3
 
 
@@ -108,9 +116,14 @@ def test_one_document_does_not_fill_the_page(api, db, fresh_store, run_commit_ho
     source = Source.objects.create(name="long")
     settings.CHUNK_SIZE_TOKENS, settings.CHUNK_OVERLAP_TOKENS = 64, 8
     with run_commit_hooks():
-        document_ingest(source=source, title="Glaciers", text="\n\n".join(
-            f"Glaciers carve valleys, paragraph {i}, as ice moves slowly downhill under its own weight." for i in range(12)
-        ))
+        document_ingest(
+            source=source,
+            title="Glaciers",
+            text="\n\n".join(
+                f"Glaciers carve valleys, paragraph {i}, as ice moves slowly downhill under its own weight."
+                for i in range(12)
+            ),
+        )
         document_ingest(source=source, title="Rivers", text="Rivers carve valleys too, with water instead of ice.")
     assert Document.objects.get(title="Glaciers").chunks.count() > 2
     for mode in ("keyword", "semantic", "hybrid"):

@@ -148,7 +148,9 @@ def test_the_sync_lock_is_held_from_start_to_finish(source, fresh_store):
 
     def other_session_can_lock() -> bool:
         # Advisory locks are re-entrant within one session: ask from another one.
-        with psycopg.connect(dbname=connection.settings_dict["NAME"], **_conninfo(connection), autocommit=True) as other:
+        with psycopg.connect(
+            dbname=connection.settings_dict["NAME"], **_conninfo(connection), autocommit=True
+        ) as other:
             taken = other.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK_KEY]).fetchone()[0]
             if taken:
                 other.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK_KEY])

@@ -272,7 +272,8 @@ def test_patching_a_document_changes_title_and_metadata_and_resyncs_points(api, 
     with run_commit_hooks():
         doc = post_text(api).json()
         response = api.patch(
-            f"/api/documents/{doc['id']}/", {"title": "Tea, revised", "metadata": {"lang": "en"}},
+            f"/api/documents/{doc['id']}/",
+            {"title": "Tea, revised", "metadata": {"lang": "en"}},
             content_type="application/json",
         )
     assert response.status_code == 200, response.content

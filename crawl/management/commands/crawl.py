@@ -35,14 +35,27 @@ class Command(BaseCommand):
         parser.add_argument("--max-pages", type=int, default=100, help="most pages to request (default 100)")
         parser.add_argument("--max-depth", type=int, default=3, help="most links away from the start URL (default 3)")
         parser.add_argument(
-            "--include", action="append", default=[], metavar="PATTERN",
+            "--include",
+            action="append",
+            default=[],
+            metavar="PATTERN",
             help="crawl only URLs matching a pattern (repeatable): /path/glob*, full-URL glob, or re:REGEX",
         )
-        parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="skip URLs matching a pattern (repeatable)")
-        parser.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="also crawl this host (glob; repeatable)")
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="PATTERN",
+            help="skip URLs matching a pattern (repeatable)",
+        )
+        parser.add_argument(
+            "--allow-host", action="append", default=[], metavar="HOST", help="also crawl this host (glob; repeatable)"
+        )
         parser.add_argument("--path-prefix", action="store_true", help="stay below the start URL's directory")
         parser.add_argument("--no-sitemap", action="store_true", help="do not seed the crawl from sitemap.xml")
-        parser.add_argument("--delete-missing", action="store_true", help="delete documents of pages that are gone (404/410)")
+        parser.add_argument(
+            "--delete-missing", action="store_true", help="delete documents of pages that are gone (404/410)"
+        )
         parser.add_argument("--no-embed", action="store_true", help="store and keyword-index only; embed later")
         parser.add_argument("--background", action="store_true", help="queue the job for the worker and return")
         parser.add_argument("--resume", action="store_true", help="resume jobs left running by a dead worker")
@@ -116,8 +129,10 @@ class Command(BaseCommand):
                     bar.total = current.discovered_count
                     bar.n = current.fetched_count + current.skipped_count
                     bar.set_postfix(
-                        ingested=current.ingested_count, unchanged=current.unchanged_count,
-                        failed=current.failed_count, refresh=False,
+                        ingested=current.ingested_count,
+                        unchanged=current.unchanged_count,
+                        failed=current.failed_count,
+                        refresh=False,
                     )
                     bar.refresh()
 
@@ -127,7 +142,9 @@ class Command(BaseCommand):
             raise CommandError(f"interrupted: crawl job {job.pk} cancelled; pages fetched so far are kept") from None
         if result is None:
             job.refresh_from_db()
-            raise CommandError(f"crawl job {job.pk} is not runnable here (status {job.status}, worker {job.worker_id!r})")
+            raise CommandError(
+                f"crawl job {job.pk} is not runnable here (status {job.status}, worker {job.worker_id!r})"
+            )
         self._report(result)
         tables_analyze()  # a crawl writes documents and chunks in bulk
         if embed:

@@ -189,7 +189,9 @@ def _fetch(url: str) -> dict:
             for piece in outbound.iter_decoded(response.iter_raw(), response.headers.get("content-encoding", "")):
                 body += piece
                 if len(body) > limit:
-                    raise IngestError(f"the response is over the limit of {limit} bytes once decoded (INGEST_MAX_BYTES)")
+                    raise IngestError(
+                        f"the response is over the limit of {limit} bytes once decoded (INGEST_MAX_BYTES)"
+                    )
             # With its charset parameter, which parsing honours.
             return {"data": bytes(body), "mime": response.headers.get("content-type", ""), "url": str(response.url)}
     except outbound.UnsafeURL as exc:
@@ -199,6 +201,8 @@ def _fetch(url: str) -> dict:
     except httpx.TooManyRedirects as exc:
         raise IngestError(f"more than {settings.CRAWL_MAX_REDIRECTS} redirects (CRAWL_MAX_REDIRECTS)") from exc
     except httpx.TimeoutException as exc:
-        raise IngestError(f"timed out (CRAWL_TIMEOUT is {settings.CRAWL_TIMEOUT:g} s a read, {total:g} s in all)") from exc
+        raise IngestError(
+            f"timed out (CRAWL_TIMEOUT is {settings.CRAWL_TIMEOUT:g} s a read, {total:g} s in all)"
+        ) from exc
     except httpx.HTTPError as exc:
         raise IngestError(f"could not fetch: {exc}") from exc

@@ -37,17 +37,29 @@ class Command(BaseCommand):
         parser.add_argument("--source", help="source name (default: beir-<folder name>)")
         parser.add_argument("--no-sync", action="store_true", help="do not embed pending chunks before searching")
         parser.add_argument(
-            "--through-api", action="store_true",
+            "--through-api",
+            action="store_true",
             help="send every query as GET /api/search/ through Django's full HTTP stack (latency includes "
             "authentication, serialisation and snippets)",
         )
         parser.add_argument(
-            "--rerank", action="store_true",
+            "--rerank",
+            action="store_true",
             help="also evaluate each mode with the rerank stage (needs RERANK_URL); reported as MODE+rerank",
         )
 
     def handle(
-        self, *args, dataset_dir, split, mode, limit_queries, json_path, source, no_sync, through_api, rerank=False,
+        self,
+        *args,
+        dataset_dir,
+        split,
+        mode,
+        limit_queries,
+        json_path,
+        source,
+        no_sync,
+        through_api,
+        rerank=False,
         **options,
     ):
         if limit_queries < 0:
@@ -102,13 +114,20 @@ class Command(BaseCommand):
                     response = client.get("/api/search/", params)
                     took = (time.perf_counter() - started) * 1000
                     if response.status_code != 200:
-                        raise CommandError(f"{m}: /api/search/ answered {response.status_code}: {response.content[:300]!r}")
+                        raise CommandError(
+                            f"{m}: /api/search/ answered {response.status_code}: {response.content[:300]!r}"
+                        )
                     body = response.json()
                     if reranking and not body.get("reranked"):
                         fallbacks[label] = fallbacks.get(label, 0) + 1
                     return [id_of.get(r["document_id"], "") for r in body["results"]], took
                 response = chunk_search(
-                    text, mode=m, limit=100, filters=filters, max_per_document=1, with_snippets=False,
+                    text,
+                    mode=m,
+                    limit=100,
+                    filters=filters,
+                    max_per_document=1,
+                    with_snippets=False,
                     rerank=reranking,
                 )
                 took = (time.perf_counter() - started) * 1000
@@ -142,16 +161,22 @@ class Command(BaseCommand):
                 "settings": {
                     name: getattr(settings, name)
                     for name in (
-                        "EMBEDDING_MODEL", "EMBEDDING_RUNTIME", "CHUNK_SIZE_TOKENS", "CHUNK_OVERLAP_TOKENS",
-                        "SEARCH_RRF_K", "SEARCH_KEYWORD_WEIGHT", "SEARCH_SEMANTIC_WEIGHT", "SEARCH_CANDIDATES",
-                        "SEARCH_MAX_PER_DOCUMENT", "SEARCH_BM25_K1", "SEARCH_BM25_B",
+                        "EMBEDDING_MODEL",
+                        "EMBEDDING_RUNTIME",
+                        "CHUNK_SIZE_TOKENS",
+                        "CHUNK_OVERLAP_TOKENS",
+                        "SEARCH_RRF_K",
+                        "SEARCH_KEYWORD_WEIGHT",
+                        "SEARCH_SEMANTIC_WEIGHT",
+                        "SEARCH_CANDIDATES",
+                        "SEARCH_MAX_PER_DOCUMENT",
+                        "SEARCH_BM25_K1",
+                        "SEARCH_BM25_B",
                         *(("RERANK_API", "RERANK_MODEL", "RERANK_TOP_N") if rerank else ()),
                     )
                 },
                 "rerank_fallbacks": fallbacks,
-                "results": [
-                    {k: v for k, v in r.__dict__.items() if k != "per_query"} for r in results
-                ],
+                "results": [{k: v for k, v in r.__dict__.items() if k != "per_query"} for r in results],
             }
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")

@@ -19,7 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--recreate", action="store_true", help="drop and recreate the collection")
         parser.add_argument("--source", help="only this source's chunks (not with --recreate)")
         parser.add_argument(
-            "--optimize", action="store_true",
+            "--optimize",
+            action="store_true",
             help="embedded edge store: build the HNSW index afterwards and wait for it (minutes at 100k points, "
             "in a child process; the serving process builds it by itself, see QDRANT_EDGE_INDEX_THRESHOLD)",
         )

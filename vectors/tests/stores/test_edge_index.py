@@ -311,6 +311,8 @@ def test_a_build_for_a_parent_that_is_already_gone_does_nothing(tmp_path):
 
     result = subprocess.run(
         [sys.executable, str(ROOT / "vectors" / "stores" / "edge_index.py"), str(tmp_path), "--parent-pid", "1"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 3 and result.stdout == ""
