@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -34,13 +34,27 @@ def claim(batch: list[Chunk]) -> list[Chunk]:
         documents_quarantine(worn)
         batch = [c for c in batch if c.document_id not in worn]
     if batch:
-        Chunk.objects.filter(pk__in=[c.pk for c in batch]).update(sync_attempts=F("sync_attempts") + 1)
+        _update_in_id_order([c.pk for c in batch], sync_attempts=F("sync_attempts") + 1)
     return batch
 
 
 def unclaim(batch: list[Chunk]) -> None:
     """An outage is nobody's fault: the attempt does not count against these chunks."""
-    Chunk.objects.filter(pk__in=[c.pk for c in batch], sync_attempts__gt=0).update(sync_attempts=F("sync_attempts") - 1)
+    _update_in_id_order([c.pk for c in batch], sync_attempts=F("sync_attempts") - 1, floor=True)
+
+
+def _update_in_id_order(ids: list, *, floor: bool = False, **fields) -> int:
+    """Update these chunks after locking them in id order, the order every writer locks chunks in
+    (documents.services): a plain ``UPDATE ... WHERE id IN`` locks in scan order and deadlocked
+    beside a concurrent ingest of the same document."""
+    if not ids:
+        return 0
+    with transaction.atomic():
+        locked = Chunk.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        if floor:
+            locked = locked.filter(sync_attempts__gt=0)
+        keys = list(locked.values_list("pk", flat=True))
+        return Chunk.objects.filter(pk__in=keys).update(**fields)
 
 
 def isolated(batch: list[Chunk]) -> list[list[Chunk]]:
