@@ -201,11 +201,6 @@ def data_dir():
     # Not under pytest's tmp_path: run as root, the embedded server runs as a user of its own,
     # which must traverse every parent folder, and pytest keeps its base folder private (0700).
     path = Path(tempfile.mkdtemp(prefix="ragsite-shutdown-"))
-    text = "\n\n".join(
-        f"Cell {i % 97} signalling in tissue {i % 13} changes how protein {i % 31} responds to treatment {i}."
-        for i in range(4 * DOCUMENT_CHUNKS_AT_LEAST + 200)  # about four per chunk
-    )
-    (path / "document.txt").write_text(text)
     done = _manage(path, "migrate", "--noinput")
     assert done.returncode == 0, done.stderr
     yield path
@@ -217,7 +212,17 @@ def data_dir():
 
 
 def _ingest_pending(data_dir: Path, source: str) -> None:
-    done = _manage(data_dir, "ingest", "--no-embed", "--source", source, str(data_dir / "document.txt"))
+    # Text of its own per test: the embedding cache would otherwise hold every vector from the
+    # test before, and a sync of cache hits can finish before the stop signal arrives.
+    document = data_dir / f"document-{source}.txt"
+    document.write_text(
+        "\n\n".join(
+            f"Cell {i % 97} signalling in tissue {i % 13} changes how protein {i % 31} responds to "
+            f"treatment {i} in the {source} study."
+            for i in range(4 * DOCUMENT_CHUNKS_AT_LEAST + 200)  # about four per chunk
+        )
+    )
+    done = _manage(data_dir, "ingest", "--no-embed", "--source", source, str(document))
     assert done.returncode == 0, done.stderr
     state = _state(data_dir, source)
     assert state["chunks"].get("pending", 0) >= DOCUMENT_CHUNKS_AT_LEAST - 10, state
