@@ -8,12 +8,18 @@ PORT ?= 8000
 .PHONY: setup run test lint migrate worker clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
+	@echo "==> [1/3] Creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	# Export the packaged embedding model to ONNX (int8) once, into var/models.
+	@echo "==> [2/3] Installing the Python packages (first run: 2-5 min with a fast connection; PyTorch is the big one)"
+	@if [ -n "$(TORCH_INDEX_URL)" ]; then \
+		$(PY) -m pip install --progress-bar on --index-url "$(TORCH_INDEX_URL)" \
+			"$$(grep '^torch==' requirements.txt)"; fi
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
+	@echo "==> [3/3] Exporting the packaged embedding model to ONNX (int8) into var/models (about a minute, once)"
 	EMBEDDING_MODEL_DIR=$(CURDIR)/var/models $(PY) manage.py embedder_export
 	touch $@
+	@echo "==> Set up. Later runs skip all of this and start in seconds."
 
 setup: $(VENV)/.installed
 

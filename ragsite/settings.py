@@ -6,6 +6,7 @@ with a message naming the variable (see ``ragsite.config``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from datetime import timedelta
@@ -187,7 +188,11 @@ STORAGES = {
     },
 }
 
-# Outside production, serve static files straight from the apps (no collectstatic needed).
+# Outside production, serve static files straight from the apps (no collectstatic needed). The
+# folder still has to exist: WhiteNoise warns "No directory at: ..." on every start without it.
+if not PRODUCTION:
+    with contextlib.suppress(OSError):
+        STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = DEBUG
 

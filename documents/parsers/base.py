@@ -120,6 +120,21 @@ def first_line_title(text: str) -> str:
     return ""
 
 
+def title_line(text: str) -> str:
+    """The text's own title, if it opens with one: a short first line followed by a blank line.
+
+    "Ocean tides\n\nThe sea rises..." names itself; "Meeting notes, monday.\nWe agreed..." does
+    not (no blank line after it), nor does a first line that reads as a sentence or a list item.
+    """
+    lines = text.lstrip("\n").split("\n", 2)
+    if len(lines) < 2 or lines[1].strip():
+        return ""
+    line = clean_inline(lines[0])
+    if not line or len(line) > 100 or len(line.split()) > 15 or line[-1] in ".,;:" or line[0] in "-*+>|#":
+        return ""
+    return line
+
+
 def cap_title(title: str) -> str:
     return title[:TITLE_MAX_CHARS].rstrip()
 

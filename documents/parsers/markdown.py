@@ -17,6 +17,7 @@ from documents.parsers.base import (
     name_title,
     normalize_text,
     sections_from_headings,
+    title_line,
 )
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
@@ -77,5 +78,5 @@ def parse(text: str, *, name: str = "", url: str = "") -> ParsedDocument:
 
     sections = sections_from_headings(text, headings)
     first_h1 = next((h[3] for h in headings if h[2] == 1 and h[3]), "")
-    title = front_title or first_h1 or name_title(name) or first_line_title(text)
+    title = front_title or first_h1 or title_line(text) or name_title(name) or first_line_title(text)
     return ParsedDocument(title=cap_title(title), text=text, mime_type=TEXT_MARKDOWN, sections=sections)

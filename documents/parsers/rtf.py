@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from documents.parsers._common import MAX_TEXT_CHARS, DocumentBuilder, pick_title, too_much_text
-from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, name_title
+from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, name_title, title_line
 
 APPLICATION_RTF = "application/rtf"
 _CODEPAGE = re.compile(rb"\\ansicpg(\d{3,5})")
@@ -42,7 +42,12 @@ def parse(data: bytes, *, name: str) -> ParsedDocument:
         raise EmptyContent("The RTF document has no text.")
     parsed = builder.build(title="", mime_type=APPLICATION_RTF)
     first_line = parsed.text.split("\n", 1)[0]
-    title = pick_title(_info_title(data, encoding), name_title(name), first_line if len(first_line) <= 100 else "")
+    title = pick_title(
+        _info_title(data, encoding),
+        title_line(parsed.text),
+        name_title(name),
+        first_line if len(first_line) <= 100 else "",
+    )
     return ParsedDocument(title=title, text=parsed.text, mime_type=APPLICATION_RTF, sections=parsed.sections)
 
 

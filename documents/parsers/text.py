@@ -15,6 +15,7 @@ from documents.parsers.base import (
     first_line_title,
     name_title,
     normalize_text,
+    title_line,
     whole_text_section,
 )
 from documents.parsers.sniffing import BINARY_CONTROL_RATIO, looks_binary
@@ -91,5 +92,5 @@ def parse(text: str, *, name: str = "", url: str = "") -> ParsedDocument:
     text = normalize_text(text)
     if not text.strip():
         raise EmptyContent("The text is empty (whitespace only).")
-    title = name_title(name) or first_line_title(text)
+    title = title_line(text) or name_title(name) or first_line_title(text)
     return ParsedDocument(title=cap_title(title), text=text, mime_type=TEXT_PLAIN, sections=whole_text_section(text))

@@ -314,7 +314,7 @@ def test_ingest_command_stores_100k_markdown_headings(transactional_db, manage, 
 
     result = manage("ingest", str(path), "--source", "steps", "--no-embed", env=env, timeout=600)
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
     assert "1 created" in result.stdout and "0 failed" in result.stdout
     assert "Traceback" not in result.stderr
     doc = Document.objects.get(source__name="steps")

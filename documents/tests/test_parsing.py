@@ -288,11 +288,11 @@ def test_pdf_given_as_text_is_refused():
 # --- Plain text and normalisation ---------------------------------------------------------------
 
 
-def test_plain_text_is_normalised_and_titled_after_its_file():
+def test_plain_text_is_normalised_and_titled_by_its_own_title_line():
     parsed = parse_document(data=fixture_bytes("notes.txt"), filename="notes.txt")
 
     assert parsed.mime_type == "text/plain"
-    assert parsed.title == "notes"
+    assert parsed.title == "Meeting notes, 14 March"
     assert "Thursdays.\nAction items:" in parsed.text  # trailing spaces dropped
     assert "contracts.\n\n\nThe next review" in parsed.text  # three blank lines became two
     assert [(s.heading_path, s.char_start, s.char_end) for s in parsed.sections] == [([], 0, len(parsed.text))]
@@ -301,6 +301,26 @@ def test_plain_text_is_normalised_and_titled_after_its_file():
 def test_pasted_text_without_a_name_takes_its_first_short_line_as_title():
     assert parse_document(text="Quarterly summary\n\nSales rose.").title == "Quarterly summary"
     assert parse_document(text="x" * 150 + "\n\nmore").title == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "filename", "title"),
+    [
+        ("Ocean tides\n\nThe sea rises and falls twice a day.", "tides.txt", "Ocean tides"),
+        ("\n\nOcean tides\n\nThe sea rises.", "tides.txt", "Ocean tides"),
+        ("Ocean tides\nThe sea rises and falls.", "tides.txt", "tides"),  # no blank line: not a title
+        ("We met on Monday.\n\nAgreed on the plan.", "notes.txt", "notes"),  # a sentence
+        ("- milk\n\n- eggs", "shopping.txt", "shopping"),  # a list item
+        ("x" * 120 + "\n\nbody", "long.txt", "long"),
+        ("Ocean tides\n\nBody", "", "Ocean tides"),
+    ],
+)
+def test_a_text_file_that_names_itself_is_titled_by_its_own_first_line(text, filename, title):
+    assert parse_document(text=text, filename=filename).title == title
+
+
+def test_markdown_without_h1_but_with_a_title_line_is_titled_by_it():
+    assert parse_document(text="Ocean tides\n\n## Why\n\nThe moon.", filename="tides.md").title == "Ocean tides"
 
 
 def test_normalize_text_rules():

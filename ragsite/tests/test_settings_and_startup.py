@@ -111,3 +111,32 @@ def test_an_empty_boolean_means_its_default(manage, tmp_path, value, expected):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.slow
+def test_a_command_on_the_embedded_defaults_prints_no_warnings(manage, tmp_path):
+    """A new user's first commands: no XDG_RUNTIME_DIR fallback warning, no missing static folder.
+
+    Run the way `make run` runs them: no DATABASE_URL (embedded PostgreSQL), no XDG_RUNTIME_DIR
+    (ssh sessions, containers, CI), the static folder not yet created.
+    """
+    static_root = tmp_path / "static"
+    env = {
+        "DATABASE_URL": "",
+        "DATA_DIR": str(tmp_path / "data"),
+        "STATIC_ROOT": str(static_root),
+        "XDG_RUNTIME_DIR": "",
+    }
+    result = manage("migrate", "--noinput", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    result = manage(
+        "shell",
+        "-c",
+        "from django.test import Client; print(Client().get('/health').status_code)",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "200"
+    for output in (result.stderr, result.stdout):
+        assert "Warning" not in output and "warning" not in output.lower(), output
+    assert static_root.is_dir()
