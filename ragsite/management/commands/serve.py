@@ -35,7 +35,8 @@ class Command(BaseCommand):
         config = Path(settings.BASE_DIR) / "ragsite" / "gunicorn.conf.py"
         env = dict(os.environ)
         env["GUNICORN_BIND"] = f"{host}:{port}"
-        env.setdefault("GUNICORN_THREADS", str(threads))
+        if not env.get("GUNICORN_THREADS"):  # unset or empty (`.env.example` lists it empty): --threads
+            env["GUNICORN_THREADS"] = str(threads)
         if not settings.QDRANT_URL:
             env["GUNICORN_WORKERS"] = "1"
         argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}"]
