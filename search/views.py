@@ -22,8 +22,9 @@ from django.utils.safestring import SafeString, mark_safe
 from rest_framework.exceptions import ValidationError
 
 from documents.chunking import chunk_page
-from documents.models import Source
+from documents.models import Chunk, Source
 from ragsite.security import lockout_message, lockout_seconds
+from ragsite.worker import worker_missing
 from search.answers.errors import AnswerError
 from search.answers.generate import answer_generate, answer_provider
 from search.answers.retrieval import answer_retrieve
@@ -40,6 +41,8 @@ MAX_SOURCES_LISTED = 500
 FIELD_LABELS = {"q": "Search", "mode": "Mode", "source": "Source", "offset": "Page", "limit": "Page size"}
 MODE_LABELS = {"keyword": "Keyword", "semantic": "Semantic", "hybrid": "Hybrid"}
 _MARKER = re.compile(r"\[(\d{1,4})\]")
+# The indexing banner counts pending chunks up to this many ("more than ..." beyond): a bounded read.
+PENDING_COUNTED_MAX = 100_000
 
 
 def page_allowed(request: HttpRequest) -> bool:
@@ -81,6 +84,20 @@ class SignOutView(LogoutView):
         response = super().post(request, *args, **kwargs)
         messages.info(request, "You are signed out.")
         return response
+
+
+def indexing_stalled(request: HttpRequest) -> dict | None:
+    """The banner's facts when chunks wait to be indexed and no task worker runs; else None.
+
+    Shown to signed-in users only. Costs one read of pg_locks per page; the chunks are counted
+    only when no worker is alive.
+    """
+    if not request.user.is_authenticated or not worker_missing():
+        return None
+    pending = Chunk.objects.filter(index_status=Chunk.IndexStatus.PENDING)[: PENDING_COUNTED_MAX + 1].count()
+    if not pending:
+        return None
+    return {"pending": min(pending, PENDING_COUNTED_MAX), "more": pending > PENDING_COUNTED_MAX}
 
 
 def link_url(url: str) -> str:
@@ -162,6 +179,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
         "max_upload_bytes": settings.INGEST_MAX_BYTES,
         "user": request.user,
+        "indexing_stalled": indexing_stalled(request),
     }
     status = 200
     if query.strip() or "offset" in request.GET:
