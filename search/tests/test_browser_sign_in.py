@@ -67,3 +67,20 @@ def test_an_anonymous_visitor_signs_in_on_the_apps_page_and_reaches_the_search(b
     assert page.url.endswith("/login/?next=/")
     assert errors == []
     context.close()
+
+
+def test_a_long_username_wraps_in_the_header_on_a_phone(browser, site, django_user_model):  # noqa: F811
+    name = "margaret_hamilton_apollo_guidance_computer"  # no break opportunity in it
+    django_user_model.objects.create_user(name, password="pw")
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(site + "/login/")
+    page.fill("#id_username", name)
+    page.fill("#id_password", "pw")
+    page.click("#sign-in-button")
+    page.wait_for_url(re.compile(r".*/$"))
+    assert page.locator("#signed-in-as").inner_text() == name
+    assert page.locator("#sign-out").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    context.close()
