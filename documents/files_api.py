@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 from documents.files import file_open
 from documents.models import Chunk, Document
 from ragsite.api import object_id
+from ragsite.worker import worker_missing
 
 # Types a browser shows without running anything of the file's: served inline (a PDF opens at
 # #page=N). Everything else is a download, so an uploaded HTML or SVG file can never run
@@ -88,7 +89,9 @@ class DocumentProgressView(APIView):
         parameters=[DOCUMENT_ID],
         description=(
             "Chunk counts by vector index status, and the distinct errors of failed chunks (at most "
-            f"{ERRORS_SHOWN}). `done` is true once no chunk is pending. Cheap to poll: no text is read."
+            f"{ERRORS_SHOWN}). `done` is true once no chunk is pending. `waiting_for_worker` is true while "
+            "chunks are pending and no task worker is running to index them (start `manage.py db_worker`, "
+            "or set EMBEDDED_WORKER=true). Cheap to poll: no text is read."
         ),
         responses=inline_serializer(
             "DocumentProgress",
@@ -100,6 +103,9 @@ class DocumentProgressView(APIView):
                 "pending": serializers.IntegerField(),
                 "failed": serializers.IntegerField(),
                 "done": serializers.BooleanField(),
+                "waiting_for_worker": serializers.BooleanField(
+                    help_text="Chunks are pending and no task worker is alive to index them."
+                ),
                 "errors": serializers.ListField(child=serializers.CharField()),
             },
         ),
@@ -114,6 +120,7 @@ class DocumentProgressView(APIView):
                     "pending": 280,
                     "failed": 0,
                     "done": False,
+                    "waiting_for_worker": False,
                     "errors": [],
                 },
             )
@@ -142,6 +149,7 @@ class DocumentProgressView(APIView):
             "status": document.status,
             **counts,
             "done": counts["pending"] == 0,
+            "waiting_for_worker": bool(counts["pending"]) and worker_missing(),
             "errors": errors,
         }
         return Response(body)

@@ -34,20 +34,34 @@ def client_ip(request: HttpRequest) -> str:
     return addresses[-min(count, len(addresses))]
 
 
-def login_lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
-    """django-axes' answer once a username has failed too often from one address: a 429 page
-    that says why and for how long, with Retry-After (the default is a bare sentence)."""
-    minutes = max(1, math.ceil(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
-    message = (
+def lockout_seconds() -> int:
+    """How long a locked-out username and address wait after the last failure (LOGIN_COOLOFF_MINUTES)."""
+    return int(settings.AXES_COOLOFF_TIME.total_seconds())
+
+
+def lockout_message() -> str:
+    minutes = max(1, math.ceil(lockout_seconds() / 60))
+    return (
         f"Too many failed sign-ins for this account from your address. Signing in is blocked for "
         f"{minutes} minute{'s' if minutes != 1 else ''} after the last failed attempt; try again later."
     )
+
+
+def login_lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer once a username has failed too often from one address: a 429 page
+    that says why and for how long, with Retry-After (the default is a bare sentence).
+
+    A sign-in view that already answered with its own lockout page (the web app's, marked
+    ``is_lockout_page``) keeps it; the admin's login gets this one.
+    """
+    if original_response is not None and getattr(original_response, "is_lockout_page", False):
+        return original_response
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign-in blocked</title></head>'
-        f"<body><h1>Sign-in blocked</h1><p>{escape(message)}</p></body></html>"
+        f"<body><h1>Sign-in blocked</h1><p>{escape(lockout_message())}</p></body></html>"
     )
     response = HttpResponse(body, status=429, content_type="text/html; charset=utf-8")
-    response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    response["Retry-After"] = str(lockout_seconds())
     return response
 
 

@@ -391,6 +391,10 @@ TASKS_MAX_ATTEMPTS = env_int("TASKS_MAX_ATTEMPTS", 3, minimum=1)
 # only the TCP peer, as any client can write X-Forwarded-For itself; with N, the client is the
 # N-th address from the right. Login lockouts and API throttles identify clients by it.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+# The web app's own sign-in page (search.views.SignInView); the admin keeps its login at /admin/login/.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 # By username and address together: a guesser cannot lock the real admin out from elsewhere.

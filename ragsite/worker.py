@@ -135,6 +135,53 @@ def tasks_reap() -> dict[str, list[str]]:
     return result
 
 
+def workers_alive() -> int:
+    """How many task workers are alive now, on any host: the liveness locks held in this database.
+
+    Each worker holds its lock for as long as its process lives, and PostgreSQL drops it with the
+    connection when the process dies, so a killed worker stops counting at once and no heartbeat
+    is needed. pg_locks is read from shared memory and never waits on a lock, so this stays quick
+    whatever the workers are doing. (A starting worker's ``tasks_reap`` briefly holds the lock of
+    a dead worker's id too: it can only add to the count while a worker is in fact alive.)
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*) FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s::oid
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            """,
+            [_LIVENESS_NAMESPACE],
+        )
+        return cursor.fetchone()[0]
+
+
+def worker_needed() -> bool:
+    """Whether tasks wait in the database queue for a worker (TASKS_BACKEND=immediate runs them inline)."""
+    from django.conf import settings
+
+    return settings.TASKS_BACKEND == "database"
+
+
+def worker_missing() -> bool:
+    """True when queued tasks have no worker to run them: none is alive (not started, or died)."""
+    return worker_needed() and workers_alive() == 0
+
+
+def tasks_unfinished(cap: int) -> int:
+    """Tasks due to run or running, counted up to ``cap`` (a bounded read).
+
+    With no worker alive, the running ones are those a dead worker left: they wait as well.
+    """
+    from django.db.models import Q
+    from django_tasks_db.models import DBTaskResult
+
+    due = DBTaskResult.objects.ready().values("pk")
+    return DBTaskResult.objects.filter(Q(pk__in=due) | Q(status="RUNNING"))[:cap].count()
+
+
 def _worker_class():
     from django_tasks_db.management.commands.db_worker import Worker as BaseWorker
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.auth.views import redirect_to_login
 from django.db.models.functions import Length, Substr
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -20,7 +19,7 @@ from django.utils.http import urlencode
 
 from documents.models import Chunk, Document
 from search.links import document_view_url
-from search.views import link_url, page_allowed
+from search.views import link_url, login_redirect, page_allowed
 
 # Text per part of the page: ~40 KB of HTML, some 10 printed pages; a hit shows with the text
 # before it (a quarter of the part) and after it.
@@ -86,7 +85,7 @@ def document_view(request: HttpRequest, pk: str) -> HttpResponse:
     from ragsite.api import object_id  # here: importing it first thing would load DRF before its settings module
 
     if not page_allowed(request):
-        return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
+        return login_redirect(request)
     document_id = object_id(pk)
     document = (
         Document.objects.filter(pk=document_id)

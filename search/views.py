@@ -1,4 +1,5 @@
-"""The search page at ``/``: server-rendered search (works without JavaScript), Ask on top.
+"""The search page at ``/``: server-rendered search (works without JavaScript), Ask on top;
+and the web app's own sign-in and sign-out (the admin keeps its own login page).
 
 The page is a thin shell over the same selectors as the API: ``chunk_search`` for results and
 ``search.answers`` for an answer when the form is sent with "Ask" and JavaScript is off (with
@@ -11,17 +12,19 @@ import logging
 import re
 
 from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
+from django.contrib import messages
+from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
 from django.utils.html import escape
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from rest_framework.exceptions import ValidationError
 
 from documents.chunking import chunk_page
-from documents.models import Source
+from documents.models import Chunk, Source
+from ragsite.security import lockout_message, lockout_seconds
+from ragsite.worker import worker_missing
 from search.answers.errors import AnswerError
 from search.answers.generate import answer_generate, answer_provider
 from search.answers.retrieval import answer_retrieve
@@ -38,10 +41,63 @@ MAX_SOURCES_LISTED = 500
 FIELD_LABELS = {"q": "Search", "mode": "Mode", "source": "Source", "offset": "Page", "limit": "Page size"}
 MODE_LABELS = {"keyword": "Keyword", "semantic": "Semantic", "hybrid": "Hybrid"}
 _MARKER = re.compile(r"\[(\d{1,4})\]")
+# The indexing banner counts pending chunks up to this many ("more than ..." beyond): a bounded read.
+PENDING_COUNTED_MAX = 100_000
 
 
 def page_allowed(request: HttpRequest) -> bool:
     return bool(settings.SEARCH_PUBLIC or request.user.is_authenticated)
+
+
+def login_redirect(request: HttpRequest) -> HttpResponse:
+    """Send an anonymous visitor to the sign-in page (settings.LOGIN_URL), back here afterwards."""
+    return redirect_to_login(request.get_full_path())
+
+
+class SignInView(LoginView):
+    """The web app's sign-in page: Django's LoginView (CSRF, a safe ``next``) in the app's look.
+
+    Every sign-in goes through django-axes' backend, as the admin's does: after
+    LOGIN_FAILURE_LIMIT failures for one username from one address the pair is locked out, and
+    this page then says so itself (429 with Retry-After) rather than showing the bare lockout page.
+    """
+
+    template_name = "search/login.html"
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(search_public=settings.SEARCH_PUBLIC, **kwargs)
+
+    def form_invalid(self, form):
+        if not getattr(self.request, "axes_locked_out", False):
+            return super().form_invalid(form)
+        response = self.render_to_response(self.get_context_data(form=form, locked_out=lockout_message()), status=429)
+        response["Retry-After"] = str(lockout_seconds())
+        response.is_lockout_page = True  # ragsite.security.login_lockout_response keeps it
+        return response
+
+
+class SignOutView(LogoutView):
+    """Sign out (POST only, with the CSRF token) and land on the sign-in page with a note."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are signed out.")
+        return response
+
+
+def indexing_stalled(request: HttpRequest) -> dict | None:
+    """The banner's facts when chunks wait to be indexed and no task worker runs; else None.
+
+    Shown to signed-in users only. Costs one read of pg_locks per page; the chunks are counted
+    only when no worker is alive.
+    """
+    if not request.user.is_authenticated or not worker_missing():
+        return None
+    pending = Chunk.objects.filter(index_status=Chunk.IndexStatus.PENDING)[: PENDING_COUNTED_MAX + 1].count()
+    if not pending:
+        return None
+    return {"pending": min(pending, PENDING_COUNTED_MAX), "more": pending > PENDING_COUNTED_MAX}
 
 
 def link_url(url: str) -> str:
@@ -106,7 +162,7 @@ def _passage_view(passage, cited: set[int]) -> dict:
 
 def home(request: HttpRequest) -> HttpResponse:
     if not page_allowed(request):
-        return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
+        return login_redirect(request)
     query = request.GET.get("q", "")
     mode = request.GET.get("mode") or settings.SEARCH_DEFAULT_MODE
     source = request.GET.get("source", "")
@@ -123,6 +179,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
         "max_upload_bytes": settings.INGEST_MAX_BYTES,
         "user": request.user,
+        "indexing_stalled": indexing_stalled(request),
     }
     status = 200
     if query.strip() or "offset" in request.GET:

@@ -2,6 +2,14 @@ from __future__ import annotations
 
 import json
 
+import psycopg
+import pytest
+from django.db import connection
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from ragsite.worker import _LIVENESS_NAMESPACE
+
 
 def test_health_answers_ok(client):
     response = client.get("/health")
@@ -50,3 +58,81 @@ def test_the_api_docs_page_loads_its_assets_from_this_server(db, client):
     assert response.status_code == 200
     page = response.content.decode()
     assert "drf_spectacular_sidecar" in page and "cdn." not in page.lower()
+
+
+# --- The task worker: reported by /ready, without failing it ---------------------------------
+
+
+@pytest.fixture
+def queue_backend(settings):
+    """Tasks go to the database queue, as in production (the test settings run them inline)."""
+    settings.TASKS_BACKEND = "database"
+
+
+@pytest.fixture
+def live_worker():
+    """A worker elsewhere: a session of its own holding a liveness lock, as ragsite.worker's does."""
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as session:
+        session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [_LIVENESS_NAMESPACE, "host-b:42:live"])
+        yield
+
+
+def _queued_task(status: str = "READY") -> DBTaskResult:
+    return DBTaskResult.objects.create(
+        args_kwargs={"args": [], "kwargs": {}},
+        task_path="search.tasks.keyword_stats_refresh_task",
+        backend_name="default",
+        status=status,
+        run_after=timezone.now(),
+    )
+
+
+def test_ready_reports_a_missing_worker_and_stays_ok_while_nothing_waits(db, client, queue_backend):
+    response = client.get("/ready")
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "ok", body
+    worker = body["checks"]["worker"]
+    assert worker["status"] == "missing" and worker["alive"] == 0 and worker["tasks_unfinished"] == 0
+    assert "manage.py db_worker" in worker["hint"] and "EMBEDDED_WORKER=true" in worker["hint"]
+
+
+@pytest.mark.parametrize("status", ["READY", "RUNNING"])  # RUNNING: left by a worker that died
+def test_ready_is_degraded_not_failed_while_tasks_wait_for_a_missing_worker(db, client, queue_backend, status):
+    _queued_task(status)
+    response = client.get("/ready")
+    body = response.json()
+    assert response.status_code == 200, body  # search and uploads still work: no reason to leave a load balancer
+    assert body["status"] == "degraded" and body["degraded"] == ["worker"] and "failed" not in body
+    assert body["checks"]["worker"]["status"] == "missing" and body["checks"]["worker"]["tasks_unfinished"] == 1
+
+
+def test_ready_reports_a_live_worker(db, client, queue_backend, live_worker):
+    _queued_task()
+    body = client.get("/ready").json()
+    assert body["status"] == "ok" and "degraded" not in body, body
+    assert body["checks"]["worker"] == {
+        "status": "ok",
+        "alive": 1,
+        "tasks_unfinished": 1,
+        "embedded": body["checks"]["worker"]["embedded"],
+        "took_ms": body["checks"]["worker"]["took_ms"],
+    }
+
+
+def test_a_lock_of_another_namespace_or_database_is_no_worker(db, client, queue_backend):
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as session:
+        session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [_LIVENESS_NAMESPACE + 1, "not-a-worker"])
+        session.execute("SELECT pg_advisory_lock(%s)", [_LIVENESS_NAMESPACE])
+        with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True) as elsewhere:
+            # a worker of another database on the same server (another deployment, another test run)
+            elsewhere.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [_LIVENESS_NAMESPACE, "elsewhere"])
+            assert client.get("/ready").json()["checks"]["worker"]["alive"] == 0
+
+
+def test_with_tasks_run_inline_no_worker_is_needed(db, client, settings):
+    settings.TASKS_BACKEND = "immediate"
+    body = client.get("/ready").json()
+    assert body["status"] == "ok" and body["checks"]["worker"]["status"] == "ok"
+    assert body["checks"]["worker"]["mode"] == "inline"

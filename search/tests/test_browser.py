@@ -64,10 +64,10 @@ def site(live_server, fresh_store, settings, django_user_model):
 
 def log_in(page, url: str) -> None:
     page.goto(url + "/")
-    assert "/admin/login/" in page.url  # anonymous visitors are sent to log in first
+    assert "/login/?next=/" in page.url  # anonymous visitors are sent to the app's sign-in page first
     page.fill("#id_username", "admin")
     page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
+    page.click("#sign-in-button")
     page.wait_for_url(re.compile(r".*/$"))
     assert page.locator("#q").is_visible()
 

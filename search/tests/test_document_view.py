@@ -120,7 +120,7 @@ def test_anonymous_visitors_log_in_first_and_unknown_ids_are_404(client, source,
     settings.SEARCH_PUBLIC = False
     document = document_ingest(source=source, text="Bees keep the hive warm.").document
     response = client.get(f"/documents/{document.pk}/")
-    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
     settings.SEARCH_PUBLIC = True
     assert client.get(f"/documents/{document.pk}/").status_code == 200
     for missing in ("999999", "abc", "99999999999999999999999"):

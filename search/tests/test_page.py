@@ -28,7 +28,7 @@ def page(client, **params):
 def test_anonymous_visitors_are_sent_to_the_login_page(client, settings):
     settings.SEARCH_PUBLIC = False
     response = client.get("/")
-    assert response.status_code == 302 and response["Location"] == "/admin/login/?next=/"
+    assert response.status_code == 302 and response["Location"] == "/login/?next=/"
 
 
 def test_everyone_may_search_when_search_is_public(client, settings):

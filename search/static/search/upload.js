@@ -175,7 +175,11 @@
         }
         return;
       }
-      setStatus(row, "indexing", "indexing " + data.indexed + " / " + data.chunks + " chunks");
+      if (data.waiting_for_worker) {
+        setStatus(row, "waiting", "waiting for the indexing worker (not running): " + data.indexed + " / " + data.chunks + " chunks");
+      } else {
+        setStatus(row, "indexing", "indexing " + data.indexed + " / " + data.chunks + " chunks");
+      }
     }
     setTimeout(function () { follow(row, id, Math.min(delay * 1.5, POLL_MAX_MS)); }, delay);
   }
