@@ -6,6 +6,8 @@ Both use the API's default permission (documents.auth.ReadOrWrite), the same as
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import Count, Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -25,6 +27,8 @@ from documents.files import file_open
 from documents.filestore import FileStoreUnavailable
 from documents.models import Chunk, Document
 from ragsite.api import ApiError, object_id
+
+logger = logging.getLogger(__name__)
 
 # Types a browser shows without running anything of the file's: served inline (a PDF opens at
 # #page=N). Everything else is a download, so an uploaded HTML or SVG file can never run
@@ -75,6 +79,10 @@ class DocumentFileView(APIView):
                 status_code=503,
             ) from exc
         if stored is None:
+            if document.file_sha256:
+                # Named by the document but not in the store: lost, or stored before a switch of stores.
+                logger.warning("document %s: original %s is missing from the file store", pk, document.file_sha256)
+                raise NotFound("This document's original file is missing from the file store.")
             raise NotFound("This document has no original file: it was sent as text or crawled.")
         content_type = document.file_type or "application/octet-stream"
         inline = content_type in INLINE_TYPES

@@ -178,6 +178,15 @@ def test_a_damaged_object_is_written_again_by_the_next_upload_of_its_bytes(api, 
     assert object_bytes(bucket, key) == PDF
 
 
+def test_an_original_missing_from_the_bucket_is_a_404_that_says_so(api, bucket):
+    name, client = bucket
+    document_id = upload(api).json()["id"]
+    client.delete_object(Bucket=name, Key=key_of(hashlib.sha256(PDF).hexdigest()))
+    response = api.get(f"/api/documents/{document_id}/file")
+    assert response.status_code == 404
+    assert "missing from the file store" in error(response)["message"]
+
+
 def test_files_sweep_deletes_orphan_objects_page_by_page_and_leaves_other_keys(
     api, fresh_store, run_commit_hooks, bucket, monkeypatch
 ):
