@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
 from documents.selectors import source_by_id_or_name
 from documents.services import (
+    FILE_STORE_UNAVAILABLE,
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     METADATA_MAX_KEYS,
@@ -50,7 +51,7 @@ MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, UTC+
 
 
 def ingest_error(exc: IngestError) -> ApiError:
-    status_code = {"too_large": 413, "conflict": 409}.get(exc.code, 400)
+    status_code = {"too_large": 413, "conflict": 409, FILE_STORE_UNAVAILABLE: 503}.get(exc.code, 400)
     return ApiError(exc.message, field=exc.field, code=exc.code, status_code=status_code)
 
 
@@ -398,6 +399,11 @@ class DocumentViewSet(
     filterset_class = DocumentFilter
     ordering_fields = ["created_at", "updated_at", "title", "id"]
     ordering = ["-updated_at", "-id"]
+
+    @property
+    def error_statuses(self) -> tuple[int, ...]:
+        # An upload's original goes to the file store, which may be down (ragsite.openapi reads this).
+        return (503,) if self.action == "create" else ()
 
     def get_queryset(self):
         qs = Document.objects.select_related("source").annotate(chunk_count=Count("chunks"))

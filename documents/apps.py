@@ -6,8 +6,9 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from documents import files, metrics, signals  # noqa: F401
+        from documents import files, filestore, metrics, signals  # noqa: F401
         from ragsite.metrics import register_database_gauges
 
         signals.connect()
         register_database_gauges(metrics.database_gauges)
+        filestore.readiness_register()

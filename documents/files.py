@@ -1,7 +1,9 @@
-"""Uploaded originals, kept on disk content-addressed: FILES_DIR/ab/cd/<sha256>.
+"""Uploaded originals, kept content-addressed: FILES_DIR/ab/cd/<sha256>, or an S3-compatible
+bucket's <prefix>/ab/<sha256> when FILES_S3_BUCKET is set (documents.filestore: the stores).
 
-One copy per distinct file, however many documents name it. A path is only ever built from a
-hash this module computed (or checked to be 64 hex digits), never from a name a user sent.
+One copy per distinct file, however many documents name it. A path or key is only ever built
+from a hash this module computed (or checked to be 64 hex digits), never from a name a user sent.
+This module alone decides when a file is written or deleted, whatever the store.
 
 Writers and the deleter agree through a PostgreSQL advisory lock on the hash, held to the end
 of their transactions:
@@ -19,9 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +29,10 @@ from django.db import connection, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from documents.filestore import LocalStore, StoredFile, get_file_store, hash_checked
 from documents.models import Document
 
 logger = logging.getLogger(__name__)
-
-_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +50,8 @@ class Original:
 
 
 def file_path(sha256: str) -> Path:
-    """Where the file with this hash lives; ValueError for anything but a SHA-256 in hex."""
-    if not _HASH.fullmatch(sha256 or ""):
-        raise ValueError("not a SHA-256 hex digest")
-    return Path(settings.FILES_DIR) / sha256[:2] / sha256[2:4] / sha256
+    """Where the file with this hash lives in FILES_DIR; ValueError for anything but a SHA-256 in hex."""
+    return LocalStore(Path(settings.FILES_DIR)).path(sha256)
 
 
 def _lock_key(sha256: str) -> int:
@@ -73,48 +69,31 @@ def _lock(sha256: str, *, shared: bool) -> None:
 def file_keep(data: bytes, sha256: str) -> None:
     """Store ``data`` under its hash unless it is there already; inside the caller's transaction.
 
-    The write goes to a temporary file in the same folder and is renamed into place, so a
-    reader never sees half a file and a crash leaves no partial file under a hash name.
+    The lock comes first, then the look-up: a release waiting for this lock sees this
+    transaction's document once it commits. FileStoreUnavailable when the store cannot be
+    reached: the caller's transaction then fails, and no document names a file it lacks.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("file_keep must run inside the transaction that stores the document")
+    store = get_file_store()
     _lock(sha256, shared=True)
-    path = file_path(sha256)
-    if path.is_file() and path.stat().st_size == len(data):
+    if store.has(sha256, len(data)):
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    store.put(sha256, data)
 
 
 def file_release(sha256: str) -> bool:
     """Delete the file if no document names it any more; True if it was deleted."""
     try:
-        path = file_path(sha256)
+        hash_checked(sha256)
     except ValueError:
         return False
+    store = get_file_store()
     with transaction.atomic():
         _lock(sha256, shared=False)
         if Document.objects.filter(file_sha256=sha256).exists():
             return False
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-    for folder in (path.parent, path.parent.parent):
-        try:
-            folder.rmdir()  # only when empty
-        except OSError:
-            break
-    return True
+        return store.delete(sha256)
 
 
 def file_release_on_commit(sha256: str) -> None:
@@ -131,24 +110,24 @@ def _release_logged(sha256: str) -> None:
 
 
 def files_sweep() -> int:
-    """Delete every stored file that no document names (left by ingests that rolled back)."""
-    root = Path(settings.FILES_DIR)
-    if not root.is_dir():
-        return 0
-    deleted = 0
-    for path in root.glob("??/??/*"):
-        if _HASH.fullmatch(path.name) and file_release(path.name):
-            deleted += 1
-    return deleted
+    """Delete every stored file that no document names (left by ingests that rolled back).
+
+    The store lists what it holds (a bucket a page at a time); each file goes through
+    ``file_release``, so a file an ingest in flight is about to name is kept.
+    """
+    return sum(1 for sha256 in get_file_store().hashes() if file_release(sha256))
 
 
-def file_open(document: Document):
-    """The document's original as an open binary file, or None (no original, or lost from disk)."""
+def file_open(document: Document) -> StoredFile | None:
+    """The document's original opened for reading, or None (no original, or lost from the store).
+
+    FileStoreUnavailable when the store cannot be reached.
+    """
     if not document.file_sha256:
         return None
     try:
-        return file_path(document.file_sha256).open("rb")
-    except (ValueError, FileNotFoundError):
+        return get_file_store().open(document.file_sha256)
+    except ValueError:
         return None
 
 

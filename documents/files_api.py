@@ -6,6 +6,8 @@ Both use the API's default permission (documents.auth.ReadOrWrite), the same as
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import Count, Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -22,9 +24,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from documents.files import file_open
+from documents.filestore import FileStoreUnavailable
 from documents.models import Chunk, Document
-from ragsite.api import object_id
+from ragsite.api import ApiError, object_id
 from ragsite.worker import worker_missing
+
+logger = logging.getLogger(__name__)
 
 # Types a browser shows without running anything of the file's: served inline (a PDF opens at
 # #page=N). Everything else is a download, so an uploaded HTML or SVG file can never run
@@ -45,6 +50,8 @@ DOCUMENT_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, de
 
 
 class DocumentFileView(APIView):
+    error_statuses = (503,)  # the store of originals (an S3-compatible bucket) cannot be reached
+
     def perform_content_negotiation(self, request, force=False):
         # The body is the file, whatever the client asked for: `Accept: application/pdf` must not be a 406.
         return super().perform_content_negotiation(request, force=True)
@@ -54,7 +61,8 @@ class DocumentFileView(APIView):
         description=(
             "The bytes that were uploaded (API multipart, admin, `manage.py ingest`), with their type. PDFs, "
             "images and plain text open in the browser (a PDF at `#page=N`); other types download. 404 when the "
-            "document was ingested as text or crawled."
+            "document was ingested as text or crawled; 503 `file_store_unavailable` when the store of originals "
+            "cannot be reached."
         ),
         parameters=[DOCUMENT_ID],
         responses={
@@ -63,17 +71,30 @@ class DocumentFileView(APIView):
     )
     def get(self, request, pk: str):
         document = _document(pk, "file_sha256", "file_name", "file_type", "file_size")
-        handle = file_open(document)
-        if handle is None:
+        try:
+            stored = file_open(document)
+        except FileStoreUnavailable as exc:
+            raise ApiError(
+                "The store of original files cannot be reached; try again later.",
+                code="file_store_unavailable",
+                status_code=503,
+            ) from exc
+        if stored is None:
+            if document.file_sha256:
+                # Named by the document but not in the store: lost, or stored before a switch of stores.
+                logger.warning("document %s: original %s is missing from the file store", pk, document.file_sha256)
+                raise NotFound("This document's original file is missing from the file store.")
             raise NotFound("This document has no original file: it was sent as text or crawled.")
         content_type = document.file_type or "application/octet-stream"
         inline = content_type in INLINE_TYPES
+        # Streamed in blocks from the disk or the bucket: never the whole file in memory.
         response = FileResponse(
-            handle,
+            stored.stream,
             content_type=content_type,
             as_attachment=not inline,
             filename=document.file_name or f"document-{document.pk}",
         )
+        response["Content-Length"] = str(stored.size)
         response["X-Content-Type-Options"] = "nosniff"
         if content_type != "application/pdf":
             # Chromium will not show a PDF in a sandboxed document; everything else gets no script at all.

@@ -23,6 +23,7 @@ from django.db.models import Q
 
 from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
 from documents.files import Original, file_keep, file_release_on_commit
+from documents.filestore import FileStoreUnavailable
 from documents.models import Chunk, Document, Source
 from documents.parsers import ParseError, parse_document
 from documents.signals import announce, embedder_token_limit
@@ -268,7 +269,8 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
     (bench/results/ingest.md). Documents already stored go through ``document_ingest``'s
     per-document diff. Should the batch's transaction fail (a concurrent writer took a url
     first, say), nothing of it is kept and the items are stored one by one instead, each in
-    its own transaction, so one failing item costs only itself.
+    its own transaction, so one failing item costs only itself. Should the store of originals
+    be unreachable, nothing of the batch is kept and each item gets that error.
     """
     results: list[IngestResult | IngestError | None] = [None] * len(items)
     prepared: dict[int, _Prepared] = {}
@@ -288,6 +290,13 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
         try:
             with transaction.atomic():
                 stored = _documents_store_batch(source, [prepared[i] for i in batch])
+        except IngestError as exc:
+            if exc.code != FILE_STORE_UNAVAILABLE:
+                raise
+            # The store of originals is down: the batch fails as a whole, each item with the
+            # store's error, instead of being retried one by one into the same outage.
+            logger.warning("storing a batch of %d documents failed: %s", len(batch), exc.message)
+            stored = [exc] * len(batch)
         except DatabaseError as exc:
             # Expected, and reported per item below: one line, no traceback (a command prints it).
             logger.warning("storing a batch of %d documents failed (%s); storing them one by one", len(batch), exc)
@@ -298,6 +307,10 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
                 except DatabaseError as exc:
                     logger.warning("storing document %r failed: %s", prepared[i].url or prepared[i].title, exc)
                     stored.append(IngestError(f"could not store the document: {exc}", code="DatabaseError"))
+                except IngestError as exc:
+                    if exc.code != FILE_STORE_UNAVAILABLE:
+                        raise
+                    stored.append(exc)
         for i, result in zip(batch, stored, strict=True):
             results[i] = result
         pending = later
@@ -488,13 +501,29 @@ def _original_fill(document: Document, original: Original | None) -> None:
     if original is None:
         document.file_sha256, document.file_name, document.file_type, document.file_size = "", "", "", 0
     else:
-        file_keep(original.data, original.sha256)
+        _original_keep(original)
         document.file_sha256 = original.sha256
         document.file_name = original.name[:255]
         document.file_type = original.content_type[:200]
         document.file_size = len(original.data)
     if previous and previous != document.file_sha256:
         file_release_on_commit(previous)
+
+
+FILE_STORE_UNAVAILABLE = "file_store_unavailable"
+
+
+def _original_keep(original: Original) -> None:
+    """Store the original, or fail the whole ingest: a document is never stored without the
+    original it was uploaded with (the client still has the bytes and can send them again)."""
+    try:
+        file_keep(original.data, original.sha256)
+    except FileStoreUnavailable as exc:
+        raise IngestError(
+            f"The original file could not be stored ({exc}); nothing was stored: send it again later.",
+            field="file",
+            code=FILE_STORE_UNAVAILABLE,
+        ) from exc
 
 
 def _documents_store_batch(source: Source, prepared: list[_Prepared]) -> list[IngestResult]:

@@ -67,8 +67,8 @@ ERROR_RESPONSES = {
         error_body("llm_unavailable", "The language model answered with an error."),
     ),
     "503": (
-        "A backing service (the vector store, the embedder, a rate-limited language model) is "
-        "unavailable; retry later.",
+        "A backing service (the vector store, the embedder, a rate-limited language model, the store of "
+        "original files) is unavailable; retry later.",
         error_body("semantic_unavailable", "The vector store is unavailable: check QDRANT_URL."),
     ),
     "504": (

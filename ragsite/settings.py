@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -256,6 +257,32 @@ INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 20_000_000, minimum=100
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
 # Uploaded originals, content-addressed by SHA-256 (documents.files): one copy per distinct file.
 FILES_DIR = Path(env_str("FILES_DIR", str(DATA_DIR / "files"))).resolve()
+# ... or, with a bucket named, in an S3-compatible store (AWS S3, MinIO, Ceph RGW, R2...) at
+# <FILES_S3_PREFIX>/ab/<sha256> (documents.filestore), reached through boto3.
+FILES_S3_BUCKET = env_str("FILES_S3_BUCKET")
+FILES_S3_ENDPOINT_URL = env_str("FILES_S3_ENDPOINT_URL")
+if FILES_S3_ENDPOINT_URL and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", FILES_S3_ENDPOINT_URL):
+    raise ImproperlyConfigured(
+        f"FILES_S3_ENDPOINT_URL={FILES_S3_ENDPOINT_URL!r} is not an http:// or https:// URL (e.g. http://minio:9000)."
+    )
+FILES_S3_REGION = env_str("FILES_S3_REGION")
+FILES_S3_PREFIX = env_str("FILES_S3_PREFIX", "files").strip("/")
+if not re.fullmatch(r"[A-Za-z0-9!_.*'()/-]{0,200}", FILES_S3_PREFIX) or "//" in FILES_S3_PREFIX:
+    raise ImproperlyConfigured(
+        f"FILES_S3_PREFIX={FILES_S3_PREFIX!r}: use at most 200 letters, digits and !_.*'()- between single slashes."
+    )
+FILES_S3_ACCESS_KEY_ID = env_str("FILES_S3_ACCESS_KEY_ID")
+FILES_S3_SECRET_ACCESS_KEY = env_str("FILES_S3_SECRET_ACCESS_KEY")
+if bool(FILES_S3_ACCESS_KEY_ID) != bool(FILES_S3_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "Set both FILES_S3_ACCESS_KEY_ID and FILES_S3_SECRET_ACCESS_KEY, or neither (boto3's own credentials chain)."
+    )
+# Path-style URLs (endpoint/bucket/key) are what self-hosted servers answer without wildcard DNS.
+FILES_S3_ADDRESSING_STYLE = env_choice(
+    "FILES_S3_ADDRESSING_STYLE", "path" if FILES_S3_ENDPOINT_URL else "auto", ["auto", "path", "virtual"]
+)
+FILES_S3_TIMEOUT = env_float("FILES_S3_TIMEOUT", 10.0, minimum=0.1)
+FILES_S3_MAX_ATTEMPTS = env_int("FILES_S3_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django does not count a multipart request's files against DATA_UPLOAD_MAX_MEMORY_SIZE: this
 # handler refuses an oversized upload as it arrives (413) instead of spooling it to disk first.
