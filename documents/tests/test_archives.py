@@ -12,9 +12,11 @@ import stat
 import struct
 import tracemalloc
 import zipfile
+from io import StringIO
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 
 from documents.archives import member_label
 from documents.files import file_path
@@ -396,3 +398,63 @@ def test_an_archive_takes_no_title_and_gives_its_metadata_to_every_file(api, fre
     assert all(
         Document.objects.get(pk=f["document_id"]).metadata["team"] == "kitchen" for f in response.json()["files"]
     )
+
+
+# --- manage.py ingest ----------------------------------------------------------------------------
+
+
+def test_ingest_command_unpacks_a_zip_with_a_line_per_file(fresh_store, tmp_path, run_commit_hooks):
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(
+        make_zip([("tea.md", TEA), ("docs/orchard.docx", docx("pearwhistle")), ("bad.exe", b"MZ\x90\x00" * 50)])
+    )
+    (tmp_path / "plain.txt").write_bytes(COFFEE)
+    out, err = StringIO(), StringIO()
+    with run_commit_hooks():
+        call_command("ingest", str(tmp_path), "--source", "cmd", stdout=out, stderr=err)
+    lines = out.getvalue()
+    assert f"{path}: tea.md: ingested as new document" in lines
+    assert f"{path}: docs/orchard.docx: ingested as new document" in lines
+    assert f"{path}: bad.exe: refused (unsupported_type)" in err.getvalue()
+    assert f"{path}: 3 files: 2 ingested, 0 unchanged, 1 refused; 0 skipped" in lines
+    assert "3 created, 0 updated, 0 unchanged, 1 failed" in lines
+    document = Document.objects.get(metadata__filename="docs/orchard.docx")
+    assert document.url == f"{path.resolve().as_uri()}#docs/orchard.docx"
+    assert Chunk.objects.filter(document=document, index_status="indexed").exists()
+
+    out = StringIO()
+    with run_commit_hooks():
+        call_command("ingest", str(path), "--source", "cmd", stdout=out, stderr=StringIO())
+    assert f"{path}: tea.md: unchanged (document" in out.getvalue()
+    assert "0 created, 0 updated, 2 unchanged, 1 failed" in out.getvalue()
+    assert Document.objects.count() == 3
+
+
+def test_ingest_command_exits_non_zero_only_when_nothing_could_be_ingested(transactional_db, manage, tmp_path):
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "TASKS_BACKEND": "database",
+        "FILES_DIR": str(tmp_path / "files"),
+    }
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(make_zip([("a.exe", b"MZ\x90\x00" * 50), ("nested.zip", nested_zip())]))
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip at all")
+
+    result = manage("ingest", str(bad), str(broken), "--source", "cmd", "--no-embed", env=env)
+    assert result.returncode != 0
+    assert "nothing could be ingested" in result.stderr and "Traceback" not in result.stderr
+    assert f"{bad}: nested.zip: refused (nested_archive)" in result.stderr
+    assert f"{broken}: The file is not a readable zip archive" in result.stderr
+
+    good = tmp_path / "good.zip"
+    good.write_bytes(make_zip([("tea.md", TEA)]))
+    result = manage("ingest", str(bad), str(good), "--source", "cmd", "--no-embed", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{good}: tea.md: ingested as new document" in result.stdout
+
+    help_text = manage("ingest", "--help").stdout
+    assert "only if nothing could be ingested" in " ".join(help_text.split())
