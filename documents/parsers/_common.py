@@ -132,7 +132,8 @@ def sniff_office(data: bytes) -> str | None:
         return None
     try:
         return office_type(zipfile.ZipFile(io.BytesIO(data)))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError, RuntimeError):
+        # RuntimeError: zipfile's "encrypted, password required" for the member it tried to read.
         return None
 
 

@@ -302,6 +302,25 @@ def test_an_encrypted_file_is_refused_and_the_others_are_read(api, fresh_store):
     assert files["tea.md"]["status"] == "ingested"
 
 
+def test_zip_parts_that_are_encrypted_are_refused_not_a_server_error(api, fresh_store):
+    # the parts an Office file is told by: sniffing them met zipfile's "password required"
+    package = make_zip(
+        [("[Content_Types].xml", b"<Types>wordprocessingml.document.main</Types>"), ("word/document.xml", b"<w/>")]
+    )
+    package = patch_entry(package, b"[Content_Types].xml", flags=0x1)
+    file = SimpleUploadedFile("report.docx", package, content_type="application/octet-stream")
+    response = api.post("/api/documents/", {"file": file, "source": "zips"})
+    assert response.status_code == 400, response.content
+    assert "password-protected" in error(response)["message"] and "file" in error(response)["fields"]
+
+    # as an archive: that part is refused as encrypted, the other one for its type
+    response = upload(api, package, name="parts.zip")
+    assert response.status_code == 400, response.content
+    files = by_name(response.json())
+    assert files["[Content_Types].xml"]["code"] == "encrypted"
+    assert files["word/document.xml"]["code"] == "unsupported_type"
+
+
 def test_names_without_the_utf8_flag_are_read_as_utf8_or_cp437(api, fresh_store):
     utf8 = "café.md".encode()  # written UTF-8 by a tool that left the flag unset
     dos = "Ñandú.txt".encode("cp437")  # a DOS tool's code page
