@@ -271,7 +271,7 @@ def _files(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], report: Arc
 
     Folders are passed over; operating-system leftovers and hidden files counted as skipped.
     """
-    budget = settings.INGEST_ZIP_MAX_BYTES
+    budget = settings.INGEST_ZIP_MAX_BYTES  # bytes the files may still unpack to, together
     seen: set[str] = set()
     for index, info in enumerate(entries):
         if info.is_dir():
@@ -280,62 +280,65 @@ def _files(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], report: Arc
         if problem is None and _is_junk(label):
             report.skipped += 1
             continue
+        refusal = ("unsafe_path", problem) if problem is not None else _refusal_unread(info, label, seen, budget)
+        data = None
+        if refusal is None:
+            data, inflated, refusal = _unpack(archive, info, min(settings.INGEST_MAX_BYTES, budget))
+            budget -= inflated
+        if refusal is not None:
+            yield FileReport(index=index, name=label, status=REFUSED, code=refusal[0], reason=refusal[1])
+        else:
+            yield _File(index, label, data)
 
-        def refused(code: str, reason: str, *, label=label, index=index) -> FileReport:
-            return FileReport(index=index, name=label, status=REFUSED, code=code, reason=reason)
 
-        if problem is not None:
-            yield refused("unsafe_path", problem)
-            continue
-        if label in seen:
-            yield refused("duplicate", "Another file of the archive has the same name; only the first one is read.")
-            continue
-        seen.add(label)
-        if stat.S_ISLNK(info.external_attr >> 16):
-            yield refused("symlink", "A symbolic link: links are not followed.")
-            continue
-        if info.flag_bits & 0x1:
-            yield refused("encrypted", "The file is encrypted (password-protected); add an unprotected copy.")
-            continue
-        if info.compress_type not in READABLE_METHODS:
-            yield refused(
-                "unreadable", f"The file is compressed with a method this server cannot read ({info.compress_type})."
-            )
-            continue
-        if label.lower().endswith(NESTED_ARCHIVE_SUFFIXES):
-            yield refused("nested_archive", _NESTED)
-            continue
-        if info.file_size > settings.INGEST_MAX_BYTES:
-            yield refused("too_large", _too_large(info.file_size))
-            continue
-        if info.file_size > budget:
-            yield refused("archive_too_large", _over_budget())
-            continue
-        try:
-            data = _read_capped(archive, info, min(settings.INGEST_MAX_BYTES, budget))
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
-            yield refused("unreadable", f"The file is damaged in the archive and cannot be unpacked ({_plain(exc)}).")
-            continue
-        if data is None:
-            # More than its header declared (zipfile itself stops there): a lying header.
-            yield refused(
-                "unreadable", "The file unpacks to more than its header declares; refused as a likely zip bomb."
-            )
-            budget -= min(settings.INGEST_MAX_BYTES, budget)
-            continue
-        budget -= len(data)
-        if binary_format(data).startswith(_NESTED_ARCHIVE_TYPES):
-            yield refused("nested_archive", _NESTED)
-            continue
-        yield _File(index, label, data)
+def _refusal_unread(info: zipfile.ZipInfo, label: str, seen: set[str], budget: int) -> tuple[str, str] | None:
+    """(code, reason) when the file is refused from its directory entry alone, without inflating it."""
+    if label in seen:
+        return "duplicate", "Another file of the archive has the same name; only the first one is read."
+    seen.add(label)
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symlink", "A symbolic link: links are not followed."
+    if info.flag_bits & 0x1:
+        return "encrypted", "The file is encrypted (password-protected); add an unprotected copy."
+    if info.compress_type not in READABLE_METHODS:
+        return "unreadable", f"The file is compressed with a method this server cannot read ({info.compress_type})."
+    if label.lower().endswith(NESTED_ARCHIVE_SUFFIXES):
+        return "nested_archive", _NESTED
+    if info.file_size > settings.INGEST_MAX_BYTES:
+        return "too_large", _too_large(info.file_size)
+    if info.file_size > budget:
+        return "archive_too_large", _over_budget()
+    return None
+
+
+def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> tuple[bytes | None, int, tuple | None]:
+    """(the file's bytes, bytes inflated, None) or (None, bytes inflated, (code, reason))."""
+    try:
+        data = _read_capped(archive, info, cap)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+        # It may have inflated up to its declared size before the damage showed.
+        return (
+            None,
+            info.file_size,
+            ("unreadable", f"The file is damaged in the archive and cannot be unpacked ({_plain(exc)})."),
+        )
+    if data is None:
+        # More than its header declared (zipfile itself stops there): a lying header.
+        return (
+            None,
+            cap,
+            ("unreadable", "The file unpacks to more than its header declares; refused as a likely zip bomb."),
+        )
+    if binary_format(data).startswith(_NESTED_ARCHIVE_TYPES):
+        return None, len(data), ("nested_archive", _NESTED)
+    return data, len(data), None
 
 
 _NESTED = "An archive inside the archive: archives are unpacked one level only; add its files directly."
 
 
-def _too_large(size: int | None = None) -> str:
-    what = f"{size:,} bytes unpacked" if size is not None else "more than that unpacked"
-    return f"The file is {what}; the limit is {settings.INGEST_MAX_BYTES:,} bytes (INGEST_MAX_BYTES)."
+def _too_large(size: int) -> str:
+    return f"The file is {size:,} bytes unpacked; the limit is {settings.INGEST_MAX_BYTES:,} bytes (INGEST_MAX_BYTES)."
 
 
 def _over_budget() -> str:

@@ -8,6 +8,7 @@ without the UTF-8 flag) by patching the headers zipfile wrote, since zipfile wil
 from __future__ import annotations
 
 import io
+import os
 import stat
 import struct
 import tracemalloc
@@ -180,6 +181,17 @@ def test_the_same_archive_again_is_unchanged_and_duplicates_nothing(api, fresh_s
         assert files[name]["created"] is False and files[name]["chunks"] >= 1
     assert again.json()["totals"]["unchanged"] == 2 and again.json()["totals"]["ingested"] == 0
     assert Document.objects.count() == 2 and set(Chunk.objects.values_list("id", flat=True)) == chunks
+
+
+def test_an_archive_spooled_to_disk_is_read_from_there(api, fresh_store, settings):
+    noise = os.urandom(settings.FILE_UPLOAD_MAX_MEMORY_SIZE + 1024)  # incompressible: the upload is larger
+    archive = make_zip([("noise.bin", noise), ("tea.md", TEA)], compression=zipfile.ZIP_STORED)
+    response = upload(api, archive)
+    assert response.status_code == 201, response.content
+    assert [(f["name"], f["status"]) for f in response.json()["files"]] == [
+        ("noise.bin", "refused"),
+        ("tea.md", "ingested"),
+    ]
 
 
 def test_with_a_url_a_changed_archive_updates_its_files_in_place(api, fresh_store, run_commit_hooks):
