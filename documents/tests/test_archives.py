@@ -477,7 +477,7 @@ def test_ingest_command_exits_non_zero_only_when_nothing_could_be_ingested(trans
 
     result = manage("ingest", str(bad), str(broken), "--source", "cmd", "--no-embed", env=env)
     assert result.returncode != 0
-    assert "nothing could be ingested" in result.stderr and "Traceback" not in result.stderr
+    assert "every input failed" in result.stderr and "Traceback" not in result.stderr
     assert f"{bad}: nested.zip: refused (nested_archive)" in result.stderr
     assert f"{broken}: The file is not a readable zip archive" in result.stderr
 

@@ -109,7 +109,7 @@ class Command(BaseCommand):
                 embedding.abort()  # what is stored stays; its chunks stay pending for the next sync
             raise
         if counts["failed"] and not (counts["created"] or counts["updated"] or counts["unchanged"]):
-            raise CommandError("nothing could be ingested: every input failed or was refused")
+            raise CommandError("every input failed")
 
     def _collect(self, targets: list[str], recursive: bool) -> tuple[list, list[Path]]:
         """(files and URLs to read, as (label, loader)), (.zip archives to unpack)."""
