@@ -14,6 +14,8 @@ from django.db.models import Count, Exists, F, OuterRef, Subquery
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_view,
     inline_serializer,
@@ -23,6 +25,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from documents.archives import ArchiveIsDocument, archive_ingest, is_archive
 from documents.models import SEARCH_CONFIG, Chunk, Document, Source
 from documents.selectors import source_by_id_or_name
 from documents.services import (
@@ -40,7 +43,8 @@ from documents.services import (
     source_delete,
     source_get_or_create,
 )
-from ragsite.api import MAX_ID, ApiError, JSONObjectField, object_id
+from ragsite.api import MAX_ID, ApiError, JSONObjectField, error_body, object_id
+from ragsite.openapi import ERROR_RESPONSES, ErrorSerializer
 
 DEFAULT_API_SOURCE = "api"
 METADATA_HELP = (
@@ -277,6 +281,41 @@ class IngestResponseSerializer(DocumentSerializer):
         read_only_fields = fields
 
 
+class ArchiveFileSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The file's path inside the archive: its name (a label only).")
+    status = serializers.ChoiceField(
+        choices=["ingested", "unchanged", "refused"],
+        help_text="ingested (a new or changed document), unchanged (already stored as it is) or refused.",
+    )
+    document_id = serializers.IntegerField(allow_null=True, help_text="The document's id; null when refused.")
+    title = serializers.CharField(help_text="The document's title; empty when refused.")
+    chunks = serializers.IntegerField(help_text="The document's chunks; 0 when refused.")
+    created = serializers.BooleanField(help_text="A new document (not an existing one changed).")
+    code = serializers.CharField(
+        help_text="Why it was refused, when it was: unsupported_type, empty, too_large, archive_too_large, "
+        "unreadable, encrypted, nested_archive, unsafe_path, symlink, duplicate, invalid; else empty."
+    )
+    reason = serializers.CharField(help_text="Why it was refused, in a sentence; else empty.")
+
+
+class ArchiveTotalsSerializer(serializers.Serializer):
+    files = serializers.IntegerField(help_text="Files listed in `files`.")
+    ingested = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    refused = serializers.IntegerField()
+    skipped = serializers.IntegerField(
+        help_text="Operating-system leftovers and hidden files passed over (__MACOSX/, .DS_Store, Thumbs.db, .*)."
+    )
+    chunks = serializers.IntegerField(help_text="Chunks of the ingested and unchanged documents.")
+
+
+class ArchiveReportSerializer(serializers.Serializer):
+    archive = serializers.CharField(help_text="The uploaded archive's name.")
+    source = serializers.CharField(help_text="The source its files went into.")
+    files = ArchiveFileSerializer(many=True, help_text="One entry per file of the archive, in the archive's order.")
+    totals = ArchiveTotalsSerializer()
+
+
 class BoundedIsoDateTimeField(django_filters.fields.IsoDateTimeField):
     """ISO 8601, with the UTC offsets that exist (PostgreSQL rejects an offset such as -21:41,
     which Python parses, with an error that would otherwise surface as a 500)."""
@@ -361,6 +400,50 @@ CHUNK_EXAMPLE = {
     "last_error": "",
 }
 INGEST_EXAMPLE = {**DOCUMENT_EXAMPLE, "created": True, "changed": True, "chunks_added": 2, "chunks_removed": 0}
+ARCHIVE_FILE_EXAMPLE = {
+    "name": "guides/tea.md",
+    "status": "ingested",
+    "document_id": 7,
+    "title": "Tea",
+    "chunks": 2,
+    "created": True,
+    "code": "",
+    "reason": "",
+}
+ARCHIVE_REFUSED_EXAMPLE = {
+    **ARCHIVE_FILE_EXAMPLE,
+    "name": "tools/setup.exe",
+    "status": "refused",
+    "document_id": None,
+    "title": "",
+    "chunks": 0,
+    "created": False,
+    "code": "unsupported_type",
+    "reason": "Unsupported content type application/x-msdownload; supported types are: text/plain, ...",
+}
+ARCHIVE_EXAMPLE = {
+    "archive": "handbook.zip",
+    "source": "notes",
+    "files": [
+        ARCHIVE_FILE_EXAMPLE,
+        {
+            **ARCHIVE_FILE_EXAMPLE,
+            "name": "guides/coffee.docx",
+            "status": "unchanged",
+            "document_id": 8,
+            "title": "Coffee",
+            "created": False,
+        },
+        ARCHIVE_REFUSED_EXAMPLE,
+    ],
+    "totals": {"files": 3, "ingested": 1, "unchanged": 1, "refused": 1, "skipped": 2, "chunks": 4},
+}
+ARCHIVE_REFUSED_MESSAGE = "No file of the archive could be ingested: 1 refused."
+INGEST_OR_ARCHIVE = PolymorphicProxySerializer(
+    component_name="IngestOrArchiveReport",
+    serializers=[IngestResponseSerializer, ArchiveReportSerializer],
+    resource_type_field_name=None,
+)
 
 
 @extend_schema_view(
@@ -426,10 +509,28 @@ class DocumentViewSet(
         summary="Ingest a document",
         description=(
             "JSON `{title, text, url?, source?, metadata?}` or multipart with `file`. Re-sending identical "
-            "content changes nothing (200, `changed: false`); changed content re-embeds only changed chunks."
+            "content changes nothing (200, `changed: false`); changed content re-embeds only changed chunks.\n\n"
+            "A `.zip` file (named so, sent as application/zip, or zip bytes that are no Office/EPUB file) is "
+            "unpacked: each file in it is ingested as a document of its own, named by its path inside the "
+            "archive, with `metadata` and into `source`; with `url`, each file's url is `url#path`, so sending a "
+            "changed archive again updates its files in place. The answer is a report (`archive`, `files`, "
+            "`totals`) with each file ingested, unchanged or refused and why: 201 if any file was ingested, 200 "
+            "if none was but some were unchanged, 400 (the error, with the report beside it) if every file was "
+            "refused. Bounds: INGEST_ZIP_MAX_FILES entries, INGEST_MAX_BYTES per file and INGEST_ZIP_MAX_BYTES "
+            "for all files unpacked; archives inside it are refused, not unpacked; folders, __MACOSX/, "
+            ".DS_Store, Thumbs.db and hidden files are skipped. A damaged archive, or one over the entry limit, "
+            "is a 400 naming `file`."
         ),
         request={"application/json": DocumentCreateSerializer, "multipart/form-data": DocumentCreateSerializer},
-        responses={201: IngestResponseSerializer, 200: IngestResponseSerializer},
+        responses={
+            201: INGEST_OR_ARCHIVE,
+            200: INGEST_OR_ARCHIVE,
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="Invalid input: `error.fields` names each field at fault. For an archive whose "
+                "every file was refused, the report (`archive`, `files`, `totals`) is beside `error`.",
+            ),
+        },
         examples=[
             OpenApiExample(
                 "Text",
@@ -448,6 +549,29 @@ class DocumentViewSet(
                 response_only=True,
                 status_codes=["200"],
             ),
+            OpenApiExample("Archive", value=ARCHIVE_EXAMPLE, response_only=True, status_codes=["201"]),
+            OpenApiExample(
+                "Archive unchanged",
+                value={
+                    **ARCHIVE_EXAMPLE,
+                    "files": [{**ARCHIVE_FILE_EXAMPLE, "status": "unchanged", "created": False}],
+                    "totals": {"files": 1, "ingested": 0, "unchanged": 1, "refused": 0, "skipped": 0, "chunks": 2},
+                },
+                response_only=True,
+                status_codes=["200"],
+            ),
+            OpenApiExample("Invalid", value=ERROR_RESPONSES["400"][1], response_only=True, status_codes=["400"]),
+            OpenApiExample(
+                "Archive refused",
+                value={
+                    **error_body("archive_refused", ARCHIVE_REFUSED_MESSAGE, {"file": [ARCHIVE_REFUSED_MESSAGE]}),
+                    **ARCHIVE_EXAMPLE,
+                    "files": [ARCHIVE_REFUSED_EXAMPLE],
+                    "totals": {"files": 1, "ingested": 0, "unchanged": 0, "refused": 1, "skipped": 0, "chunks": 0},
+                },
+                response_only=True,
+                status_codes=["400"],
+            ),
         ],
     )
     def create(self, request, *args, **kwargs):
@@ -455,6 +579,11 @@ class DocumentViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         upload = data.get("file")
+        if upload is not None and _upload_is_archive(upload, data["mime_type"]):
+            try:
+                return self._create_from_archive(data, upload)
+            except ArchiveIsDocument:
+                upload.seek(0)  # an Office/EPUB file named .zip: its content decides, it is one document
         try:
             with transaction.atomic():
                 source = source_get_or_create(name=data["source"], kind=Source.Kind.API)
@@ -478,6 +607,37 @@ class DocumentViewSet(
             setattr(document, name, getattr(result, name))
         body = IngestResponseSerializer(document).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    def _create_from_archive(self, data: dict, upload) -> Response:
+        """Each file of the uploaded zip as a document of its own; the per-file report as the answer.
+
+        No transaction around it all: the service stores the files batch by batch, so what was
+        stored stays stored should the request die half-way, and no lock is held for its length.
+        """
+        if data["title"].strip():
+            raise ApiError(
+                "title does not apply to an archive: each of its files is titled from its own content or name.",
+                field="title",
+            )
+        try:
+            source = source_get_or_create(name=data["source"], kind=Source.Kind.API)
+            report = archive_ingest(
+                source=source, archive=upload.file, name=upload.name, url=data["url"], metadata=data["metadata"]
+            )
+        except IngestError as exc:
+            raise ingest_error(exc) from exc
+        body = report.as_dict()
+        if report.count("ingested"):
+            return Response(body, status=status.HTTP_201_CREATED)
+        if report.count("unchanged"):
+            return Response(body, status=status.HTTP_200_OK)
+        if report.files:
+            message = f"No file of the archive could be ingested: {report.count('refused')} refused."
+        else:
+            message = f"The archive holds no file to ingest ({report.skipped} skipped)."
+        return Response(
+            {**error_body("archive_refused", message, {"file": [message]}), **body}, status=status.HTTP_400_BAD_REQUEST
+        )
 
     @extend_schema(
         summary="Change a document's title or metadata",
@@ -520,6 +680,12 @@ class DocumentViewSet(
         document = self.get_object()
         queued = document_reembed(document=document)
         return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+
+def _upload_is_archive(upload, mime_type: str) -> bool:
+    head = upload.read(8)
+    upload.seek(0)
+    return is_archive(name=upload.name or "", content_type=mime_type or upload.content_type or "", head=head)
 
 
 class ObjectIdField(forms.CharField):

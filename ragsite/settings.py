@@ -254,6 +254,11 @@ INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # Extracted text per document: what a text file of INGEST_MAX_BYTES can hold, so a small PDF
 # cannot expand past what the largest accepted text file costs to chunk and embed.
 INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 20_000_000, minimum=1000)
+# A .zip uploaded or given to `manage.py ingest` (documents.archives): its files are documents of
+# their own, each up to INGEST_MAX_BYTES; the archive lists at most this many entries, and what
+# its files unpack to, together, is at most this many bytes (read, not as declared).
+INGEST_ZIP_MAX_FILES = env_int("INGEST_ZIP_MAX_FILES", 1000, minimum=1, maximum=100_000)
+INGEST_ZIP_MAX_BYTES = env_int("INGEST_ZIP_MAX_BYTES", 100 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 1024 * 1024
 # Uploaded originals, content-addressed by SHA-256 (documents.files): one copy per distinct file.
 FILES_DIR = Path(env_str("FILES_DIR", str(DATA_DIR / "files"))).resolve()

@@ -131,12 +131,18 @@ def sniff_office(data: bytes) -> str | None:
     if not data.startswith(_ZIP_MAGIC):
         return None
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        names = set(archive.namelist()[:MAX_ZIP_MEMBERS])
-        mimetype = (read_member(archive, "mimetype", 200) or b"").decode("ascii", "replace").strip()
-        content_types = read_member(archive, "[Content_Types].xml", 1_000_000) or b""
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError):
+        return office_type(zipfile.ZipFile(io.BytesIO(data)))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError, RuntimeError):
+        # RuntimeError: zipfile's "encrypted, password required" for the member it tried to read.
         return None
+
+
+def office_type(archive: zipfile.ZipFile) -> str | None:
+    """`sniff_office` for a zip already open (documents.archives asks it of an uploaded .zip);
+    raises what zipfile raises for a damaged member."""
+    names = set(archive.namelist()[:MAX_ZIP_MEMBERS])
+    mimetype = (read_member(archive, "mimetype", 200) or b"").decode("ascii", "replace").strip()
+    content_types = read_member(archive, "[Content_Types].xml", 1_000_000) or b""
     if mimetype in (ODT, EPUB):
         return mimetype
     if mimetype.startswith("application/vnd.oasis.opendocument."):

@@ -1,5 +1,7 @@
 """`manage.py ingest PATH|URL ... [--source NAME] [--recursive] [--no-embed]`.
 
+A .zip (among the paths or in a folder) is unpacked: each file in it is a document of its own
+(documents.archives), and the command prints a line per file of it, then the archive's totals.
 Files are stored in batches (one transaction per batch; a batch that fails is stored file by
 file), then the new chunks are embedded (unless --no-embed). With a remote embedder
 (EMBEDDING_BACKEND=openai) every full batch of new chunks is embedded in a thread while the next
@@ -18,6 +20,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from documents.archives import REFUSED, ArchiveIsDocument, ArchiveReport, FileReport, archive_ingest, is_archive
 from documents.maintenance import tables_analyze
 from documents.models import Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
@@ -26,7 +29,12 @@ from ragsite.progress import progress_bar
 
 
 class Command(BaseCommand):
-    help = "Ingest files, folders or URLs into a source; then (or, with a remote embedder, meanwhile) embed the new chunks."
+    help = (
+        "Ingest files, folders, .zip archives or URLs into a source; then (or, with a remote embedder, meanwhile) "
+        "embed the new chunks. Each file of a .zip is a document of its own, reported on a line of its own. "
+        "Exits with an error only if nothing could be ingested (every input failed or was refused); "
+        "inputs already stored unchanged count as ingested."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("targets", nargs="+", metavar="PATH|URL")
@@ -35,8 +43,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-embed", action="store_true", help="store and keyword-index only; embed later")
 
     def handle(self, *args, targets, source, recursive, no_embed, **options):
-        items = self._collect(targets, recursive)
-        if not items:
+        items, archives = self._collect(targets, recursive)
+        if not items and not archives:
             raise CommandError("Nothing to ingest: no files found.")
         try:
             source.encode("utf-8")
@@ -50,28 +58,42 @@ class Command(BaseCommand):
 
         counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "chunks_added": 0}
         failures: list[str] = []
+        reports: list[tuple[str, ArchiveReport]] = []
         # With a remote embedder, full batches of new chunks go to it while the next files are
         # parsed and stored (vectors.alongside); a local model embeds after storing, because
         # storing would take its CPU (vectors.foreground.embeds_alongside).
         embedding = None if no_embed else foreground_embedding_start()
         try:
             with changes_batched(embed_here=embedding is not None):
-                with progress_bar(len(items), "ingest", "file") as bar:
+                with progress_bar(len(items) + len(archives), "ingest", "file") as bar:
                     if embedding is not None:
                         embedding.watch(bar)
+
+                    def count(label, result) -> None:
+                        if isinstance(result, IngestError):
+                            counts["failed"] += 1
+                            failures.append(f"{label}: {result.message}")
+                        else:
+                            key = "created" if result.created else ("updated" if result.changed else "unchanged")
+                            counts[key] += 1
+                            counts["chunks_added"] += result.chunks_added
+                            if embedding is not None:
+                                embedding.stored(result.chunks_added)
+
                     for batch in _batches(items, failures, counts, bar):
                         results = document_ingest_many(source=src, items=[kwargs for _, kwargs in batch])
                         for (label, _), result in zip(batch, results, strict=True):
-                            if isinstance(result, IngestError):
-                                counts["failed"] += 1
-                                failures.append(f"{label}: {result.message}")
-                            else:
-                                key = "created" if result.created else ("updated" if result.changed else "unchanged")
-                                counts[key] += 1
-                                counts["chunks_added"] += result.chunks_added
-                                if embedding is not None:
-                                    embedding.stored(result.chunks_added)
+                            count(label, result)
                             bar.update(1)
+                    for path in archives:
+                        report = _archive(path, src, counts, failures, bar, embedding, count)
+                        if report is not None:
+                            reports.append((str(path), report))
+                for label, report in reports:
+                    for item in report.files:
+                        out = self.stderr if item.status == REFUSED else self.stdout
+                        out.write(f"{label}: {item.name}: {_describe(item)}")
+                    self.stdout.write(f"{label}: {report.summary()}")
                 for line in failures:
                     self.stderr.write(f"failed: {line}")
                 self.stdout.write(
@@ -89,8 +111,9 @@ class Command(BaseCommand):
         if counts["failed"] and not (counts["created"] or counts["updated"] or counts["unchanged"]):
             raise CommandError("every input failed")
 
-    def _collect(self, targets: list[str], recursive: bool):
-        items = []
+    def _collect(self, targets: list[str], recursive: bool) -> tuple[list, list[Path]]:
+        """(files and URLs to read, as (label, loader)), (.zip archives to unpack)."""
+        items, archives = [], []
         for target in targets:
             scheme = urlparse(target).scheme
             if scheme in ("http", "https"):
@@ -103,11 +126,15 @@ class Command(BaseCommand):
                 raise CommandError(f"{target}: no such file or folder")
             if path.is_dir():
                 files = path.rglob("*") if recursive else path.iterdir()
-                for file in sorted(f for f in files if f.is_file() and not _hidden(f, path)):
-                    items.append((str(file), lambda f=file: _read(f)))
+                found = sorted(f for f in files if f.is_file() and not _hidden(f, path))
             else:
-                items.append((str(path), lambda f=path: _read(f)))
-        return items
+                found = [path]
+            for file in found:
+                if _is_archive(file):
+                    archives.append(file)
+                else:
+                    items.append((str(file), lambda f=file: _read(f)))
+        return items, archives
 
 
 # Files are stored in batches (documents.services.document_ingest_many: one transaction, one
@@ -135,6 +162,74 @@ def _batches(items, failures: list[str], counts: dict, bar):
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def _is_archive(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False  # reading it as a file reports why
+    mime, _ = mimetypes.guess_type(path.name)
+    return is_archive(name=path.name, content_type=mime or "", head=head)
+
+
+def _archive(path: Path, source: Source, counts: dict, failures: list[str], bar, embedding, count):
+    """Unpack one archive into ``source``, counting each of its files; its report, or None when the
+    archive as a whole failed (or was an Office/EPUB file, ingested as one document)."""
+    label = str(path)
+    entries = 1
+
+    def on_open(n: int) -> None:
+        nonlocal entries
+        entries = n
+        bar.total += n - 1
+        bar.refresh()
+
+    def on_file(item: FileReport) -> None:
+        bar.update(1)
+        if item.status == REFUSED:
+            counts["failed"] += 1
+            return
+        counts["created" if item.created else "updated" if item.status == "ingested" else "unchanged"] += 1
+        counts["chunks_added"] += item.chunks_added
+        if embedding is not None and item.chunks_added:
+            embedding.stored(item.chunks_added)
+
+    try:
+        report = archive_ingest(
+            source=source, archive=path, name=path.name, url=path.resolve().as_uri(), on_open=on_open, on_file=on_file
+        )
+    except ArchiveIsDocument:
+        try:
+            kwargs = _read(path)
+        except (IngestError, OSError) as exc:
+            count(label, exc if isinstance(exc, IngestError) else IngestError(str(exc)))
+        else:
+            count(label, document_ingest_many(source=source, items=[kwargs])[0])
+        bar.update(1)
+        return None
+    except (IngestError, OSError) as exc:
+        counts["failed"] += 1
+        failures.append(f"{label}: {getattr(exc, 'message', exc)}")
+        bar.update(1)
+        return None
+    # Folders and skipped files had no line of their own.
+    bar.total -= entries - len(report.files)
+    bar.refresh()
+    if not report.files:
+        counts["failed"] += 1
+        failures.append(f"{label}: the archive holds no file to ingest ({report.skipped} skipped)")
+    return report
+
+
+def _describe(item: FileReport) -> str:
+    if item.status == REFUSED:
+        return f"refused ({item.code}): {item.reason}"
+    if item.status == "unchanged":
+        return f"unchanged (document {item.document_id}, {item.chunks} chunks)"
+    verb = "ingested as new document" if item.created else "ingested, updating document"
+    return f"{verb} {item.document_id} ({item.chunks} chunks)"
 
 
 def _hidden(file: Path, root: Path) -> bool:

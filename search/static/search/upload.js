@@ -1,5 +1,6 @@
 // ragsite search page: upload many files at once (drop or choose), each through POST /api/documents/,
 // then follow each document's indexing through GET /api/documents/{id}/progress until no chunk is pending.
+// A .zip is unpacked by the server, which answers a report: a row for each file in it, under the archive's row.
 // Shown to staff only (writes need staff or a write key); the session cookie and the CSRF token authenticate.
 (function () {
   "use strict";
@@ -15,8 +16,11 @@
   const PARALLEL = 2; // two uploads at a time: the server parses and chunks each one in its request
   const POLL_MS = 1000;
   const POLL_MAX_MS = 30000; // back off while a long document indexes
+  const FOLLOW_PARALLEL = 4; // an archive's files are followed a few at a time, not hundreds at once
   const queue = [];
+  const follows = [];
   let running = 0;
+  let following = 0;
 
   input.addEventListener("change", function () {
     addFiles(input.files);
@@ -70,7 +74,8 @@
     }
   }
 
-  function newRow(file) {
+  // A row for a file (or a file of an archive, placed after the row `after`).
+  function newRow(file, after) {
     const li = document.createElement("li");
     li.className = "upload-item";
     li.dataset.state = "queued";
@@ -85,7 +90,7 @@
     status.className = "upload-status";
     status.textContent = "waiting";
     li.append(name, bar, status);
-    list.appendChild(li);
+    if (after) after.after(li); else list.appendChild(li);
     return { li: li, bar: bar, status: status, name: name };
   }
 
@@ -118,7 +123,9 @@
       xhr.addEventListener("load", function () {
         let data = null;
         try { data = JSON.parse(xhr.responseText); } catch (err) { /* not JSON: a proxy's error page */ }
-        if (xhr.status === 200 || xhr.status === 201) {
+        if (data && Array.isArray(data.files)) {
+          showArchive(row, data, xhr.status); // 201, 200 or, every file refused, 400
+        } else if (xhr.status === 200 || xhr.status === 201) {
           linkTitle(row, data);
           if (xhr.status === 200 && data && data.changed === false) {
             settle(row, "unchanged", "unchanged (already stored)");
@@ -141,6 +148,42 @@
     });
   }
 
+  // The archive's row sums it up; each of its files gets a row of its own beneath it, as an upload would.
+  function showArchive(row, data, status) {
+    const totals = data.totals || {};
+    const parts = [totals.ingested + " ingested", totals.unchanged + " unchanged", totals.refused + " refused"];
+    if (totals.skipped) parts.push(totals.skipped + " skipped");
+    const text = "archive of " + data.files.length + " file" + (data.files.length === 1 ? "" : "s") + ": " + parts.join(", ");
+    settle(row, status === 400 ? "refused" : "archive", status === 400 ? "refused: " + errorMessage(data, status) : text);
+    let after = row.li;
+    data.files.forEach(function (file) {
+      const member = newRow({ name: file.name }, after);
+      member.li.classList.add("is-member");
+      after = member.li;
+      if (file.status === "refused") {
+        settle(member, "refused", "refused: " + (file.reason || file.code));
+        return;
+      }
+      linkTitle(member, { id: file.document_id, title: file.title });
+      if (file.status === "unchanged") {
+        settle(member, "unchanged", "unchanged (already stored)");
+      } else {
+        setStatus(member, "indexing", "ingested; indexing…");
+        member.bar.removeAttribute("value");
+        follows.push({ row: member, id: file.document_id });
+      }
+    });
+    pumpFollows();
+  }
+
+  function pumpFollows() {
+    while (following < FOLLOW_PARALLEL && follows.length) {
+      const job = follows.shift();
+      following += 1;
+      follow(job.row, job.id, POLL_MS, function () { following -= 1; pumpFollows(); });
+    }
+  }
+
   function linkTitle(row, data) {
     if (!data || !data.id) return;
     const link = document.createElement("a");
@@ -149,14 +192,15 @@
     row.name.replaceChildren(link);
   }
 
-  async function follow(row, id, delay) {
+  // `done` (optional) is called once the row has settled.
+  async function follow(row, id, delay, done) {
     let data;
     try {
       const response = await fetch(apiUrl + encodeURIComponent(id) + "/progress", {
         credentials: "same-origin",
         headers: { "Accept": "application/json" },
       });
-      if (response.status === 404) { settle(row, "refused", "deleted while indexing"); return; }
+      if (response.status === 404) { settle(row, "refused", "deleted while indexing"); if (done) done(); return; }
       data = response.ok ? await response.json() : null;
     } catch (err) {
       data = null; // a blip: try again later
@@ -173,6 +217,7 @@
         } else {
           settle(row, "indexed", "indexed " + data.chunks + " chunk" + (data.chunks === 1 ? "" : "s"));
         }
+        if (done) done();
         return;
       }
       if (data.waiting_for_worker) {
@@ -181,7 +226,7 @@
         setStatus(row, "indexing", "indexing " + data.indexed + " / " + data.chunks + " chunks");
       }
     }
-    setTimeout(function () { follow(row, id, Math.min(delay * 1.5, POLL_MAX_MS)); }, delay);
+    setTimeout(function () { follow(row, id, Math.min(delay * 1.5, POLL_MAX_MS), done); }, delay);
   }
 
   function errorMessage(data, status) {
