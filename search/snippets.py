@@ -206,6 +206,8 @@ def _window(text: str, low: int, high: int, length: int) -> tuple[int, int]:
     """A window of at most ``length`` characters holding ``text[low:high]``, cut between words."""
     start = _window_start(text, low, high, length)
     end = _window_end(text, start, high, length)
+    if end == len(text) and end - start < length * 3 // 5:
+        start = _earlier_start(text, start, end - length)  # matches near the end: more before them
     trimmed_start, trimmed_end = start, end
     while trimmed_start < trimmed_end and text[trimmed_start] in _EDGE_CHARS:
         trimmed_start += 1
@@ -215,12 +217,13 @@ def _window(text: str, low: int, high: int, length: int) -> tuple[int, int]:
 
 
 def _is_sentence_start(text: str, boundary: re.Match) -> bool:
-    """Whether a boundary match ends a sentence: not after "e.g." or an initial, not before a lower-case word."""
+    """Whether a boundary match ends a sentence: a block's end does; "." and the like do unless
+    they follow "e.g." or an initial or come before a lower-case word."""
+    if boundary.group() == "\n":
+        return True
     after = boundary.end()
     if after < len(text) and text[after].islower():
         return False
-    if boundary.group() == "\n":
-        return True
     head = text[max(0, boundary.start() - 8) : boundary.start() + 1]
     return not _ABBREVIATION.search(head)
 
@@ -247,6 +250,16 @@ def _window_start(text: str, low: int, high: int, length: int) -> int:
         if text[position - 1].isspace() and not text[position].isspace():
             return position
     return target  # a single "word" longer than the window: cut inside it
+
+
+def _earlier_start(text: str, start: int, earliest: int) -> int:
+    """The first sentence start from ``earliest`` on (the text's start if that is in reach), else ``start``."""
+    if earliest <= 0:
+        return 0
+    for boundary in _SENTENCE_BOUNDARY.finditer(text, earliest, start):
+        if _is_sentence_start(text, boundary):
+            return boundary.end()
+    return start
 
 
 def _window_end(text: str, start: int, high: int, length: int) -> int:

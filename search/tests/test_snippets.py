@@ -187,6 +187,17 @@ def test_a_snippet_starts_at_the_sentence_of_its_match_and_ends_at_a_sentence():
     assert f"{S}tea{E}" in snippet and marks_balanced(snippet)
 
 
+def test_a_list_item_is_a_boundary_even_in_lower_case_and_a_late_match_gets_context_before_it():
+    text = (
+        "An intro sentence that says little. " * 10
+        + f"\n\n- water at 80 degrees\n- steep in a warm {S}pot{E} with a lid"
+    )
+    snippet = snippet_text(snippet_cut(text))
+    # A match near the end: the window reaches back to the earliest sentence start that fits.
+    assert snippet.startswith(f"{ELLIPSIS} An intro sentence") and len(snippet) <= SNIPPET_CHARS + 2
+    assert snippet.endswith("says little. water at 80 degrees \u2014 steep in a warm pot with a lid")
+
+
 def test_a_snippet_without_matches_is_the_opening():
     snippet = snippet_cut(snippet_text(PROSE))
     assert snippet.startswith("Tea is grown in many countries.") and snippet.endswith(ELLIPSIS)
