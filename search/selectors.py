@@ -23,7 +23,7 @@ from documents.models import Chunk, Document, Source
 from search.candidates import Candidate, SearchUnavailable, keyword_candidates, semantic_candidates
 from search.filters import SearchFilters
 from search.fusion import FusionEvidence, reciprocal_rank_fusion
-from search.snippets import snippet_html, snippet_plain, snippet_sql
+from search.snippets import snippet_from_marked, snippet_plain, snippet_sql
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def chunk_search(
 
     ``rerank``: the best ``RERANK_TOP_N`` results are reordered by the rerank endpoint
     (``search.rerank``); if it fails they keep their order and the response says why.
+    ``with_snippets=False`` (evaluation, benches: nobody reads them) leaves every snippet empty.
     """
     started = time.perf_counter()
     mode = mode or settings.SEARCH_DEFAULT_MODE
@@ -273,7 +274,7 @@ def _page(
             if row is None:
                 gone += 1
                 continue
-            _, text, heading_path, metadata, document_id, title, url, source, snippet_text = row
+            _, text, heading_path, metadata, document_id, title, url, source, marked = row
             results.append(
                 SearchResult(
                     chunk_id=cand.chunk_id,
@@ -281,7 +282,7 @@ def _page(
                     title=title,
                     url=url,
                     source=source,
-                    snippet=snippet_html(snippet_text) if snippet_text else snippet_plain(text),
+                    snippet=_snippet(marked, text) if with_snippets else "",
                     score=round(cand.score, 6),
                     rank=offset + len(results) + 1,
                     text=text,
@@ -293,6 +294,12 @@ def _page(
                 )
             )
     return results, gone
+
+
+def _snippet(marked: str | None, text: str) -> str:
+    """A hit's snippet (HTML) from ts_headline's marked text; every hit, whatever its mode, gets
+    its matches marked there. All cutting and markup removal happen in ``search.snippets``."""
+    return snippet_from_marked(marked) if marked is not None else snippet_plain(text)
 
 
 def _json(value):

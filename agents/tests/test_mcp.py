@@ -3,12 +3,14 @@ stdio against `manage.py mcp` processes, with real PostgreSQL and the real embed
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import httpx
 import pytest
 
-from agents.tests.conftest import DOCUMENTS, payload, run
+from agents.tests.conftest import DOCUMENTS, LONG_DOCUMENT, payload, run
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +51,29 @@ def test_search_finds_an_ingested_document_in_each_mode(transport, live, mode):
     top = body["results"][0]
     assert top["document_id"] == live.ids["Green tea"] and top["title"] == "Green tea"
     assert top["document_uri"] == f"ragsite://documents/{live.ids['Green tea']}"
+
+
+def test_search_hits_carry_readable_snippets(live):
+    # The field guide is Markdown ("## Chapter n"): a hit's snippet shows its words, not its syntax,
+    # cut between words with "…" where text was left out, the query's words marked.
+    async def go():
+        async with live.http_client(live.read_key) as client:
+            return {
+                mode: payload(await client.call_tool("search", {"query": "leaf grade 157", "mode": mode}))
+                for mode in ("keyword", "semantic", "hybrid")
+            }
+
+    for mode, body in run(go()).items():
+        hit = next(h for h in body["results"] if h["title"] == "Field guide to teas")
+        snippet = hit["snippet"]
+        assert "<mark>leaf</mark>" in snippet and "<mark>grade</mark>" in snippet, (mode, snippet)
+        if mode != "semantic":
+            assert "<mark>157</mark>" in snippet, snippet
+        text = html.unescape(re.sub("</?mark>", "", snippet))
+        assert "#" not in text and "\u2026" in text and len(text) < 400, (mode, text)
+        words = re.findall(r"\w+", text)
+        for word in (words[0], words[-1]):
+            assert re.search(rf"(?<!\w){word}(?!\w)", LONG_DOCUMENT), (mode, word, text)
 
 
 def test_ask_returns_an_answer_with_citations_that_resolve_to_documents(transport, live):
