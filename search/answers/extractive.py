@@ -13,6 +13,7 @@ from search.answers.errors import AnswerUnavailable
 from search.answers.passages import Passage, _normalised
 from search.answers.providers import AnswerProvider, Exchange
 from search.relevance import content_terms as _terms
+from search.snippet_markup import markup_strip
 
 # Splits after . ! ? (and closing quotes/brackets) when the next sentence starts like one.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")
@@ -104,7 +105,10 @@ def passage_sentences(passage: Passage, *, max_words: int = 80) -> list[_Sentenc
             last = number == len(paragraphs) - 1 and index == len(pieces) - 1
             if last and not is_item and not _SENTENCE_END.search(piece):
                 continue  # the head of a sentence cut by the chunk's end
-            sentences.append(_Sentence(passage=passage, position=len(sentences), text=piece))
+            # Quoted as a person reads it: a Markdown source's **, [text](url) and `code` marks out.
+            text = " ".join(markup_strip(piece).split())
+            if text:
+                sentences.append(_Sentence(passage=passage, position=len(sentences), text=text))
     return sentences
 
 

@@ -195,6 +195,17 @@ def test_markdown_lists_headings_tables_and_code_are_not_run_together():
     ]
 
 
+def test_quoted_sentences_carry_no_markdown_syntax():
+    text = (
+        "Read [the **grinder calibration** guide](https://example.com/grind) before you pull a shot.\n\n"
+        "A _ristretto_ uses `half` the water of an espresso and tastes sweeter."
+    )
+    assert [s.text for s in passage_sentences(_passage(text))] == [
+        "Read the grinder calibration guide before you pull a shot.",
+        "A ristretto uses half the water of an espresso and tastes sweeter.",
+    ]
+
+
 def test_a_sentence_cut_by_the_chunk_end_or_too_long_to_be_one_is_never_quoted():
     text = "Bees make honey from the nectar of flowers. Worker bees carry the nectar back to the hive in"
     assert [s.text for s in passage_sentences(_passage(text))] == ["Bees make honey from the nectar of flowers."]

@@ -1,10 +1,12 @@
 """The document view and the upload of many files, in a real browser (Debian's Chromium through Playwright).
 
-Screenshots of both at 1280 and 390 px wide go to docs/screenshots/ (committed, shown in the README).
+With SCREENSHOTS_DIR set, screenshots of both at 1280 and 390 px wide go there (docs/screenshots/
+holds the committed ones, shown in the README).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,7 +18,15 @@ from search.tests.test_browser import DESKTOP, PHONE, TIMEOUT_MS, browser, log_i
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+def screenshot(page, name: str, **options) -> None:
+    """Saved only with SCREENSHOTS_DIR set (`SCREENSHOTS_DIR=docs/screenshots`): a test run leaves the checkout alone."""
+    folder = os.environ.get("SCREENSHOTS_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), **options)
+
+
 FILLER = "the keeper notes each tree that needs pruning."
 
 
@@ -46,7 +56,6 @@ def site(live_server, fresh_store, settings, django_user_model, tmp_path):
     settings.SEARCH_PUBLIC = False
     settings.FILES_DIR = tmp_path / "files"
     django_user_model.objects.create_superuser("admin", "admin@example.com", "pw")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return live_server.url
 
 
@@ -97,7 +106,7 @@ def test_a_pdf_hit_opens_the_document_view_at_the_highlighted_passage_and_its_pa
     assert original.get_attribute("href") == f"/api/documents/{document.pk}/file#page=2"
     assert "orchard-notes.pdf" in original.inner_text()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    page.screenshot(path=str(SCREENSHOTS / f"document-view-{viewport['width']}.png"))
+    screenshot(page, f"document-view-{viewport['width']}.png")
 
     # The original is the uploaded PDF, served with its type.
     response = page.request.get(site + f"/api/documents/{document.pk}/file")
@@ -169,7 +178,7 @@ def test_dropping_three_files_uploads_each_and_shows_them_indexed(browser, site,
     assert refused.locator(".upload-status").inner_text().startswith("refused: ")
     assert len(refused.locator(".upload-status").inner_text()) > len("refused: ") + 10
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    page.screenshot(path=str(SCREENSHOTS / f"upload-{viewport['width']}.png"), full_page=True)
+    screenshot(page, f"upload-{viewport['width']}.png", full_page=True)
 
     assert Document.objects.filter(source__name="uploads").count() == 3
     assert all(d.file_sha256 for d in Document.objects.filter(source__name="uploads"))
