@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import Count
 
+from ragsite.admin import CountedDeletionAdmin, ago, clipped
 from search.models import Conversation, Turn
 
 
@@ -32,8 +33,9 @@ class TurnInline(admin.StackedInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["title", "owner", "turn_count", "updated_at"]
+class ConversationAdmin(CountedDeletionAdmin):
+    list_display = ["title_wide", "owner_clip", "turn_count", "updated"]
+    list_display_links = ["title_wide"]
     list_filter = ["updated_at"]
     search_fields = ["title", "owner", "turns__question"]
     readonly_fields = ["id", "owner", "title", "created_at", "updated_at"]
@@ -43,9 +45,24 @@ class ConversationAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(turn_count=Count("turns"))
 
+    @admin.display(description="title", ordering="title")
+    def title_wide(self, obj):
+        return clipped(str(obj))
+
+    @admin.display(description="owner", ordering="owner")
+    def owner_clip(self, obj):
+        return clipped(obj.owner)
+
     @admin.display(ordering="turn_count", description="turns")
     def turn_count(self, obj):
         return obj.turn_count
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj):
+        return ago(obj.updated_at)
+
+    def deleted_with(self, queryset):
+        return {Turn: Turn.objects.filter(conversation__in=queryset.values("pk")).count()}
 
     def has_add_permission(self, request):
         return False
