@@ -380,6 +380,20 @@ class CrawlJobAdmin(CountedDeletionAdmin):
     def deleted_with(self, queryset):
         return {CrawlPage: CrawlPage.objects.filter(job__in=queryset.values("pk")).count()}
 
+    # A queued or running job is cancelled before it is deleted: its worker would go on writing
+    # the pages of a job that no longer exists.
+
+    def deletion_refused(self, queryset):
+        active = list(queryset.filter(status__in=ACTIVE).order_by("pk").values_list("pk", flat=True))
+        if not active:
+            return ""
+        return f"Nothing deleted: cancel crawl jobs {', '.join(map(str, active))} first (queued or running)."
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.status in ACTIVE:
+            return False
+        return super().has_delete_permission(request, obj)
+
 
 class JobFilter(NarrowedFilter):
     title = "crawl job"

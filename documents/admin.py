@@ -130,11 +130,7 @@ def chunk_summary(obj, *, chunks_url: str) -> str:
         ),
     )
     quarantined = (
-        format_html(
-            "<li>{} ({})</li>",
-            badge(f"{obj._quarantined:,} quarantined", "bad"),
-            "repeated sync failures; re-embed to retry",
-        )
+        format_html("<li>{}</li>", "quarantined after repeated sync failures: re-embed to retry")
         if obj._quarantined
         else ""
     )
@@ -298,7 +294,8 @@ class EmbeddingFilter(admin.SimpleListFilter):
             case "quarantined":
                 return queryset.filter(Exists(failed.filter(worn)))
             case "indexed":
-                return queryset.filter(Exists(chunks)).exclude(Exists(chunks.exclude(index_status="indexed")))
+                unindexed = chunks.exclude(index_status=Chunk.IndexStatus.INDEXED)
+                return queryset.filter(Exists(chunks)).exclude(Exists(unindexed))
             case "empty":
                 return queryset.exclude(Exists(chunks))
         return queryset

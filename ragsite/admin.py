@@ -204,6 +204,10 @@ class CountedDeletionAdmin(admin.ModelAdmin):
         """How many rows of each other model are deleted with these (counted by the database)."""
         raise NotImplementedError
 
+    def deletion_refused(self, queryset) -> str:
+        """Why these rows may not be deleted now (shown as a warning; nothing is deleted), or ""."""
+        return ""
+
     def delete_queryset(self, request, queryset) -> Counter:
         """Delete the rows; returns how many of each model went (the selected model included)."""
         _, per_label = queryset.delete()
@@ -230,6 +234,9 @@ class CountedDeletionAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["delete"], description=gettext_lazy("Delete selected %(verbose_name_plural)s"))
     def delete_selected(self, request, queryset):
+        if refusal := self.deletion_refused(queryset):
+            self.message_user(request, refusal, messages.WARNING)
+            return None
         if not request.POST.get("post"):
             return django_delete_selected(self, request, queryset)  # the confirmation page
         _, model_count, perms_needed, protected = self.get_deleted_objects(queryset, request)

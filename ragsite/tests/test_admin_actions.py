@@ -196,6 +196,20 @@ def test_deleting_crawl_jobs_counts_their_pages(staff_client):
     assert not CrawlPage.objects.exists()
 
 
+def test_a_queued_or_running_crawl_job_is_cancelled_before_it_can_be_deleted(staff_client):
+    source = Source.objects.create(name="site")
+    done = crawl_job_add(source, pages=1)
+    running = crawl_job_add(source, pages=1, status=CrawlJob.Status.RUNNING, error="")
+    queued = crawl_job_add(source, pages=1, status=CrawlJob.Status.QUEUED, error="")
+
+    messages = act(staff_client, "crawl_crawljob", "delete_selected", [done, running, queued], post="yes")
+
+    assert messages == [f"Nothing deleted: cancel crawl jobs {running.pk}, {queued.pk} first (queued or running)."]
+    assert CrawlJob.objects.count() == 3
+    assert staff_client.get(reverse("admin:crawl_crawljob_delete", args=[running.pk])).status_code == 403
+    assert staff_client.get(reverse("admin:crawl_crawljob_delete", args=[done.pk])).status_code == 200
+
+
 # --- keys and conversations ------------------------------------------------------------------------
 
 
