@@ -9,6 +9,7 @@ imports an app (ragsite is the bottom layer); the apps' admins call it.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from datetime import datetime
 
@@ -126,18 +127,27 @@ class NarrowedFilter(admin.SimpleListFilter):
     parent: type[models.Model]
     lookup: str
 
+    def parent_pk(self):
+        """The parameter as the parent's primary key (a UUID or a bigint), or None."""
+        if isinstance(self.parent._meta.pk, models.UUIDField):
+            try:
+                return uuid.UUID(self.value().strip())
+            except ValueError:
+                return None
+        return row_id(self.value())
+
     def lookups(self, request, model_admin):
         # Django applies only a filter that has choices: an unknown id gets one too (and no rows).
         if self.value() is None:
             return []
-        pk = row_id(self.value())
+        pk = self.parent_pk()
         parent = self.parent._default_manager.filter(pk=pk).first() if pk else None
         return [(self.value(), str(parent) if parent else f"no such {self.parent._meta.verbose_name}")]
 
     def queryset(self, request, queryset):
         if self.value() is None:
             return queryset
-        pk = row_id(self.value())
+        pk = self.parent_pk()
         return queryset.filter(**{self.lookup: pk}) if pk else queryset.none()
 
 
@@ -161,13 +171,14 @@ def change_link(obj: models.Model, label: str | None = None) -> SafeString | str
 
 
 def sample_table(
-    columns: list[tuple[str, str]], rows: list[list], *, total: int, more_url: str, noun: str
+    columns: list[tuple[str, str]], rows: list[list], *, total: int, more_url: str, noun: str, latest: bool = False
 ) -> SafeString:
     """The first rows of a long list as a compact table, with a link to the whole (paginated) list.
 
     Replaces an inline on a change page: an inline renders every related row (a PDF's 2,000
     chunks made a page 36,000 px tall), this at most SAMPLE_ROWS. ``columns``: (header, CSS
     width, "" for a share of what is left); every cell is one line, cut with an ellipsis.
+    ``latest``: the rows are the last ones, not the first.
     """
     if not total:
         return format_html('<p class="rs-empty">No {}.</p>', noun)
@@ -176,7 +187,8 @@ def sample_table(
     body = format_html_join(
         "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows)
     )
-    shown = f"The first {len(rows)} of {counted(total, noun.rstrip('s'), noun)}" if total > len(rows) else ""
+    which = "latest" if latest else "first"
+    shown = f"The {which} {len(rows)} of {counted(total, noun.rstrip('s'), noun)}" if total > len(rows) else ""
     link = format_html('<a href="{}">All {} in the list →</a>', more_url, counted(total, noun.rstrip("s"), noun))
     caption = format_html("{}{}{}", shown, " · " if shown else "", link)
     return format_html(

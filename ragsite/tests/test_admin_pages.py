@@ -4,6 +4,7 @@ queries stay bounded however many rows, chunks or pages there are."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from crawl.models import CrawlJob
 from documents.models import Chunk, Source
 from ragsite.admin import SAMPLE_ROWS
 from ragsite.tests.admin_data import LONG_ERROR, LONG_URL, admin_rows, chunks_add, crawl_job_add, document_add
+from search.models import Conversation, Turn
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +30,7 @@ LISTS = [
     "accounts_apikey",
     "vectors_embeddingcache",
     "search_conversation",
+    "search_turn",
 ]
 
 
@@ -243,3 +246,36 @@ def test_the_counts_on_change_pages_link_to_lists_of_exactly_those_rows(staff_cl
         assert counts == expected, (page, links)
     documents = staff_client.get(f"{changelist('documents_document')}?source__id__exact={source.pk}")
     assert documents.context["cl"].result_count == 2
+
+
+def test_a_long_conversation_shows_its_latest_turns_and_links_to_all(staff_client, django_assert_max_num_queries):
+    conversation = Conversation.objects.create(owner="user:1", title="Bees")
+    Turn.objects.bulk_create(
+        Turn(
+            conversation=conversation,
+            position=n,
+            question=f"Question number {n}?",
+            searched_for=f"question {n}",
+            rewritten_by="none",
+            answer="An answer. " * 200,
+            status=Turn.Status.ANSWERED,
+            mode="hybrid",
+            provider="extractive",
+        )
+        for n in range(45)
+    )
+    with django_assert_max_num_queries(10):
+        response = staff_client.get(reverse("admin:search_conversation_change", args=[conversation.pk]))
+    text = page_text(response)
+    assert "The latest 20 of 45 turns" in text
+    assert "Question number 44?" in text and "Question number 25?" in text and "Question number 24?" not in text
+    assert response.context["inline_admin_formsets"] == []
+
+    turns = staff_client.get(f"{changelist('search_turn')}?conversation={conversation.pk}")
+    assert turns.context["cl"].result_count == 45
+    for odd in ["not-a-uuid", "²", str(uuid.uuid4())]:
+        turns = staff_client.get(changelist("search_turn"), {"conversation": odd})
+        assert turns.status_code == 200 and turns.context["cl"].result_count == 0, odd
+    turn = conversation.turns.get(position=3)
+    page = staff_client.get(reverse("admin:search_turn_change", args=[turn.pk]))
+    assert page.status_code == 200 and "Question number 3?" in page_text(page)
