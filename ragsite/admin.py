@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
@@ -154,11 +155,7 @@ class NarrowedFilter(admin.SimpleListFilter):
 def changelist_url(model: type[models.Model], **filters) -> str:
     """The admin's list of ``model``, filtered (e.g. ``document__id__exact=7``)."""
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-    if filters:
-        from urllib.parse import urlencode
-
-        url += "?" + urlencode(filters)
-    return url
+    return f"{url}?{urlencode(filters)}" if filters else url
 
 
 def change_link(obj: models.Model, label: str | None = None) -> SafeString | str:
