@@ -116,7 +116,9 @@ WSGI_APPLICATION = "ragsite.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Project-wide overrides, searched before the apps' templates: admin/base_site.html adds
+        # ragsite's admin stylesheet (django.contrib.admin is listed first, so an app could not).
+        "DIRS": [BASE_DIR / "ragsite" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -320,7 +320,7 @@ def test_the_admin_shows_a_quarantined_document(source, fresh_store, staff_clien
     documents_quarantine([doc.pk])
 
     page = staff_client.get("/admin/documents/document/").content.decode()
-    assert "quarantined (1 chunks)" in page and "1 pending" in page
+    assert "1 quarantined" in page and "1 pending" in page
     detail = staff_client.get(f"/admin/documents/document/{doc.pk}/change/").content.decode()
     assert "quarantined: " in detail and "re-ingested or re-embedded" in detail
 
