@@ -73,7 +73,13 @@ def _free_port() -> int:
 
 
 def _copy_checkout(target: Path) -> None:
-    """The tracked files as they are in the working tree (mtimes kept: make must see nothing to redo)."""
+    """The tracked files as they are in the working tree, dated before the linked `.venv` was set up.
+
+    The venv is this checkout's, installed from these requirements: make must see nothing to redo
+    even where a requirements file was touched after the install (a merge, a checkout).
+    """
+    installed = ROOT / ".venv" / ".installed"
+    before = installed.stat().st_mtime - 60 if installed.exists() else None
     listed = (
         subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
     )
@@ -83,6 +89,8 @@ def _copy_checkout(target: Path) -> None:
             continue  # deleted in the working tree
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target / name)
+        if before is not None:
+            os.utime(target / name, (before, before))
     (target / ".venv").symlink_to(ROOT / ".venv")
     (target / "var").mkdir()
     (target / "var" / "models").symlink_to(ROOT / "var" / "models")
