@@ -38,11 +38,11 @@ from ragsite.admin import (
     change_link,
     changelist_url,
     clipped,
-    counted,
     progress,
     sample_table,
     with_sub,
 )
+from ragsite.progress import counted
 
 # Characters of a document's text shown on its page (the rest stays in the database).
 TEXT_PREVIEW_CHARS = 5000
@@ -304,7 +304,10 @@ class EmbeddingFilter(admin.SimpleListFilter):
 class DocumentIngestForm(forms.ModelForm):
     """Add a document by uploading a file or pasting text; ingestion runs in clean()."""
 
-    file = forms.FileField(required=False, help_text="Text, Markdown, HTML or PDF.")
+    file = forms.FileField(
+        required=False,
+        help_text="Text, Markdown, HTML, PDF, Word, PowerPoint, Excel/CSV, OpenDocument, EPUB, RTF or an image (OCR).",
+    )
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12}), help_text="…or paste text.")
     metadata = MetadataFormField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON object, e.g. {"lang": "en"}'
@@ -407,7 +410,7 @@ class DocumentAdmin(CountedDeletionAdmin):
             messages.info(request, "Identical content was already stored; nothing changed.")
         else:
             messages.success(
-                request, f"Ingested with {result.chunks_added} new chunks; embedding runs in the background."
+                request, f"Ingested with {counted(result.chunks_added, 'new chunk')}; embedding runs in the background."
             )
 
     def save_related(self, request, form, formsets, change):

@@ -419,7 +419,7 @@ ARCHIVE_REFUSED_EXAMPLE = {
     "chunks": 0,
     "created": False,
     "code": "unsupported_type",
-    "reason": "Unsupported content type application/x-msdownload; supported types are: text/plain, ...",
+    "reason": "Unsupported file type (application/x-msdownload); ragsite reads .txt, .md, .html, ... files.",
 }
 ARCHIVE_EXAMPLE = {
     "archive": "handbook.zip",

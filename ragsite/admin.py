@@ -24,6 +24,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy
 
+from ragsite.progress import counted
+
 admin.site.site_header = "ragsite administration"
 admin.site.site_title = "ragsite admin"
 admin.site.index_title = "Sources, documents, crawls and keys"
@@ -94,11 +96,6 @@ def ago(moment: datetime | None) -> SafeString | str:
     return format_html(
         '<time datetime="{}" title="{}">{}</time>', moment.isoformat(), local.strftime("%Y-%m-%d %H:%M:%S %Z"), label
     )
-
-
-def counted(count: int, singular: str, plural: str | None = None) -> str:
-    """ "1 document", "3 documents" (with thousands separators)."""
-    return f"{count:,} {singular if count == 1 else (plural or singular + 's')}"
 
 
 def joined(parts: list[str]) -> str:

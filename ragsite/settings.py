@@ -200,6 +200,8 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Vector store and embeddings --------------------------------------------------------------
+# `manage.py serve` (and so `make run`) listens here unless given --port; gunicorn.conf.py reads it too.
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 QDRANT_URL = env_str("QDRANT_URL")
 QDRANT_API_KEY = env_str("QDRANT_API_KEY")
 QDRANT_COLLECTION = env_str("QDRANT_COLLECTION", "ragsite_chunks")

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -94,14 +95,14 @@ def _no_process_left_behind():
             process.wait()
 
 
-def _start(data_dir: Path, *args: str) -> subprocess.Popen:
+def _start(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     log = open(data_dir / f"{args[0]}-{time.monotonic_ns()}.log", "w+")  # closed in _finish
     # A session of its own, as a terminal gives a command its own process group: Ctrl-C is
     # os.killpg(SIGINT), which reaches the command and every process it started at once.
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), *args],
         cwd=ROOT,
-        env=_env(data_dir),
+        env=_env(data_dir) | (env or {}),
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
@@ -321,3 +322,33 @@ def test_task_of_a_killed_worker_runs_again_at_the_next_worker_start(data_dir):
     assert "re-queued 1 task(s) left running by a worker that died" in done.stdout + done.stderr
     # The last command using the leftover server stopped it.
     _assert_all_indexed(data_dir, "killed")
+
+
+def test_serve_listens_on_the_port_setting_and_a_second_serve_on_the_same_data_folder_is_refused(data_dir):
+    """`make run` with PORT in `.env` (no --port), then `make run` again in a second terminal.
+
+    The second used to start anyway, log a traceback and answer every semantic search with 503
+    (the embedded vector store opens in one process only); now it stops at once and says why.
+    """
+    port = _free_port()
+    first = _start(data_dir, "serve", env={"PORT": str(port)})
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            assert first.poll() is None and time.monotonic() < deadline, "serve did not answer on the PORT setting"
+            time.sleep(0.5)
+
+    second = _manage(data_dir, "serve", "--port", str(_free_port()), timeout=120)
+
+    assert second.returncode != 0
+    assert "already running on the data folder" in second.stderr and str(first.pid) in second.stderr
+    assert "Traceback" not in second.stderr
+    os.killpg(first.pid, signal.SIGINT)
+    returncode, output = _finish(first)
+    assert returncode == 0, output
+    assert f"ragsite at http://127.0.0.1:{port}/" in output
+    assert f"data in {data_dir}" in output

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from documents.models import Chunk
+from ragsite.progress import counted
 from vectors.alongside import SyncAlongside
 from vectors.stores import VectorStoreError, get_vector_store
 from vectors.sync import SyncReport, pending_chunks, vectors_sync_pending
@@ -49,7 +50,7 @@ def embed_pending_foreground(
     store is unreachable, a sync is queued for the worker instead. Writes one summary line.
     """
     if progress_bar is None:
-        from ragsite.progress import progress_bar
+        from ragsite.progress import counted, progress_bar
     if alongside is not None and not alongside.active:
         # It never got the lock (another sync was running) or it stopped (an outage, a bad key):
         # try once more now, as the command did before it embedded alongside.
@@ -65,7 +66,9 @@ def embed_pending_foreground(
             get_vector_store().health()
         except VectorStoreError as exc:
             enqueue_vector_sync()
-            stdout.write(f"{pending} chunks are queued for embedding; the running worker will index them ({exc})")
+            stdout.write(
+                f"{counted(pending, 'chunk')} queued for embedding; the running worker will index them ({exc})"
+            )
             return None
     with progress_bar(pending, "embed", "chunk") as bar:
         if alongside is None:
@@ -109,5 +112,5 @@ def _report_foreground(stdout, stderr, report: SyncReport) -> SyncReport:
         stderr.write(f"embedding stopped: {report.stopped_by}; chunks stay pending (run vectors_sync later)")
     else:
         failed = Chunk.objects.filter(index_status=Chunk.IndexStatus.FAILED).count()
-        stdout.write(f"embedded {report.indexed} chunks ({report.cache_hits} from cache); {failed} failed")
+        stdout.write(f"embedded {counted(report.indexed, 'chunk')} ({report.cache_hits} from cache); {failed} failed")
     return report

@@ -146,10 +146,12 @@ _GENERIC_TYPES = frozenset(
 )
 
 
+# What a person recognises: the files' extensions, not 14 MIME types (the API's schema lists those).
+SUPPORTED_EXTENSIONS = ", ".join(dict.fromkeys(f.extensions[0] for f in FORMATS if f.extensions))
+
+
 def _unsupported(kind: str) -> UnsupportedContentType:
-    return UnsupportedContentType(
-        f"Unsupported content type {kind}; supported types are: {', '.join(SUPPORTED_TYPES)}."
-    )
+    return UnsupportedContentType(f"Unsupported file type ({kind}); ragsite reads {SUPPORTED_EXTENSIONS} files.")
 
 
 def parse_document(

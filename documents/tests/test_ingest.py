@@ -348,7 +348,7 @@ def test_a_storage_failure_in_the_ingest_command_is_one_line_without_a_traceback
     with run_commit_hooks():
         call_command("ingest", str(tmp_path), "--source", "folder", stdout=out, stderr=err)
 
-    assert "1 created, 0 updated, 0 unchanged, 1 failed" in out.getvalue()
+    assert "1 created, 0 updated, 0 unchanged, 1 failed; 1 new chunk\n" in out.getvalue()  # not "1 new chunks"
     assert "bad.md" in err.getvalue() and "refused by a test trigger" in err.getvalue()
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 

@@ -50,7 +50,7 @@ def test_a_dropped_zip_shows_a_row_per_file_of_it(browser, site, tmp_path):  # n
         assert re.fullmatch(r"indexed \d+ chunks?", row.locator(".upload-status").inner_text())
     assert tides.locator(".upload-name a").inner_text() == "Ocean tides"
     assert setup.get_attribute("data-state") == "refused"
-    assert setup.locator(".upload-status").inner_text().startswith("refused: Unsupported content type")
+    assert setup.locator(".upload-status").inner_text().startswith("refused: Unsupported file type")
 
     # The same archive again: its files are unchanged, and nothing is stored twice.
     page.set_input_files("#upload-files", [str(path)])

@@ -14,7 +14,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="what the key is for, e.g. 'ci-uploader'")
-        parser.add_argument("--scope", choices=ApiKey.Scope.values, default=ApiKey.Scope.READ)
+        parser.add_argument(
+            "--scope",
+            choices=ApiKey.Scope.values,
+            default=ApiKey.Scope.READ,
+            help="read: search and ask; write: also add, change and delete documents and crawls (default: read)",
+        )
         parser.add_argument("--user", help="username responsible for the key (optional)")
 
     def handle(self, *args, name: str, scope: str, user: str | None, **options):

@@ -25,7 +25,7 @@ from documents.maintenance import tables_analyze
 from documents.models import Source
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, document_ingest_many, source_get_or_create
 from documents.signals import changes_batched, foreground_embedding_start
-from ragsite.progress import progress_bar
+from ragsite.progress import counted, progress_bar
 
 
 class Command(BaseCommand):
@@ -98,7 +98,9 @@ class Command(BaseCommand):
                     self.stderr.write(f"failed: {line}")
                 self.stdout.write(
                     "ingested into source {!r}: {created} created, {updated} updated, {unchanged} unchanged, "
-                    "{failed} failed; {chunks_added} new chunks".format(src.name, **counts)
+                    "{failed} failed; {new}".format(
+                        src.name, new=counted(counts["chunks_added"], "new chunk"), **counts
+                    )
                 )
                 tables_analyze()  # new rows in bulk: give the planner their statistics now
                 if embedding is not None:
@@ -227,9 +229,9 @@ def _describe(item: FileReport) -> str:
     if item.status == REFUSED:
         return f"refused ({item.code}): {item.reason}"
     if item.status == "unchanged":
-        return f"unchanged (document {item.document_id}, {item.chunks} chunks)"
+        return f"unchanged (document {item.document_id}, {counted(item.chunks, 'chunk')})"
     verb = "ingested as new document" if item.created else "ingested, updating document"
-    return f"{verb} {item.document_id} ({item.chunks} chunks)"
+    return f"{verb} {item.document_id} ({counted(item.chunks, 'chunk')})"
 
 
 def _hidden(file: Path, root: Path) -> bool:

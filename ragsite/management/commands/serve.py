@@ -12,6 +12,7 @@ ragsite/gunicorn.conf.py), then this command exits 0 and the embedded server sto
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -28,10 +29,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=int, default=None, help="default: PORT (8000)")
         parser.add_argument("--threads", type=int, default=8)
 
-    def handle(self, *args, host: str, port: int, threads: int, **options):
+    def handle(self, *args, host: str, port: int | None, threads: int, **options):
+        port = port or settings.PORT
+        if not settings.QDRANT_URL:
+            self._data_dir_claim()
         config = Path(settings.BASE_DIR) / "ragsite" / "gunicorn.conf.py"
         env = dict(os.environ)
         env["GUNICORN_BIND"] = f"{host}:{port}"
@@ -53,6 +57,11 @@ class Command(BaseCommand):
             ]
         argv.append("ragsite.wsgi:application")
         self.stdout.write(f"ragsite at http://{host}:{port}/  (admin: /admin/, API docs: /api/docs/)")
+        if not settings.QDRANT_URL:
+            kept = "the vector store and uploaded files" + (
+                "" if settings.DATABASE_URL else ", the embedded PostgreSQL"
+            )
+            self.stdout.write(f"data in {settings.DATA_DIR} ({kept}); Ctrl-C stops everything")
         self.stdout.flush()
         connections.close_all()  # nothing of ours stays open while gunicorn runs
 
@@ -72,3 +81,28 @@ class Command(BaseCommand):
         returncode = child.wait()
         if returncode != 0 and not (stop_requested and returncode in (-signal.SIGINT, -signal.SIGTERM)):
             raise CommandError(f"gunicorn exited with status {returncode}", returncode=min(abs(returncode), 255) or 1)
+
+    def _data_dir_claim(self) -> None:
+        """One `serve` per data folder in embedded mode, refused up front with a message.
+
+        The embedded vector store opens in one process only: a second `serve` on the same
+        DATA_DIR used to start anyway, log a traceback and answer every semantic search with 503.
+        The lock is the kernel's (flock), so it goes with the process that holds it, however it ends.
+        """
+        path = Path(settings.DATA_DIR) / "serve.lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise CommandError(
+                f"ragsite is already running on the data folder {settings.DATA_DIR} (pid {holder}): the "
+                "embedded vector store can be opened by one server only. Stop that one (Ctrl-C), or give "
+                "this one a data folder of its own with DATA_DIR=..."
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._data_dir_lock = handle

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from documents.maintenance import tables_analyze
 from documents.models import Chunk, Source
-from ragsite.progress import progress_bar
+from ragsite.progress import counted, progress_bar
 from vectors.embedders import get_embedder
 from vectors.stores import VectorStoreError, get_vector_store
 from vectors.sync import pending_chunks, vectors_sync_pending
@@ -45,10 +45,12 @@ class Command(BaseCommand):
         except VectorStoreError as exc:
             raise CommandError(str(exc)) from exc
         marked = chunks.update(index_status=Chunk.IndexStatus.PENDING, last_error="")
-        self.stdout.write(f"{marked} chunks queued for re-indexing")
+        self.stdout.write(f"{counted(marked, 'chunk')} queued for re-indexing")
         with progress_bar(pending_chunks().count(), "reindex", "chunk") as bar:
             report = vectors_sync_pending(progress=bar.update)
-        self.stdout.write(f"indexed {report.indexed} chunks ({report.cache_hits} from cache), {report.failed} failed")
+        self.stdout.write(
+            f"indexed {counted(report.indexed, 'chunk')} ({report.cache_hits} from cache), {report.failed} failed"
+        )
         tables_analyze()  # every chunk row was rewritten twice (pending, then indexed)
         if report.stopped_by:
             raise CommandError(f"reindex stopped: {report.stopped_by}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ragsite.progress import progress_bar
+from ragsite.progress import counted, progress_bar
 from vectors.repair import vectors_repair
 from vectors.stores import VectorStoreError
 from vectors.sync import pending_chunks, vectors_sync_pending
@@ -48,6 +48,8 @@ class Command(BaseCommand):
         if report.skipped_locked:
             self.stdout.write("another process is syncing right now; it will index the pending chunks")
             return
-        self.stdout.write(f"indexed {report.indexed} chunks ({report.cache_hits} from cache), {report.failed} failed")
+        self.stdout.write(
+            f"indexed {counted(report.indexed, 'chunk')} ({report.cache_hits} from cache), {report.failed} failed"
+        )
         if report.stopped_by:
             raise CommandError(f"sync stopped: {report.stopped_by}")
