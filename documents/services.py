@@ -972,13 +972,13 @@ def document_read(document_id: int, *, on_page: Callable[[int], None] | None = N
 
         def page(number: int) -> None:
             nonlocal stopped
+            _read_progress(claim, number)
             try:
                 if on_page is not None:
                     on_page(number)
             except BaseException:
                 stopped = True
                 raise
-            _read_progress(claim, number)
 
         try:
             data = _read_original(claim)

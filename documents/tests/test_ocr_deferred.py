@@ -25,10 +25,11 @@ from django_tasks_db.models import DBTaskResult
 
 from documents.files import file_path
 from documents.models import Document
+from documents.services import document_read
 from documents.tasks import document_read_task
 from documents.tests import format_fixtures as ff
 from documents.tests.pdf_writer import orchard_report_pdf
-from ragsite.worker import WorkerStopping, send_worker_started, tasks_reap, worker_stopping
+from ragsite.worker import WorkerStopping, raise_if_stopping, send_worker_started, tasks_reap, worker_stopping
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,18 +203,30 @@ def test_a_zip_reports_its_scans_processing_and_ingests_its_text(api, upload, da
 
 
 @pytest.mark.django_db
-def test_a_stopping_worker_hands_the_read_back_without_counting_an_attempt(api, upload, database_queue):
+def test_progress_names_the_page_ocr_is_on_and_a_stopping_worker_hands_the_read_back_uncounted(
+    api, upload, database_queue
+):
     document_id = upload("stop.png", ff.render_text_image(["Stop here"])).json()["id"]
+    seen = []
+
+    def stop_at_the_page(page: int) -> None:
+        # Called as OCR is about to read the page: the progress names it; then the worker stops.
+        seen.append((page, progress(api, document_id)["reading"]))
+        raise_if_stopping()
 
     worker_stopping.set()
     try:
         with pytest.raises(WorkerStopping):
-            document_read_task.call(document_id)
+            document_read(document_id, on_page=stop_at_the_page)
+        with pytest.raises(WorkerStopping):
+            document_read_task.call(document_id)  # the task's own check between pages
     finally:
         worker_stopping.clear()
 
+    assert seen == [(1, {"page": 1, "pages": 1})]
     document = Document.objects.get(pk=document_id)
     assert document.status == Document.Status.PROCESSING and document.reading["attempts"] == 0
+    assert progress(api, document_id)["reading"] == {"page": 0, "pages": 1}
 
 
 @pytest.mark.django_db
