@@ -337,3 +337,33 @@ def test_a_real_worker_reads_uploaded_scans_and_their_words_are_found_with_their
     again = upload("lanterns.png", png)
     assert again.status_code == 200 and again.json()["changed"] is False and again.json()["id"] == document.pk
     assert queued_reads() == []
+
+
+@pytest.mark.django_db
+def test_a_scan_sent_for_a_stored_url_keeps_the_old_text_until_read_and_if_it_fails(api, upload, database_queue):
+    url = "https://example.com/notice"
+    first = upload("notice.txt", b"The harbour notice about the wintering herons.\n", url=url)
+    assert first.status_code == 201
+
+    scan = upload("notice.png", corrupt_png(), url=url)
+
+    assert scan.status_code == 202 and scan.json()["id"] == first.json()["id"]
+    assert scan.json()["status"] == "processing" and scan.json()["title"] == first.json()["title"]
+    assert [h["document_id"] for h in keyword_hits(api, "herons")] == [first.json()["id"]]
+    assert document_read_task.call(first.json()["id"]) is None
+    failed = api.get(f"/api/documents/{first.json()['id']}/").json()
+    assert failed["status"] == "failed" and failed["error"].startswith("The image is corrupt")
+    # Nothing stored before is lost: the text read last is still there, and found.
+    assert failed["text"] == "The harbour notice about the wintering herons." and len(failed["chunks"]) == 1
+    assert [h["document_id"] for h in keyword_hits(api, "herons")] == [first.json()["id"]]
+
+
+@pytest.mark.django_db
+def test_a_read_whose_original_went_missing_fails_saying_so(api, upload, database_queue):
+    document_id = upload("gone.png", ff.render_text_image(["Gone"])).json()["id"]
+    file_path(Document.objects.get(pk=document_id).file_sha256).unlink()
+
+    assert document_read_task.call(document_id) is None
+
+    failed = progress(api, document_id)
+    assert failed["status"] == "failed" and "missing from the file store" in failed["error"], failed
