@@ -7,7 +7,7 @@ import uuid
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import JSONField, Q, Value
 
 SEARCH_CONFIG = "english"
 
@@ -50,11 +50,12 @@ class Document(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # Why the document is FAILED, in a sentence fit for its uploader; empty otherwise.
-    error = models.TextField(blank=True)
+    # Database defaults too: rows inserted by plain SQL (bulk loads, benches) need not name these.
+    error = models.TextField(blank=True, default="", db_default="")
     # While PROCESSING or FAILED: what the upload asked for (title, metadata, declared type, file
     # name) so the worker can read it, and how far it got ("pages", "pages_read", "attempts").
     # Emptied once the document is stored.
-    reading = models.JSONField(default=dict, blank=True)
+    reading = models.JSONField(default=dict, blank=True, db_default=Value({}, output_field=JSONField()))
     # The uploaded original (documents.files): its SHA-256 names the file on disk; empty when
     # the document came as text or from a crawl.
     file_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
