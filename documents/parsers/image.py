@@ -46,7 +46,11 @@ def parse(data: bytes, *, name: str, timeout: float = OCR_SECONDS_PER_PAGE) -> P
     if kind is None:
         raise UnreadableContent(f"Images in {image.format} format are not supported; use PNG, JPEG or TIFF.")
     check_pixels(*image.size)
-    frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    try:
+        # Counting a TIFF's pages walks its page directories; a damaged one raises anything.
+        frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    except Exception as exc:
+        raise UnreadableContent(f"The image is corrupt or unreadable ({type(exc).__name__}: {exc}).") from exc
     if frames > MAX_IMAGE_FRAMES:
         raise UnreadableContent(f"The TIFF has {frames} pages; the limit is {MAX_IMAGE_FRAMES} pages per file.")
     if ocr_is_deferred():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import subprocess
 import sys
 import zipfile
@@ -175,6 +176,24 @@ def test_images_too_large_are_still_refused_in_the_request(api, upload, database
 
     assert response.status_code == 400, response.content
     assert re.search("megapixels|too large to decode", response.json()["error"]["message"])
+    assert not Document.objects.exists() and queued_reads() == []
+
+
+def tiff_with_a_damaged_second_page() -> bytes:
+    data = bytearray(two_page_tiff(["First"], ["Second"]))
+    first = struct.unpack_from("<I", data, 4)[0]  # the first page's directory
+    entries = struct.unpack_from("<H", data, first)[0]
+    struct.pack_into("<I", data, first + 2 + 12 * entries, len(data) + 1000)  # the next one: past the end
+    return bytes(data)
+
+
+@pytest.mark.django_db
+def test_a_tiff_whose_pages_cannot_be_counted_is_refused_in_the_request(api, upload, database_queue):
+    response = upload("damaged.tif", tiff_with_a_damaged_second_page())
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["fields"] == {"file": [response.json()["error"]["message"]]}
+    assert response.json()["error"]["message"].startswith("The image is corrupt or unreadable")
     assert not Document.objects.exists() and queued_reads() == []
 
 
