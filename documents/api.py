@@ -43,6 +43,7 @@ from documents.services import (
     source_delete,
     source_get_or_create,
 )
+from documents.tasks import document_read_enqueue
 from ragsite.api import MAX_ID, ApiError, JSONObjectField, error_body, object_id
 from ragsite.openapi import ERROR_RESPONSES, ErrorSerializer
 
@@ -215,11 +216,19 @@ class DocumentSerializer(serializers.ModelSerializer):
             "content_hash",
             "metadata",
             "status",
+            "error",
             "chunk_count",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "status": {
+                "help_text": "active (stored and searchable), processing (a scan waiting for or being read by OCR "
+                "in the background; not searchable yet) or failed (its file could not be read: see `error`)."
+            },
+            "error": {"help_text": "Why the document failed to be read; empty otherwise."},
+        }
 
 
 class DocumentDetailSerializer(DocumentSerializer):
@@ -284,8 +293,9 @@ class IngestResponseSerializer(DocumentSerializer):
 class ArchiveFileSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="The file's path inside the archive: its name (a label only).")
     status = serializers.ChoiceField(
-        choices=["ingested", "unchanged", "refused"],
-        help_text="ingested (a new or changed document), unchanged (already stored as it is) or refused.",
+        choices=["ingested", "processing", "unchanged", "refused"],
+        help_text="ingested (a new or changed document), processing (a scan accepted and being read by OCR in the "
+        "background: follow its document's progress), unchanged (already stored as it is) or refused.",
     )
     document_id = serializers.IntegerField(allow_null=True, help_text="The document's id; null when refused.")
     title = serializers.CharField(help_text="The document's title; empty when refused.")
@@ -301,6 +311,7 @@ class ArchiveFileSerializer(serializers.Serializer):
 class ArchiveTotalsSerializer(serializers.Serializer):
     files = serializers.IntegerField(help_text="Files listed in `files`.")
     ingested = serializers.IntegerField()
+    processing = serializers.IntegerField(help_text="Scans accepted and read by OCR in the background.")
     unchanged = serializers.IntegerField()
     refused = serializers.IntegerField()
     skipped = serializers.IntegerField(
@@ -380,6 +391,7 @@ DOCUMENT_EXAMPLE = {
     "content_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "metadata": {"lang": "en"},
     "status": "active",
+    "error": "",
     "chunk_count": 2,
     "created_at": "2025-05-01T09:30:00Z",
     "updated_at": "2025-05-01T09:30:00Z",
@@ -436,7 +448,7 @@ ARCHIVE_EXAMPLE = {
         },
         ARCHIVE_REFUSED_EXAMPLE,
     ],
-    "totals": {"files": 3, "ingested": 1, "unchanged": 1, "refused": 1, "skipped": 2, "chunks": 4},
+    "totals": {"files": 3, "ingested": 1, "processing": 0, "unchanged": 1, "refused": 1, "skipped": 2, "chunks": 4},
 }
 ARCHIVE_REFUSED_MESSAGE = "No file of the archive could be ingested: 1 refused."
 INGEST_OR_ARCHIVE = PolymorphicProxySerializer(
@@ -510,13 +522,18 @@ class DocumentViewSet(
         description=(
             "JSON `{title, text, url?, source?, metadata?}` or multipart with `file`. Re-sending identical "
             "content changes nothing (200, `changed: false`); changed content re-embeds only changed chunks.\n\n"
+            "A file that needs OCR (a PNG, JPEG or TIFF image, or a PDF with pages that have no text layer) is "
+            "checked (type, size, pixels) and kept, and read in the background: the answer is 202 with the "
+            "document in `status: processing` (not searchable yet); follow `GET /api/documents/{id}/progress` "
+            "until it is `active` (or `failed`, with the reason in `error`). Sending the same file again once it "
+            "is read is `unchanged` (200); sending a failed one again reads it again.\n\n"
             "A `.zip` file (named so, sent as application/zip, or zip bytes that are no Office/EPUB file) is "
             "unpacked: each file in it is ingested as a document of its own, named by its path inside the "
             "archive, with `metadata` and into `source`; with `url`, each file's url is `url#path`, so sending a "
             "changed archive again updates its files in place. The answer is a report (`archive`, `files`, "
-            "`totals`) with each file ingested, unchanged or refused and why: 201 if any file was ingested, 200 "
-            "if none was but some were unchanged, 400 (the error, with the report beside it) if every file was "
-            "refused. Bounds: INGEST_ZIP_MAX_FILES entries, INGEST_MAX_BYTES per file and INGEST_ZIP_MAX_BYTES "
+            "`totals`) with each file ingested, processing (a scan read in the background), unchanged or refused "
+            "and why: 201 if any file was ingested, else 202 if any is processing, 200 if none was but some were "
+            "unchanged, 400 (the error, with the report beside it) if every file was refused. Bounds: INGEST_ZIP_MAX_FILES entries, INGEST_MAX_BYTES per file and INGEST_ZIP_MAX_BYTES "
             "for all files unpacked; archives inside it are refused, not unpacked; folders, __MACOSX/, "
             ".DS_Store, Thumbs.db and hidden files are skipped. A damaged archive, or one over the entry limit, "
             "is a 400 naming `file`."
@@ -524,6 +541,7 @@ class DocumentViewSet(
         request={"application/json": DocumentCreateSerializer, "multipart/form-data": DocumentCreateSerializer},
         responses={
             201: INGEST_OR_ARCHIVE,
+            202: INGEST_OR_ARCHIVE,
             200: INGEST_OR_ARCHIVE,
             400: OpenApiResponse(
                 ErrorSerializer,
@@ -544,6 +562,21 @@ class DocumentViewSet(
             ),
             OpenApiExample("Created", value=INGEST_EXAMPLE, response_only=True, status_codes=["201"]),
             OpenApiExample(
+                "Scan accepted",
+                value={
+                    **INGEST_EXAMPLE,
+                    "title": "receipt.png",
+                    "mime_type": "image/png",
+                    "content_hash": "",
+                    "metadata": {"filename": "receipt.png"},
+                    "status": "processing",
+                    "chunk_count": 0,
+                    "chunks_added": 0,
+                },
+                response_only=True,
+                status_codes=["202"],
+            ),
+            OpenApiExample(
                 "Unchanged",
                 value={**INGEST_EXAMPLE, "created": False, "changed": False, "chunks_added": 0},
                 response_only=True,
@@ -555,7 +588,15 @@ class DocumentViewSet(
                 value={
                     **ARCHIVE_EXAMPLE,
                     "files": [{**ARCHIVE_FILE_EXAMPLE, "status": "unchanged", "created": False}],
-                    "totals": {"files": 1, "ingested": 0, "unchanged": 1, "refused": 0, "skipped": 0, "chunks": 2},
+                    "totals": {
+                        "files": 1,
+                        "ingested": 0,
+                        "processing": 0,
+                        "unchanged": 1,
+                        "refused": 0,
+                        "skipped": 0,
+                        "chunks": 2,
+                    },
                 },
                 response_only=True,
                 status_codes=["200"],
@@ -567,7 +608,15 @@ class DocumentViewSet(
                     **error_body("archive_refused", ARCHIVE_REFUSED_MESSAGE, {"file": [ARCHIVE_REFUSED_MESSAGE]}),
                     **ARCHIVE_EXAMPLE,
                     "files": [ARCHIVE_REFUSED_EXAMPLE],
-                    "totals": {"files": 1, "ingested": 0, "unchanged": 0, "refused": 1, "skipped": 0, "chunks": 0},
+                    "totals": {
+                        "files": 1,
+                        "ingested": 0,
+                        "processing": 0,
+                        "unchanged": 0,
+                        "refused": 1,
+                        "skipped": 0,
+                        "chunks": 0,
+                    },
                 },
                 response_only=True,
                 status_codes=["400"],
@@ -597,7 +646,11 @@ class DocumentViewSet(
                     mime=data["mime_type"] or (getattr(upload, "content_type", "") if upload else "text/plain"),
                     metadata=data["metadata"],
                     keep_file=bool(upload),
+                    # A scan is read by the task worker: OCR takes longer than a request may.
+                    defer_ocr=True,
                 )
+                if result.deferred:
+                    document_read_enqueue(result.document.pk)
                 # Read in the same transaction: a DELETE right after the commit must not turn
                 # this acknowledged ingest into a 500.
                 document = self.get_queryset().get(pk=result.document.pk)
@@ -606,6 +659,8 @@ class DocumentViewSet(
         for name in ("created", "changed", "chunks_added", "chunks_removed"):
             setattr(document, name, getattr(result, name))
         body = IngestResponseSerializer(document).data
+        if result.deferred:
+            return Response(body, status=status.HTTP_202_ACCEPTED)
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
     def _create_from_archive(self, data: dict, upload) -> Response:
@@ -622,13 +677,20 @@ class DocumentViewSet(
         try:
             source = source_get_or_create(name=data["source"], kind=Source.Kind.API)
             report = archive_ingest(
-                source=source, archive=upload.file, name=upload.name, url=data["url"], metadata=data["metadata"]
+                source=source,
+                archive=upload.file,
+                name=upload.name,
+                url=data["url"],
+                metadata=data["metadata"],
+                defer_ocr=True,
             )
         except IngestError as exc:
             raise ingest_error(exc) from exc
         body = report.as_dict()
         if report.count("ingested"):
             return Response(body, status=status.HTTP_201_CREATED)
+        if report.count("processing"):
+            return Response(body, status=status.HTTP_202_ACCEPTED)
         if report.count("unchanged"):
             return Response(body, status=status.HTTP_200_OK)
         if report.files:

@@ -6,9 +6,10 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from documents import files, filestore, metrics, signals  # noqa: F401
+        from documents import files, filestore, metrics, signals, tasks  # noqa: F401
         from ragsite.metrics import register_database_gauges
 
         signals.connect()
+        tasks.connect()
         register_database_gauges(metrics.database_gauges)
         filestore.readiness_register()

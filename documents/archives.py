@@ -16,7 +16,9 @@ Bounded, and never on the archive's word alone:
 - files are stored in batches whose bytes add up to at most INGEST_MAX_BYTES, so memory holds
   one largest file's worth of archive content at a time.
 A file that cannot be ingested is refused with its reason and the others go on; a failing batch
-is stored file by file by the service, so no document is ever half stored.
+is stored file by file by the service, so no document is ever half stored. With ``defer_ocr``
+(the API upload) a file that needs OCR is checked, kept and reported ``processing``: the task
+worker reads it (documents.tasks), as it does a single scanned upload.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from documents.parsers._common import office_type
 from documents.parsers.registry import FORMATS
 from documents.parsers.sniffing import binary_format
 from documents.services import INGEST_BATCH_DOCUMENTS, IngestError, IngestResult, document_ingest_many
+from documents.tasks import document_read_enqueue
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member's local header; an empty archive's end record
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/x-zip", "multipart/x-zip"})
@@ -66,7 +69,7 @@ READ_PIECE = 1 << 20
 CENTRAL_DIRECTORY_BYTES_PER_FILE = 1024
 _DOCUMENT_SUFFIXES = frozenset(extension for f in FORMATS for extension in f.extensions)
 
-INGESTED, UNCHANGED, REFUSED = "ingested", "unchanged", "refused"
+INGESTED, PROCESSING, UNCHANGED, REFUSED = "ingested", "processing", "unchanged", "refused"
 
 
 class ArchiveIsDocument(Exception):
@@ -79,7 +82,7 @@ class FileReport:
 
     index: int  # its place in the archive's directory: the report's order
     name: str
-    status: str  # ingested, unchanged or refused
+    status: str  # ingested, processing (read by the task worker), unchanged or refused
     document_id: int | None = None
     title: str = ""
     chunks: int = 0
@@ -116,6 +119,7 @@ class ArchiveReport:
         return {
             "files": len(self.files),
             INGESTED: self.count(INGESTED),
+            PROCESSING: self.count(PROCESSING),
             UNCHANGED: self.count(UNCHANGED),
             REFUSED: self.count(REFUSED),
             "skipped": self.skipped,
@@ -132,9 +136,10 @@ class ArchiveReport:
 
     def summary(self) -> str:
         t = self.totals
+        processing = f"{t[PROCESSING]} processing, " if t[PROCESSING] else ""
         return (
-            f"{t['files']} file{'s' if t['files'] != 1 else ''}: {t[INGESTED]} ingested, {t[UNCHANGED]} unchanged, "
-            f"{t[REFUSED]} refused; {t['skipped']} skipped"
+            f"{t['files']} file{'s' if t['files'] != 1 else ''}: {t[INGESTED]} ingested, {processing}"
+            f"{t[UNCHANGED]} unchanged, {t[REFUSED]} refused; {t['skipped']} skipped"
         )
 
 
@@ -157,6 +162,7 @@ def archive_ingest(
     metadata: dict | None = None,
     on_open: Callable[[int], None] | None = None,
     on_file: Callable[[FileReport], None] | None = None,
+    defer_ocr: bool = False,
 ) -> ArchiveReport:
     """Ingest every file of the zip ``archive`` (a seekable binary file, or a path) into ``source``.
 
@@ -165,6 +171,8 @@ def archive_ingest(
     place; without one, a file is known by its content, as any upload without a url.
     ``metadata`` goes to every file. ``on_open`` learns the number of entries once the archive
     is open, ``on_file`` each file's report as soon as it is decided (commands show progress).
+    With ``defer_ocr`` (uploads over HTTP), files that need OCR are kept and read by the task
+    worker, reported ``processing``; without (``manage.py ingest``) they are read here.
     Raises IngestError (field ``file``) when the archive as a whole is unreadable or over the
     limits, and ArchiveIsDocument when it is an Office/ODF/EPUB file.
     """
@@ -180,7 +188,7 @@ def archive_ingest(
         _refuse_too_many(len(entries))
         if on_open is not None:
             on_open(len(entries))
-        batch = _Batch(source, url=url, metadata=metadata)
+        batch = _Batch(source, url=url, metadata=metadata, defer_ocr=defer_ocr)
         for item in _files(opened, entries, report):
             if isinstance(item, FileReport):
                 _add(report, item, on_file)
@@ -419,10 +427,11 @@ _CODES = {
 class _Batch:
     """Files waiting to be stored together: at most INGEST_BATCH_DOCUMENTS, INGEST_MAX_BYTES in all."""
 
-    def __init__(self, source: Source, *, url: str, metadata: dict | None):
+    def __init__(self, source: Source, *, url: str, metadata: dict | None, defer_ocr: bool = False):
         self.source = source
         self.url = url.split("#", 1)[0]
         self.metadata = metadata
+        self.defer_ocr = defer_ocr
         self.files: list[_File] = []
         self.size = 0
 
@@ -443,6 +452,9 @@ class _Batch:
             results: list[IngestResult | IngestError] = document_ingest_many(source=self.source, items=items)
         except IngestError as exc:  # the source was deleted meanwhile: nothing of this batch is stored
             results = [exc] * len(items)
+        for result in results:
+            if isinstance(result, IngestResult) and result.deferred:
+                document_read_enqueue(result.document.pk)
         reports = [_result_report(f, result) for f, result in zip(self.files, results, strict=True)]
         self.files, self.size = [], 0
         return reports
@@ -456,6 +468,7 @@ class _Batch:
             "url": f"{self.url}#{quote(item.label, safe='/')}" if self.url else "",
             "metadata": self.metadata,
             "keep_file": True,
+            "defer_ocr": self.defer_ocr,
         }
 
 
@@ -467,7 +480,7 @@ def _result_report(item: _File, result: IngestResult | IngestError) -> FileRepor
     return FileReport(
         index=item.index,
         name=item.label,
-        status=INGESTED if result.changed else UNCHANGED,
+        status=PROCESSING if result.deferred else INGESTED if result.changed else UNCHANGED,
         document_id=document.pk,
         title=document.title,
         chunks=result.chunks_added + result.chunks_kept,

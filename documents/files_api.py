@@ -112,20 +112,33 @@ class DocumentProgressView(APIView):
             "Chunk counts by vector index status, and the distinct errors of failed chunks (at most "
             f"{ERRORS_SHOWN}). `done` is true once no chunk is pending. `waiting_for_worker` is true while "
             "chunks are pending and no task worker is running to index them (start `manage.py db_worker`, "
-            "or set EMBEDDED_WORKER=true). Cheap to poll: no text is read."
+            "or set EMBEDDED_WORKER=true). Cheap to poll: no text is read.\n\n"
+            "A scan read in the background is `status: processing` (`done` false) with `reading`: the page OCR "
+            "is on (`page`, 0 before it starts) of `pages`; then `active` and indexing as any document, or "
+            "`failed` (`done` true) with the reason in `error`."
         ),
         responses=inline_serializer(
             "DocumentProgress",
             {
                 "id": serializers.IntegerField(),
                 "status": serializers.ChoiceField(Document.Status.choices),
+                "error": serializers.CharField(help_text="Why the document failed to be read; else empty."),
+                "reading": inline_serializer(
+                    "DocumentReading",
+                    {
+                        "page": serializers.IntegerField(help_text="The page OCR is reading now; 0 before it starts."),
+                        "pages": serializers.IntegerField(help_text="Pages OCR will read."),
+                    },
+                    allow_null=True,
+                    help_text="While processing: how far the reading is; else null.",
+                ),
                 "chunks": serializers.IntegerField(help_text="All chunks of the document."),
                 "indexed": serializers.IntegerField(),
                 "pending": serializers.IntegerField(),
                 "failed": serializers.IntegerField(),
                 "done": serializers.BooleanField(),
                 "waiting_for_worker": serializers.BooleanField(
-                    help_text="Chunks are pending and no task worker is alive to index them."
+                    help_text="Chunks are pending, or the file waits to be read, and no task worker is alive."
                 ),
                 "errors": serializers.ListField(child=serializers.CharField()),
             },
@@ -136,6 +149,8 @@ class DocumentProgressView(APIView):
                 value={
                     "id": 7,
                     "status": "active",
+                    "error": "",
+                    "reading": None,
                     "chunks": 400,
                     "indexed": 120,
                     "pending": 280,
@@ -144,11 +159,43 @@ class DocumentProgressView(APIView):
                     "waiting_for_worker": False,
                     "errors": [],
                 },
-            )
+            ),
+            OpenApiExample(
+                "Reading a scan",
+                value={
+                    "id": 8,
+                    "status": "processing",
+                    "error": "",
+                    "reading": {"page": 3, "pages": 10},
+                    "chunks": 0,
+                    "indexed": 0,
+                    "pending": 0,
+                    "failed": 0,
+                    "done": False,
+                    "waiting_for_worker": False,
+                    "errors": [],
+                },
+            ),
+            OpenApiExample(
+                "Failed",
+                value={
+                    "id": 9,
+                    "status": "failed",
+                    "error": "No text was found in the image.",
+                    "reading": None,
+                    "chunks": 0,
+                    "indexed": 0,
+                    "pending": 0,
+                    "failed": 0,
+                    "done": True,
+                    "waiting_for_worker": False,
+                    "errors": [],
+                },
+            ),
         ],
     )
     def get(self, request, pk: str):
-        document = _document(pk, "status")
+        document = _document(pk, "status", "error", "reading")
         status = Chunk.IndexStatus
         counts = Chunk.objects.filter(document_id=document.pk).aggregate(
             chunks=Count("pk"),
@@ -165,12 +212,17 @@ class DocumentProgressView(APIView):
                 .values_list("last_error", flat=True)
                 .distinct()[:ERRORS_SHOWN]
             )
+        processing = document.status == Document.Status.PROCESSING
+        reading = document.reading or {}
         body = {
             "id": document.pk,
             "status": document.status,
+            "error": document.error,
+            "reading": {"page": reading.get("page", 0), "pages": reading.get("pages", 0)} if processing else None,
             **counts,
-            "done": counts["pending"] == 0,
-            "waiting_for_worker": bool(counts["pending"]) and worker_missing(),
+            # A document being read may still have the chunks of its previous version: not done.
+            "done": counts["pending"] == 0 and not processing,
+            "waiting_for_worker": (bool(counts["pending"]) or processing) and worker_missing(),
             "errors": errors,
         }
         return Response(body)

@@ -7,7 +7,7 @@ import uuid
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import JSONField, Q, Value
 
 SEARCH_CONFIG = "english"
 
@@ -35,6 +35,10 @@ class Source(models.Model):
 class Document(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
+        # An upload that needs OCR, waiting for the task worker to read it (documents.tasks). A new
+        # one has no chunks yet, so no search finds it; a re-sent one keeps its previous text.
+        PROCESSING = "processing", "Processing"
+        # Its file could not be read in the background; why is in ``error``.
         FAILED = "failed", "Failed"
 
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
@@ -45,6 +49,13 @@ class Document(models.Model):
     content_hash = models.CharField(max_length=64, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Why the document is FAILED, in a sentence fit for its uploader; empty otherwise.
+    # Database defaults too: rows inserted by plain SQL (bulk loads, benches) need not name these.
+    error = models.TextField(blank=True, default="", db_default="")
+    # While PROCESSING or FAILED: what the upload asked for (title, metadata, declared type, file
+    # name) so the worker can read it, and how far it got ("pages", "pages_read", "attempts").
+    # Emptied once the document is stored.
+    reading = models.JSONField(default=dict, blank=True, db_default=Value({}, output_field=JSONField()))
     # The uploaded original (documents.files): its SHA-256 names the file on disk; empty when
     # the document came as text or from a crawl.
     file_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
@@ -62,6 +73,8 @@ class Document(models.Model):
         ordering = ["-updated_at", "-id"]
         indexes = [
             models.Index(fields=["source", "-updated_at"], name="document_source_updated"),
+            # The few documents still being read or failed, found at each worker start (documents.tasks).
+            models.Index(fields=["status"], condition=~Q(status="active"), name="document_not_active"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["source", "url"], condition=~Q(url=""), name="document_unique_source_url"),

@@ -14,18 +14,23 @@ import json
 import logging
 import math
 import re
+import uuid
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 
 from documents.chunking import ChunkDraft, chunk_document, heading_path_bounded
-from documents.files import Original, file_keep, file_release_on_commit
+from documents.files import Original, file_keep, file_open, file_release_on_commit
 from documents.filestore import FileStoreUnavailable
 from documents.models import Chunk, Document, Source
 from documents.parsers import ParseError, parse_document
+from documents.parsers.ocr import NeedsOcr, ocr_deferred, ocr_pages_watched
 from documents.signals import announce, embedder_token_limit
 from documents.tokenizer import get_tokenizer
 
@@ -58,6 +63,8 @@ class IngestResult:
     chunks_removed: int = 0
     chunks_kept: int = 0
     added_chunk_ids: list = field(default_factory=list)
+    # Accepted but not read yet: the file needs OCR, which the task worker does (``document_read``).
+    deferred: bool = False
 
 
 def source_get_or_create(*, name: str, kind: str = Source.Kind.UPLOAD, base_url: str = "") -> Source:
@@ -222,6 +229,23 @@ class _Prepared:
         return self.url or self.content_hash
 
 
+@dataclass
+class _ToRead:
+    """An upload that needs OCR, checked and not read: stored PROCESSING for the worker to read."""
+
+    url: str
+    original: Original
+    # What the upload asked for, kept on the document (``reading["request"]``) until it is read:
+    # the uploader's title ("" for the file's own), metadata, declared type and file name.
+    request: dict
+    pages: int  # pages OCR will read
+
+    @property
+    def identity(self) -> str:
+        """Its url, or its bytes when it has none: the text that would say more is not read yet."""
+        return self.url or f"file:{self.original.sha256}"
+
+
 def document_ingest(
     *,
     source: Source,
@@ -233,12 +257,16 @@ def document_ingest(
     filename: str = "",
     metadata: dict | None = None,
     keep_file: bool = False,
+    defer_ocr: bool = False,
 ) -> IngestResult:
     """Parse, chunk and store one document; re-ingesting identical content changes nothing.
 
     Changed content keeps the chunks whose text (and context) did not change, deletes the ones
     that disappeared and inserts the new ones as ``pending``; only those get embedded.
     With ``keep_file`` (uploads), the bytes are kept as the document's original (documents.files).
+    With ``defer_ocr`` (uploads over HTTP), a file that needs OCR is checked and kept but not
+    read: the document is stored PROCESSING and the result is ``deferred``; the caller queues
+    ``documents.tasks.document_read_enqueue`` for the worker to read it.
     """
     prepared = _document_prepare(
         title=title,
@@ -249,7 +277,10 @@ def document_ingest(
         filename=filename,
         metadata=metadata,
         keep_file=keep_file,
+        defer_ocr=defer_ocr,
     )
+    if isinstance(prepared, _ToRead):
+        return _document_defer(source, prepared)
     return _document_store_alone(source, prepared)
 
 
@@ -270,15 +301,23 @@ def document_ingest_many(*, source: Source, items: list[dict]) -> list[IngestRes
     per-document diff. Should the batch's transaction fail (a concurrent writer took a url
     first, say), nothing of it is kept and the items are stored one by one instead, each in
     its own transaction, so one failing item costs only itself. Should the store of originals
-    be unreachable, nothing of the batch is kept and each item gets that error.
+    be unreachable, nothing of the batch is kept and each item gets that error. Items with
+    ``defer_ocr`` that need OCR are stored PROCESSING one by one, as ``document_ingest`` does.
     """
     results: list[IngestResult | IngestError | None] = [None] * len(items)
     prepared: dict[int, _Prepared] = {}
     for i, item in enumerate(items):
         try:
-            prepared[i] = _document_prepare(**item)
+            ready = _document_prepare(**item)
+            if isinstance(ready, _ToRead):
+                results[i] = _document_defer(source, ready)
+            else:
+                prepared[i] = ready
         except IngestError as exc:
             results[i] = exc
+        except DatabaseError as exc:
+            logger.warning("storing document %r for reading failed: %s", item.get("filename"), exc)
+            results[i] = IngestError(f"could not store the document: {exc}", code="DatabaseError")
     # A second item with the same identity must see the first one stored: it goes to the next round.
     pending = list(prepared)
     while pending:
@@ -327,8 +366,13 @@ def _document_prepare(
     filename: str = "",
     metadata: dict | None = None,
     keep_file: bool = False,
-) -> _Prepared:
-    """Validate, parse and chunk: everything that needs no database. Raises IngestError."""
+    defer_ocr: bool = False,
+) -> _Prepared | _ToRead:
+    """Validate, parse and chunk: everything that needs no database. Raises IngestError.
+
+    With ``defer_ocr``, a file that needs OCR is returned as a ``_ToRead`` once checked (its
+    type, size and pixels), before any OCR: for ``_document_defer`` to store.
+    """
     if (data is None) == (text is None):
         raise IngestError("Give either a file or text, not both and not neither.", field="text")
     size = len(data) if data is not None else len(text.encode("utf-8"))
@@ -348,9 +392,14 @@ def _document_prepare(
         raise IngestError("url is at most 2000 characters.", field="url")
 
     try:
-        parsed = parse_document(
-            data=data, text=text, mime=mime, filename=filename, url=url, max_chars=settings.INGEST_MAX_TEXT_CHARS
-        )
+        with ocr_deferred() if defer_ocr else nullcontext():
+            parsed = parse_document(
+                data=data, text=text, mime=mime, filename=filename, url=url, max_chars=settings.INGEST_MAX_TEXT_CHARS
+            )
+    except NeedsOcr as exc:
+        assert data is not None  # only files are read by OCR
+        request = {"title": title, "metadata": metadata, "mime": mime, "filename": filename}
+        return _ToRead(url=url, original=Original.of(data, filename, exc.mime), request=request, pages=exc.pages)
     except ParseError as exc:
         raise IngestError(str(exc), field="file" if data is not None else "text", code=type(exc).__name__) from exc
 
@@ -478,7 +527,17 @@ def _document_store(source: Source, prepared: _Prepared, existing: Document | No
 
 
 FILE_FIELDS = ["file_sha256", "file_name", "file_type", "file_size"]
-DOCUMENT_CONTENT_FIELDS = ["title", "mime_type", "text", "content_hash", "metadata", "status", *FILE_FIELDS]
+DOCUMENT_CONTENT_FIELDS = [
+    "title",
+    "mime_type",
+    "text",
+    "content_hash",
+    "metadata",
+    "status",
+    "error",
+    "reading",
+    *FILE_FIELDS,
+]
 
 
 def _document_fill(document: Document, prepared: _Prepared) -> None:
@@ -488,6 +547,9 @@ def _document_fill(document: Document, prepared: _Prepared) -> None:
     document.content_hash = prepared.content_hash
     document.metadata = prepared.metadata
     document.status = Document.Status.ACTIVE
+    # Stored, by whichever writer: a read in the background left pending or failed is over.
+    document.error = ""
+    document.reading = {}
     _original_fill(document, prepared.original)
 
 
@@ -773,3 +835,294 @@ def document_rechunk(*, document: Document) -> IngestResult:
             overlap_tokens=min(settings.CHUNK_OVERLAP_TOKENS, chunk_tokens // 4),
         )
         return _chunks_replace(document=document, drafts=drafts)
+
+
+# --- Uploads read in the background ------------------------------------------------------------
+#
+# OCR takes seconds a page; an upload over HTTP that needs it is checked, kept and stored
+# PROCESSING (``_document_defer``), and the task worker reads it (``document_read``, run by
+# documents.tasks) and stores it as any ingest is stored: the same locks in the same order, the
+# same chunk diff, the same ``chunks_changed`` announcement. A new document has no chunks until
+# then, so no search finds it; a document sent again keeps its previous text and chunks until
+# the new file is read, and keeps them if it cannot be (FAILED, with the reason in ``error``).
+# Every upload gets a token (``reading["upload"]``): a reader stores its result only if the
+# document still waits for the upload it read, so a file sent again meanwhile is never
+# overwritten by the older one.
+
+# Advisory lock namespace of "this document is being read" (session locks, two-key form). Negative,
+# so it never meets an ingest's (source id, identity) locks or the workers' liveness locks.
+_READER_NAMESPACE = -0x7265
+# Reads that failed for a reason of the server's (not the file's), waited for before the next try.
+READ_RETRY_SECONDS = 60
+
+
+def _document_defer(source: Source, item: _ToRead) -> IngestResult:
+    """Store an upload that needs OCR as PROCESSING, with its original; unchanged if already read.
+
+    Known by its url, or (without one) by its bytes: the same file sent again is unchanged once
+    read, the same upload while it is read is that document (not a second one), and a failed one
+    is read again. Locks as every writer does: the identity, the source, the document rows.
+    """
+    with transaction.atomic():
+        _lock_document_identities(source.pk, [item.identity])
+        _source_hold(source)
+        found = Document.objects.select_for_update().filter(source=source, url=item.url)
+        if not item.url:
+            found = found.filter(file_sha256=item.original.sha256)
+        candidates = list(found.order_by("pk"))
+        for existing in candidates:
+            if _read_already(existing, item):
+                return IngestResult(
+                    document=existing, created=False, changed=False, chunks_kept=existing.chunks.count()
+                )
+        for existing in candidates:
+            if existing.status == Document.Status.PROCESSING and _reading_matches(existing, item):
+                # The same upload again while it is read: that read answers it.
+                return IngestResult(document=existing, created=False, changed=False, deferred=True)
+        # With a url there is one candidate; without, an ACTIVE one with the same bytes but other
+        # metadata stays as it is, as two ingests of the same text with other metadata would.
+        existing = next((d for d in candidates if item.url or d.status != Document.Status.ACTIVE), None)
+        created = existing is None
+        if created:
+            request = item.request
+            metadata = {**request["metadata"]}
+            if request["filename"]:
+                metadata.setdefault("filename", request["filename"])
+            existing = Document(
+                source=source,
+                url=item.url,
+                title=(request["title"] or request["filename"] or item.url)[:1000],
+                mime_type=item.original.content_type,
+                metadata=metadata,
+            )
+        document = existing
+        document.status = Document.Status.PROCESSING
+        document.error = ""
+        document.reading = {
+            "upload": uuid.uuid4().hex,
+            "request": item.request,
+            "pages": item.pages,
+            "page": 0,
+            "attempts": 0,
+        }
+        _original_fill(document, item.original)
+        if created:
+            document.save()
+        else:
+            # Its text, chunks and title stay those of the last version read until this one is.
+            document.save(update_fields=["status", "error", "reading", *FILE_FIELDS, "updated_at"])
+    return IngestResult(document=document, created=created, changed=True, deferred=True)
+
+
+def _read_already(document: Document, item: _ToRead) -> bool:
+    """Whether ``document`` is this upload already read: its bytes, with what the upload asks.
+
+    The text is not known before OCR, so the content hash cannot be compared: the same bytes
+    read into an ACTIVE document with the same file name, the uploader's title (if any) and the
+    uploader's metadata are the same document.
+    """
+    request = item.request
+    metadata = document.metadata or {}
+    return (
+        document.status == Document.Status.ACTIVE
+        and document.file_sha256 == item.original.sha256
+        and metadata.get("filename", "") == request["metadata"].get("filename", request["filename"])
+        and (not request["title"] or document.title == request["title"][:1000])
+        and all(metadata.get(key) == value for key, value in request["metadata"].items())
+    )
+
+
+def _reading_matches(document: Document, item: _ToRead) -> bool:
+    return document.file_sha256 == item.original.sha256 and (document.reading or {}).get("request") == item.request
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A reader's hold on one upload: which document, which upload of it, and what was asked."""
+
+    document_id: int
+    source: Source
+    url: str
+    sha256: str
+    upload: str
+    request: dict
+
+
+def document_read(document_id: int, *, on_page: Callable[[int], None] | None = None) -> IngestResult | None:
+    """Read a PROCESSING upload from its original, OCR included, and store it; run by the worker.
+
+    Returns the stored result, or None when there was nothing to store: the document is gone,
+    not PROCESSING (stored by another writer), sent again meanwhile (the newer upload's task
+    reads it), or could not be read (then FAILED, ``error`` says why; its original is kept, and
+    sending the file again reads it again).
+
+    Idempotent, and one reader per document at a time (a session advisory lock: a second task
+    for it waits, then finds it done). Each start counts an attempt before any work, so a worker
+    killed mid-OCR counts too; the start after TASKS_MAX_ATTEMPTS fails the document instead.
+    ``on_page(n)`` is called before the n-th page is read by OCR; should it raise (the worker
+    is stopping), the read stops there, the attempt is not counted and the exception goes on.
+    Any other exception (the store of originals is down, say) leaves the document PROCESSING,
+    for ``document_read_interrupted`` to decide what comes next.
+    """
+    with _reader_lock(document_id):
+        claim = _read_claim(document_id)
+        if claim is None:
+            return None
+        stopped = False
+
+        def page(number: int) -> None:
+            nonlocal stopped
+            _read_progress(claim, number)
+            try:
+                if on_page is not None:
+                    on_page(number)
+            except BaseException:
+                stopped = True
+                raise
+
+        try:
+            data = _read_original(claim)
+            request = claim.request
+            with ocr_pages_watched(page):
+                prepared = _document_prepare(
+                    title=request["title"],
+                    url=claim.url,
+                    data=data,
+                    mime=request["mime"],
+                    filename=request["filename"],
+                    metadata=request["metadata"],
+                    keep_file=True,
+                )
+        except IngestError as exc:
+            _read_fail(claim, exc.message)
+            return None
+        except BaseException:
+            if stopped:
+                _read_unclaim(claim)
+            raise
+        return _read_store(claim, prepared)
+
+
+@contextmanager
+def _reader_lock(document_id: int) -> Iterator[None]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [_READER_NAMESPACE, _lock_int(document_id)])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_READER_NAMESPACE, _lock_int(document_id)])
+
+
+def _lock_int(document_id: int) -> int:
+    """A document id as the int4 the two-key advisory lock takes (ids past 2**31 wrap: a rare
+    shared lock, never a wrong one)."""
+    return (document_id + 2**31) % 2**32 - 2**31
+
+
+def _read_claim(document_id: int) -> _Claim | None:
+    """Count an attempt on a PROCESSING document (committed before any work); None if there is
+    nothing to read, or the attempts are spent (then it is FAILED)."""
+    with transaction.atomic():
+        # The document's row only: the source is read, not locked (ingests into it share it).
+        document = (
+            Document.objects.select_for_update(of=("self",)).select_related("source").filter(pk=document_id).first()
+        )
+        if document is None or document.status != Document.Status.PROCESSING:
+            return None
+        reading = dict(document.reading or {})
+        attempts = int(reading.get("attempts") or 0)
+        failure = ""
+        if "request" not in reading or "upload" not in reading:
+            failure = "What the upload asked for was not kept with it; send the file again."
+        elif attempts >= settings.TASKS_MAX_ATTEMPTS:
+            failure = (
+                f"Reading the file stopped {attempts} times before it was done (the task worker was stopped, "
+                "killed or ran out of memory). Send the file again to retry."
+            )
+        if failure:
+            Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, error=failure)
+            logger.warning("document %s: not read: %s", document_id, failure)
+            return None
+        reading.update(attempts=attempts + 1, page=0)
+        Document.objects.filter(pk=document_id).update(reading=reading)
+        return _Claim(
+            document_id=document_id,
+            source=document.source,
+            url=document.url,
+            sha256=document.file_sha256,
+            upload=reading["upload"],
+            request=reading["request"],
+        )
+
+
+def _waiting(claim: _Claim):
+    """The document, while it still waits for the upload this reader claimed."""
+    return Document.objects.filter(
+        pk=claim.document_id, status=Document.Status.PROCESSING, reading__upload=claim.upload
+    )
+
+
+def _read_progress(claim: _Claim, page: int) -> None:
+    _waiting(claim).update(reading=RawSQL("jsonb_set(reading, '{page}', to_jsonb(%s::int))", [page]))
+
+
+def _read_unclaim(claim: _Claim) -> None:
+    """The read was stopped from outside (the worker is stopping): that start was no attempt."""
+    _waiting(claim).update(
+        reading=RawSQL(
+            "jsonb_set(jsonb_set(reading, '{page}', '0'), '{attempts}', "
+            "to_jsonb(greatest((reading ->> 'attempts')::int - 1, 0)))",
+            [],
+        )
+    )
+
+
+def _read_original(claim: _Claim) -> bytes:
+    """The original's bytes from the store, checked against their hash. IngestError when it is
+    missing or damaged; FileStoreUnavailable when the store cannot be reached."""
+    stored = file_open(Document(pk=claim.document_id, file_sha256=claim.sha256))
+    if stored is None:
+        raise IngestError("The uploaded file is missing from the file store; send it again.", field="file")
+    try:
+        data = stored.stream.read(settings.INGEST_MAX_BYTES + 1)
+    finally:
+        stored.stream.close()
+    if hashlib.sha256(data).hexdigest() != claim.sha256:
+        raise IngestError("The stored copy of the uploaded file is damaged; send it again.", field="file")
+    return data
+
+
+def _read_fail(claim: _Claim, reason: str) -> None:
+    if _waiting(claim).update(status=Document.Status.FAILED, error=reason):
+        logger.info("document %s could not be read: %s", claim.document_id, reason)
+
+
+def _read_store(claim: _Claim, prepared: _Prepared) -> IngestResult | None:
+    """Store what was read over the PROCESSING document, as every ingest stores: the identity
+    lock, the source, the document row, its chunks in id order."""
+    with transaction.atomic():
+        _lock_document_identities(claim.source.pk, [prepared.identity])
+        _source_hold(claim.source)
+        document = _waiting(claim).select_for_update().first()
+        if document is None:
+            return None  # deleted, stored by another writer, or sent again meanwhile
+        return _document_store(claim.source, prepared, document)
+
+
+def document_read_interrupted(document_id: int, reason: str) -> bool:
+    """A read ended by an error of the server's (not the file's): True if it should be tried
+    again later; once TASKS_MAX_ATTEMPTS are spent the document is FAILED with ``reason``."""
+    with transaction.atomic():
+        document = Document.objects.select_for_update().filter(pk=document_id).first()
+        if document is None or document.status != Document.Status.PROCESSING:
+            return False
+        if int((document.reading or {}).get("attempts") or 0) < settings.TASKS_MAX_ATTEMPTS:
+            return True
+        Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, error=reason)
+        return False
+
+
+def documents_to_read() -> list[int]:
+    """The documents waiting to be read, oldest first (a worker starting queues their reads)."""
+    return list(Document.objects.filter(status=Document.Status.PROCESSING).order_by("pk").values_list("pk", flat=True))

@@ -2,7 +2,9 @@
 with the frame number as the page of multi-page TIFF scans.
 
 Pillow reads only the header when opening, so the pixel size is checked before any decoding;
-Pillow's own decompression-bomb guard stays on as a second line.
+Pillow's own decompression-bomb guard stays on as a second line. Inside ``ocr_deferred()`` (an
+upload over HTTP) only those header checks run, for every frame, and the parse ends with
+``NeedsOcr``: nothing is decoded until the task worker reads the file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ import warnings
 
 from documents.parsers._common import DocumentBuilder, pick_title
 from documents.parsers.base import EmptyContent, ParsedDocument, UnreadableContent, name_title
-from documents.parsers.ocr import OCR_SECONDS_PER_PAGE, check_pixels, ocr_image
+from documents.parsers.ocr import (
+    OCR_SECONDS_PER_PAGE,
+    NeedsOcr,
+    check_pixels,
+    ocr_image,
+    ocr_is_deferred,
+    ocr_page_starting,
+)
 
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "TIFF": "image/tiff"}
 # Pages of one multi-page TIFF read by OCR: at OCR_SECONDS_PER_PAGE each this bounds the file's time.
@@ -37,9 +46,16 @@ def parse(data: bytes, *, name: str, timeout: float = OCR_SECONDS_PER_PAGE) -> P
     if kind is None:
         raise UnreadableContent(f"Images in {image.format} format are not supported; use PNG, JPEG or TIFF.")
     check_pixels(*image.size)
-    frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    try:
+        # Counting a TIFF's pages walks its page directories; a damaged one raises anything.
+        frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    except Exception as exc:
+        raise UnreadableContent(f"The image is corrupt or unreadable ({type(exc).__name__}: {exc}).") from exc
     if frames > MAX_IMAGE_FRAMES:
         raise UnreadableContent(f"The TIFF has {frames} pages; the limit is {MAX_IMAGE_FRAMES} pages per file.")
+    if ocr_is_deferred():
+        _check_frame_headers(image, frames)
+        raise NeedsOcr(frames, kind)
 
     builder = DocumentBuilder("image")
     for index in range(frames):
@@ -51,6 +67,7 @@ def parse(data: bytes, *, name: str, timeout: float = OCR_SECONDS_PER_PAGE) -> P
             raise
         except Exception as exc:
             raise UnreadableContent(f"The image is corrupt or unreadable ({type(exc).__name__}: {exc}).") from exc
+        ocr_page_starting()
         # Phone photos of pages are stored sideways with an EXIF rotation; OCR needs them upright.
         text = ocr_image(ImageOps.exif_transpose(image), timeout=timeout)
         builder.start_section([], page=index + 1 if frames > 1 else None)
@@ -60,3 +77,13 @@ def parse(data: bytes, *, name: str, timeout: float = OCR_SECONDS_PER_PAGE) -> P
     return builder.build(
         title=pick_title(name_title(name), "Image"), mime_type=kind, metadata={"ocr": True, "pages": frames}
     )
+
+
+def _check_frame_headers(image, frames: int) -> None:
+    """Each frame's pixel size, from its header only (seeking a TIFF frame reads its directory)."""
+    for index in range(1, frames):
+        try:
+            image.seek(index)
+        except Exception as exc:
+            raise UnreadableContent(f"The image is corrupt or unreadable ({type(exc).__name__}: {exc}).") from exc
+        check_pixels(*image.size, what=f"Page {index + 1} of the image")

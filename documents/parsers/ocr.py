@@ -6,11 +6,20 @@ first use and reused: a page that runs past its time limit is stopped by killing
 (onnxruntime cannot be interrupted from another thread), the caller gets a clear error, and the
 next page starts a fresh worker. Calls are serialised: one page at a time per process, which on a
 2-core machine is also the fastest.
+
+OCR is slow (seconds a page), so an upload over HTTP does not wait for it: inside
+``ocr_deferred()`` the parsers stop where OCR would start and raise ``NeedsOcr`` with the number of
+pages to read (after the cheap checks: type, pixel size, pages), and the upload is read later by
+the task worker (documents.tasks), which follows the pages through ``ocr_pages_watched``. Context
+variables, not arguments: they reach the PDF and image parsers through the one registry without
+changing every parser's signature.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextvars
+import itertools
 import json
 import os
 import select
@@ -19,6 +28,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from documents.parsers.base import UnreadableContent
@@ -45,6 +56,61 @@ class OcrError(UnreadableContent):
 
 class OcrTimeout(OcrError):
     pass
+
+
+class NeedsOcr(Exception):
+    """Raised inside ``ocr_deferred()`` where OCR would start: the file needs ``pages`` pages read.
+
+    Not a ParseError: the file is fine so far, only too slow to read now. ``mime`` is its type.
+    """
+
+    def __init__(self, pages: int, mime: str = ""):
+        super().__init__(f"{pages} page(s) need OCR")
+        self.pages = pages
+        self.mime = mime
+
+
+_deferred: contextvars.ContextVar[bool] = contextvars.ContextVar("ocr_deferred", default=False)
+_page_watcher: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "ocr_page_watcher", default=None
+)
+
+
+@contextmanager
+def ocr_deferred() -> Iterator[None]:
+    """Parse without OCR: a parser about to read a page by OCR raises ``NeedsOcr`` instead."""
+    token = _deferred.set(True)
+    try:
+        yield
+    finally:
+        _deferred.reset(token)
+
+
+def ocr_is_deferred() -> bool:
+    return _deferred.get()
+
+
+@contextmanager
+def ocr_pages_watched(on_page: Callable[[int], None]) -> Iterator[None]:
+    """Call ``on_page(n)`` before the n-th page is read by OCR (n from 1), in this context.
+
+    ``on_page`` may raise (the task worker is stopping, say): the parse stops before that page.
+    """
+    pages = itertools.count(1)
+    token = _page_watcher.set(lambda: on_page(next(pages)))
+    try:
+        yield
+    finally:
+        _page_watcher.reset(token)
+
+
+def ocr_page_starting() -> None:
+    """A parser is about to read one page by OCR: ``NeedsOcr(1)`` when deferred, else tell the watcher."""
+    if _deferred.get():
+        raise NeedsOcr(1)
+    watcher = _page_watcher.get()
+    if watcher is not None:
+        watcher()
 
 
 class _Expired(Exception):
@@ -104,6 +170,8 @@ def ocr_pdf_page_images(page, *, timeout: float = OCR_SECONDS_PER_PAGE) -> str:
         raise
     except Exception as exc:
         raise UnreadableContent(f"The PDF page's images could not be read ({type(exc).__name__}: {exc}).") from exc
+    if candidates:
+        ocr_page_starting()
     texts = []
     for key in candidates:
         try:

@@ -1,6 +1,11 @@
 """PDF through pypdf: one section per page (`page` = its number); pages without a text layer
 (scans) are read by OCR (documents.parsers.ocr), at most PDF_OCR_MAX_PAGES of them per file.
 
+Inside ``ocr_deferred()`` (an upload over HTTP) no page is read by OCR: the text layer of every
+page is still extracted (the same bounded work as a text PDF), and if any page would need OCR the
+parse ends with ``NeedsOcr`` counting them (at most PDF_OCR_MAX_PAGES), for the task worker to
+read the file later.
+
 Bounded: extraction stops as soon as the text passes `max_chars`, and a page object the page
 tree lists thousands of times is extracted once (a 30 KB file once became 27 million characters).
 """
@@ -24,7 +29,7 @@ from documents.parsers.base import (
     normalize_text,
     too_long,
 )
-from documents.parsers.ocr import ocr_pdf_page_images
+from documents.parsers.ocr import NeedsOcr, ocr_pdf_page_images
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ def parse(data: bytes, *, name: str = "", max_chars: int | None = None) -> Parse
     unreadable_pages: list[int] = []
     ocr_pages: list[int] = []  # pages whose text came from OCR (they have no text layer)
     ocr_skipped: list[int] = []  # scanned pages past PDF_OCR_MAX_PAGES
+    ocr_deferred: list[int] = []  # scanned pages left for the task worker (inside ocr_deferred())
+    ocr_failures = 0  # pages OCR could not read: they count against the cap too (each may take minutes)
     ocr_error: UnreadableContent | None = None
     repeated_pages: list[int] = []
     seen_pages: set[tuple[int, int]] = set()
@@ -88,15 +95,19 @@ def parse(data: bytes, *, name: str = "", max_chars: int | None = None) -> Parse
             continue
         page_text = normalize_text(raw).strip()
         if not page_text and _has_images(page):
-            if len(ocr_pages) + len(ocr_skipped) >= PDF_OCR_MAX_PAGES:
+            if len(ocr_pages) + ocr_failures + len(ocr_deferred) >= PDF_OCR_MAX_PAGES:
                 ocr_skipped.append(number)
                 continue
             try:
                 page_text = normalize_text(ocr_pdf_page_images(page)).strip()
+            except NeedsOcr:
+                ocr_deferred.append(number)
+                continue
             except UnreadableContent as exc:
                 # A timeout or an undecodable scan costs that page only, like a broken page above.
                 logger.warning("OCR of PDF page %s of %s failed: %s", number, name or "upload", exc.message)
                 unreadable_pages.append(number)
+                ocr_failures += 1
                 ocr_error = ocr_error or exc
                 continue
             ocr_pages.append(number)
@@ -112,6 +123,8 @@ def parse(data: bytes, *, name: str = "", max_chars: int | None = None) -> Parse
         if max_chars is not None and offset > max_chars:
             # Stop here rather than extract the rest only to refuse it.
             raise too_long(None if number < page_count else offset, max_chars)
+    if ocr_deferred:
+        raise NeedsOcr(len(ocr_deferred), APPLICATION_PDF)
     text = "\n\n".join(parts)
 
     if not text:

@@ -138,6 +138,7 @@ def test_a_mixed_archive_reports_every_file_and_stores_the_good_ones(api, fresh_
     assert body["totals"] == {
         "files": 7,
         "ingested": 3,
+        "processing": 0,
         "unchanged": 0,
         "refused": 4,
         "skipped": 3,

@@ -1,5 +1,7 @@
 // ragsite search page: upload many files at once (drop or choose), each through POST /api/documents/,
 // then follow each document's indexing through GET /api/documents/{id}/progress until no chunk is pending.
+// A scan (an image, or a PDF without a text layer) is answered 202 "processing": the task worker reads it by
+// OCR, and the same progress endpoint tells the page it is on, then the indexing, or why it failed.
 // A .zip is unpacked by the server, which answers a report: a row for each file in it, under the archive's row.
 // Shown to staff only (writes need staff or a write key); the session cookie and the CSRF token authenticate.
 (function () {
@@ -17,6 +19,7 @@
   const POLL_MS = 1000;
   const POLL_MAX_MS = 30000; // back off while a long document indexes
   const FOLLOW_PARALLEL = 4; // an archive's files are followed a few at a time, not hundreds at once
+  const READING = "reading scanned pages (OCR)…";
   const queue = [];
   const follows = [];
   let running = 0;
@@ -125,9 +128,13 @@
         try { data = JSON.parse(xhr.responseText); } catch (err) { /* not JSON: a proxy's error page */ }
         if (data && Array.isArray(data.files)) {
           showArchive(row, data, xhr.status); // 201, 200 or, every file refused, 400
-        } else if (xhr.status === 200 || xhr.status === 201) {
+        } else if (xhr.status === 200 || xhr.status === 201 || xhr.status === 202) {
           linkTitle(row, data);
-          if (xhr.status === 200 && data && data.changed === false) {
+          if (xhr.status === 202) {
+            setStatus(row, "reading", READING);
+            row.bar.removeAttribute("value");
+            follow(row, data.id, POLL_MS);
+          } else if (xhr.status === 200 && data && data.changed === false) {
             settle(row, "unchanged", "unchanged (already stored)");
           } else {
             setStatus(row, "indexing", "ingested; indexing…");
@@ -152,6 +159,7 @@
   function showArchive(row, data, status) {
     const totals = data.totals || {};
     const parts = [totals.ingested + " ingested", totals.unchanged + " unchanged", totals.refused + " refused"];
+    if (totals.processing) parts.splice(1, 0, totals.processing + " reading (OCR)");
     if (totals.skipped) parts.push(totals.skipped + " skipped");
     const text = "archive of " + data.files.length + " file" + (data.files.length === 1 ? "" : "s") + ": " + parts.join(", ");
     settle(row, status === 400 ? "refused" : "archive", status === 400 ? "refused: " + errorMessage(data, status) : text);
@@ -167,6 +175,10 @@
       linkTitle(member, { id: file.document_id, title: file.title });
       if (file.status === "unchanged") {
         settle(member, "unchanged", "unchanged (already stored)");
+      } else if (file.status === "processing") {
+        setStatus(member, "reading", READING);
+        member.bar.removeAttribute("value");
+        follows.push({ row: member, id: file.document_id });
       } else {
         setStatus(member, "indexing", "ingested; indexing…");
         member.bar.removeAttribute("value");
@@ -205,7 +217,19 @@
     } catch (err) {
       data = null; // a blip: try again later
     }
-    if (data) {
+    if (data && data.status === "failed") {
+      settle(row, "failed", "failed: " + (data.error || "the file could not be read"));
+      if (done) done();
+      return;
+    }
+    if (data && data.status === "processing") {
+      const reading = data.reading || {};
+      if (data.waiting_for_worker) {
+        setStatus(row, "waiting", "waiting for the worker to read the scan (not running)");
+      } else {
+        setStatus(row, "reading", READING + (reading.page ? " page " + reading.page + " of " + reading.pages : ""));
+      }
+    } else if (data) {
       if (data.chunks) {
         row.bar.max = data.chunks;
         row.bar.value = data.indexed;
