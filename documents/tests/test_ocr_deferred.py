@@ -188,6 +188,7 @@ def tiff_with_a_damaged_second_page() -> bytes:
 
 
 @pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow on the damaged file, as intended
 def test_a_tiff_whose_pages_cannot_be_counted_is_refused_in_the_request(api, upload, database_queue):
     response = upload("damaged.tif", tiff_with_a_damaged_second_page())
 
