@@ -24,11 +24,13 @@ from documents.services import (
     IngestError,
     document_delete,
     document_ingest,
+    document_read_again,
     document_reembed,
     document_update,
     metadata_check,
     source_delete,
 )
+from documents.tasks import document_read_enqueue
 from ragsite.admin import (
     SAMPLE_ROWS,
     CountedDeletionAdmin,
@@ -350,7 +352,7 @@ class DocumentAdmin(CountedDeletionAdmin):
     list_select_related = ["source"]
     search_fields = ["title", "url"]
     readonly_fields = ["content_hash", "created_at", "updated_at"]
-    actions = ["reembed", "delete_selected"]
+    actions = ["reembed", "read_again", "delete_selected"]
     formfield_overrides = METADATA_FORM_FIELD
 
     # A stored document changes its title and metadata through the update service (which
@@ -430,7 +432,10 @@ class DocumentAdmin(CountedDeletionAdmin):
     @admin.display(description="state")
     def state(self, obj):
         if obj.status == Document.Status.FAILED:
-            return badge("ingest failed", "bad")
+            error = obj.error if len(obj.error) <= 100 else obj.error[:99] + "…"
+            return with_sub(badge("failed", "bad"), error)
+        if obj.status == Document.Status.PROCESSING:
+            return badge("reading (OCR)", "busy")
         return embedding_badge(obj)
 
     @admin.display(description="embedded", ordering="_indexed")
@@ -514,6 +519,19 @@ class DocumentAdmin(CountedDeletionAdmin):
     def reembed(self, request, queryset):
         queued, chunks, empty = reembed(queryset)
         self.message_user(request, reembed_message(queued, chunks, empty), messages.SUCCESS)
+
+    @admin.action(description="Read failed scans again (OCR)")
+    def read_again(self, request, queryset):
+        again = 0
+        for document in Document.objects.filter(pk__in=queryset.values("pk")).only("pk").order_by("pk"):
+            if document_read_again(document=document):
+                document_read_enqueue(document.pk)
+                again += 1
+        skipped = queryset.count() - again
+        message = f"Queued {counted(again, 'document')} to be read again"
+        if skipped:
+            message += f"; {counted(skipped, 'document')} skipped (not a failed scan with its original kept)"
+        self.message_user(request, message + ".", messages.SUCCESS if again else messages.WARNING)
 
     def deleted_with(self, queryset):
         return {Chunk: Chunk.objects.filter(document__in=queryset.values("pk")).count()}

@@ -1110,6 +1110,26 @@ def _read_store(claim: _Claim, prepared: _Prepared) -> IngestResult | None:
         return _document_store(claim.source, prepared, document)
 
 
+def document_read_again(*, document: Document) -> bool:
+    """Put a FAILED upload that was to be read in the background back in line, attempts reset.
+
+    For a read that failed for a passing reason (a worker killed too often, an OCR timeout on a
+    busy machine): the kept original is read again, as sending the file again would. False when
+    there is nothing to read again (not failed, no original, not an upload read in the background).
+    The caller queues ``documents.tasks.document_read_enqueue`` for it.
+    """
+    with transaction.atomic():
+        found = Document.objects.select_for_update(of=("self",)).filter(pk=document.pk).first()
+        if found is None or found.status != Document.Status.FAILED or not found.file_sha256:
+            return False
+        reading = dict(found.reading or {})
+        if "request" not in reading or "upload" not in reading:
+            return False
+        reading.update(upload=uuid.uuid4().hex, attempts=0, page=0)
+        Document.objects.filter(pk=found.pk).update(status=Document.Status.PROCESSING, error="", reading=reading)
+    return True
+
+
 def document_read_interrupted(document_id: int, reason: str) -> bool:
     """A read ended by an error of the server's (not the file's): True if it should be tried
     again later; once TASKS_MAX_ATTEMPTS are spent the document is FAILED with ``reason``."""

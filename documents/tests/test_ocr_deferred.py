@@ -387,3 +387,42 @@ def test_a_read_whose_original_went_missing_fails_saying_so(api, upload, databas
 
     failed = progress(api, document_id)
     assert failed["status"] == "failed" and "missing from the file store" in failed["error"], failed
+
+
+@pytest.mark.django_db
+def test_the_admin_reads_failed_scans_again_and_says_how_many(
+    api, upload, database_queue, settings, django_user_model, run_commit_hooks
+):
+    """A read that failed for a passing reason (its worker killed too often) is put back in line
+    from the admin's document list; an active document selected with it is skipped, and said so."""
+    document_id = upload("retry.png", ff.render_text_image(["Retry me"])).json()["id"]
+    settings.TASKS_MAX_ATTEMPTS = 1
+    Document.objects.filter(pk=document_id).update(
+        reading={**Document.objects.get(pk=document_id).reading, "attempts": 1}
+    )
+    assert document_read_task.call(document_id) is None
+    assert Document.objects.get(pk=document_id).status == Document.Status.FAILED
+    text_id = api.post("/api/documents/", {"title": "Plain", "text": "Plain text stays.", "source": "scans"}).json()[
+        "id"
+    ]
+    DBTaskResult.objects.all().delete()
+
+    staff = django_user_model.objects.create_superuser("staff", "staff@example.com", "pw")
+    api.force_login(staff)
+    listing = api.get("/admin/documents/document/")
+    assert "failed" in listing.content.decode() and "stopped 1 times" in listing.content.decode()
+    with run_commit_hooks():
+        response = api.post(
+            "/admin/documents/document/",
+            {"action": "read_again", "_selected_action": [document_id, text_id]},
+            follow=True,
+        )
+
+    messages = [str(m) for m in response.context["messages"]]
+    assert messages == [
+        "Queued 1 document to be read again; 1 document skipped (not a failed scan with its original kept)."
+    ]
+    again = progress(api, document_id)
+    assert again["status"] == "processing" and not again["error"], again
+    assert queued_reads() == [[document_id]]
+    assert Document.objects.get(pk=text_id).status == Document.Status.ACTIVE
