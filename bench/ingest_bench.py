@@ -196,6 +196,25 @@ def bench_environment(
         # else: the embedder exports on first use, before any timing starts (an install-time step).
 
 
+def child_start(args: argparse.Namespace, db_name: str, *, prefix: str, template: str | None = None) -> Path:
+    """A bench child's fresh database (a clone of ``template`` if given) and data folder, its
+    settings (``bench_environment``, from args.database_url, runtime, batch_size, onnx_dir), then
+    Django; returns the data folder."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    recreate_database(args.database_url, db_name, template=template)
+    bench_environment(
+        database_url=database_url(args.database_url, db_name),
+        data_dir=data_dir,
+        runtime=args.runtime,
+        batch_size=args.batch_size,
+        onnx_dir=args.onnx_dir,
+    )
+    import django
+
+    django.setup()
+    return data_dir
+
+
 class TimedCalls:
     """While started, ``owner.name`` is wrapped: seconds spent inside it, and the size and first
     argument of each call (``record``), e.g. the embedder's batches inside the pipeline."""
@@ -280,20 +299,8 @@ def scifact_items(docs: list[dict]) -> list[dict]:
 
 
 def run_child(args: argparse.Namespace) -> dict:
-    data_dir = Path(tempfile.mkdtemp(prefix="ragsite-ingest-bench-"))
     db_name = f"{args.db}_{args.runtime.replace('-', '_')}"
-    recreate_database(args.database_url, db_name)
-    bench_environment(
-        database_url=database_url(args.database_url, db_name),
-        data_dir=data_dir,
-        runtime=args.runtime,
-        batch_size=args.batch_size,
-        onnx_dir=args.onnx_dir,
-    )
-
-    import django
-
-    django.setup()
+    data_dir = child_start(args, db_name, prefix="ragsite-ingest-bench-")
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
