@@ -15,12 +15,13 @@ The "before the fixes" table: the code of an older commit with this bench copied
 The files: real prose, SciFact abstracts (../shared/datasets/scifact-train, BEIR layout; each
 format gets abstracts of its own, interleaved over the corpus so the formats' sets are alike),
 written by the real writer libraries (documents/tests/format_fixtures.py where its builders fit:
-python-docx, python-pptx, openpyxl, odfpy, ebooklib; fpdf2 with an embedded TrueType font for
-PDF, as word processors export; RTF, HTML, Markdown, CSV and plain text written as text), --files
-files per format of --per-file abstracts each (40 abstracts ≈ 60,000 characters ≈ 20 printed
-pages): every abstract under its title as a heading, its text in paragraphs of a few sentences;
-one slide per abstract (the first sentences as bullets, the rest as speaker notes); one row per
-abstract (ID, Title, Abstract) in sheets of ten rows; one chapter per abstract in EPUB.
+python-docx, python-pptx, openpyxl, odfpy, ebooklib; fpdf2 for PDF, with an embedded TrueType
+font and justified text as word processors export it; RTF, HTML, Markdown, CSV and plain text
+written as text), --files files per format of --per-file abstracts each (40 abstracts ≈ 60,000
+characters ≈ 20 printed pages, 17 PDF pages): every abstract under its title as a heading, its
+text in paragraphs of a few sentences; one slide per abstract (the first sentences as bullets, the
+rest as speaker notes); one row per abstract (ID, Title, Abstract) in sheets of ten rows; one
+chapter per abstract in EPUB.
 
 The pipeline is `manage.py ingest FILE` itself (`call_command`, one file per call), with the
 local model as deployed (`EMBEDDING_RUNTIME` onnx-int8 by default): read the file, parse, chunk,
@@ -36,8 +37,8 @@ CPU time: this process (all threads) plus, for the pipeline, its PostgreSQL back
 
 Inside the pipeline the script times `parse_document`, `chunk_document`, the sync and the
 embedder (wrappers around the functions the command calls); "parse share" is parsing's part of
-the pipeline's wall time. Before timing, each child parses one file untimed (imports, the
-tokenizer) and embeds 64 abstracts (ONNX Runtime's arena): what a running worker has done already.
+the pipeline's wall time. Before timing, each child parses its first file untimed (imports, the
+tokenizer) and embeds 64 of its chunks (ONNX Runtime's arena): what a running worker has done already.
 
 Each format runs in its own child process (its own database cloned from one migrated template,
 data folder, vector store and model), so its peak RSS (VmHWM) is its own. Writes
