@@ -165,21 +165,22 @@ class PostgresCpu:
             return sum(self.seen.values())
 
 
-# --- child: one runtime -------------------------------------------------------------------------
+# --- pieces the format bench (formats_ingest_bench.py) shares -----------------------------------
 
 
-def run_child(args: argparse.Namespace) -> dict:
-    data_dir = Path(tempfile.mkdtemp(prefix="ragsite-ingest-bench-"))
-    db_name = f"{args.db}_{args.runtime.replace('-', '_')}"
-    recreate_database(args.database_url, db_name)
+def bench_environment(
+    *, database_url: str, data_dir: Path, runtime: str, batch_size: int, onnx_dir: str | None
+) -> None:
+    """Settings of a child that ingests with the local model, set before Django starts; copies
+    an existing ONNX export into the fresh data folder (exporting is an install step)."""
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "ragsite.settings",
-            "DATABASE_URL": database_url(args.database_url, db_name),
+            "DATABASE_URL": database_url,
             "DATA_DIR": str(data_dir),
             "EMBEDDING_BACKEND": "local",
-            "EMBEDDING_RUNTIME": args.runtime,
-            "EMBEDDING_BATCH_SIZE": str(args.batch_size),
+            "EMBEDDING_RUNTIME": runtime,
+            "EMBEDDING_BATCH_SIZE": str(batch_size),
             # As deployed: tasks go to the database queue (the keyword-statistics refresh each
             # commit requests is queued once, for the worker); the vector sync runs in the
             # foreground like `manage.py ingest` does.
@@ -188,17 +189,118 @@ def run_child(args: argparse.Namespace) -> dict:
             "LOG_LEVEL": "WARNING",
         }
     )
-    if args.runtime != "torch":
-        source = find_onnx_export(args.onnx_dir)
-        target = data_dir / "models" / "all-MiniLM-L6-v2" / "onnx"
+    if runtime != "torch":
+        source = find_onnx_export(onnx_dir)
         if source is not None:
-            shutil.copytree(source, target)
+            shutil.copytree(source, data_dir / "models" / "all-MiniLM-L6-v2" / "onnx")
         # else: the embedder exports on first use, before any timing starts (an install-time step).
 
+
+def child_start(args: argparse.Namespace, db_name: str, *, prefix: str, template: str | None = None) -> Path:
+    """A bench child's fresh database (a clone of ``template`` if given) and data folder, its
+    settings (``bench_environment``, from args.database_url, runtime, batch_size, onnx_dir), then
+    Django; returns the data folder."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    recreate_database(args.database_url, db_name, template=template)
+    bench_environment(
+        database_url=database_url(args.database_url, db_name),
+        data_dir=data_dir,
+        runtime=args.runtime,
+        batch_size=args.batch_size,
+        onnx_dir=args.onnx_dir,
+    )
     import django
 
     django.setup()
-    from django.conf import settings
+    return data_dir
+
+
+class TimedCalls:
+    """While started, ``owner.name`` is wrapped: seconds spent inside it, and the size and first
+    argument of each call (``record``), e.g. the embedder's batches inside the pipeline."""
+
+    def __init__(self, owner, name: str, *, record: bool = False) -> None:
+        self.owner, self.name, self.record = owner, name, record
+        self.seconds = 0.0
+        self.calls: list = []
+        self._own = name in vars(owner)
+        self._original = getattr(owner, name)
+
+    def start(self) -> TimedCalls:
+        original = self._original
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+                if self.record:
+                    self.calls.append(list(args[0]) if args else None)
+
+        setattr(self.owner, self.name, timed)
+        return self
+
+    def stop(self) -> None:
+        if self._own:
+            setattr(self.owner, self.name, self._original)
+        else:
+            delattr(self.owner, self.name)
+
+
+def raw_embed(embedder, inputs: list[str], *, call_size: int, sampler: RssSampler | None = None) -> tuple[float, float]:
+    """The raw embedder on ``inputs`` in calls of ``call_size`` (the sync's): (wall s, CPU s)."""
+    if sampler is not None:
+        sampler.phase = "raw"
+    cpu_start, started = time.process_time(), time.perf_counter()
+    for start in range(0, len(inputs), call_size):
+        embedder.embed_documents(inputs[start : start + call_size])
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_start
+    if sampler is not None:
+        sampler.phase = "between"
+    return seconds, cpu
+
+
+def planned(items: list[dict]) -> list[tuple]:
+    """Each ``document_ingest`` item prepared by the service itself (parse, chunk; nothing stored)
+    with what the pipeline will embed for it: context line + chunk text, per chunk. The benches
+    check these inputs against the stored chunks afterwards."""
+    from documents.services import _document_prepare, chunk_context, embedding_input
+
+    out = []
+    for item in items:
+        prepared = _document_prepare(**{**item, "keep_file": False})
+        out.append(
+            (prepared, [embedding_input(d, chunk_context(prepared.title, d.heading_path)) for d in prepared.drafts])
+        )
+    return out
+
+
+def planned_inputs(items: list[dict]) -> list[str]:
+    """The inputs ``planned`` finds for the items, in order."""
+    return [text for _, inputs in planned(items) for text in inputs]
+
+
+def scifact_items(docs: list[dict]) -> list[dict]:
+    """SciFact documents as ``document_ingest`` items: pasted text with the title, a url and the id."""
+    return [
+        {
+            "title": doc["title"],
+            "url": URL_PREFIX + str(doc["_id"]),
+            "text": doc["text"] if doc["text"].strip() else doc["title"],
+            "mime": "text/plain",
+            "metadata": {"beir_id": str(doc["_id"])},
+        }
+        for doc in docs
+    ]
+
+
+# --- child: one runtime -------------------------------------------------------------------------
+
+
+def run_child(args: argparse.Namespace) -> dict:
+    db_name = f"{args.db}_{args.runtime.replace('-', '_')}"
+    data_dir = child_start(args, db_name, prefix="ragsite-ingest-bench-")
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -228,17 +330,6 @@ def run_child(args: argparse.Namespace) -> dict:
     embedder.embed_documents([d["title"] + "\n" + d["text"] for d in corpus[-2 * args.batch_size :]])
     counter = load_model_tokenizer()  # truncates at 256 like the model; counts what it sees
 
-    # Time spent inside the embedder during the pipeline (the rest is the pipeline's overhead).
-    embed_seconds = [0.0]
-    original_embed = embedder.embed_documents
-
-    def timed_embed(texts):
-        started = time.perf_counter()
-        try:
-            return original_embed(texts)
-        finally:
-            embed_seconds[0] += time.perf_counter() - started
-
     db_cpu = PostgresCpu(db_name)
     source = source_get_or_create(name="scifact", kind=Source.Kind.UPLOAD)
     get_vector_store()  # open (not create) the store: part of process start, not of ingesting
@@ -265,47 +356,15 @@ def run_child(args: argparse.Namespace) -> dict:
         nonlocal failed
         # As `manage.py ingest` stores files: batches of INGEST_BATCH_DOCUMENTS, one transaction each.
         for start in range(0, len(docs), INGEST_BATCH_DOCUMENTS):
-            batch = docs[start : start + INGEST_BATCH_DOCUMENTS]
-            items = [
-                {
-                    "title": doc["title"],
-                    "url": URL_PREFIX + str(doc["_id"]),
-                    "text": doc["text"] if doc["text"].strip() else doc["title"],
-                    "mime": "text/plain",
-                    "metadata": {"beir_id": str(doc["_id"])},
-                }
-                for doc in batch
-            ]
-            for result in document_ingest_many(source=source, items=items):
+            for result in document_ingest_many(
+                source=source, items=scifact_items(docs[start : start + INGEST_BATCH_DOCUMENTS])
+            ):
                 if isinstance(result, IngestError):
                     failed += 1
                     continue
                 added.extend(result.added_chunk_ids)
                 if alongside is not None:
                     alongside.stored(result.chunks_added)
-
-    def planned_inputs(docs: list[dict]) -> list[str]:
-        """What the pipeline will embed for these documents (checked against the stored chunks after)."""
-        from documents.chunking import chunk_document
-        from documents.parsers import parse_document
-        from documents.services import chunk_context, chunk_token_budget
-        from documents.tokenizer import get_tokenizer
-
-        tokenizer = get_tokenizer()
-        out = []
-        for doc in docs:
-            text = doc["text"] if doc["text"].strip() else doc["title"]
-            parsed = parse_document(text=text, mime="text/plain", url=URL_PREFIX + str(doc["_id"]))
-            title = (doc["title"] or "").strip() or parsed.title or URL_PREFIX + str(doc["_id"])
-            budget = chunk_token_budget(tokenizer, title, parsed)
-            drafts = chunk_document(
-                parsed,
-                tokenizer=tokenizer,
-                chunk_tokens=budget,
-                overlap_tokens=min(settings.CHUNK_OVERLAP_TOKENS, budget // 4),
-            )
-            out += [embedding_input(d, chunk_context(title, d.heading_path)) for d in drafts]
-        return out
 
     with RssSampler(on_tick=db_cpu.sample) as sampler:
         for number, docs in enumerate(slices, start=1):
@@ -314,22 +373,12 @@ def run_child(args: argparse.Namespace) -> dict:
             # run then favours no side.
             variant = variants[(number - 1) % len(variants)]
             raw_first = ((number - 1) // len(variants)) % 2 == 1
-            inputs = planned_inputs(docs)
+            inputs = planned_inputs(scifact_items(docs))
             tokens = sum(len(e.ids) for e in counter.encode_batch(inputs))
-
-            def raw(inputs: list[str] = inputs) -> tuple[float, float]:
-                sampler.phase = "raw"
-                cpu_start, started = time.process_time(), time.perf_counter()
-                for start in range(0, len(inputs), SYNC_BATCH):  # calls of the sync's size
-                    embedder.embed_documents(inputs[start : start + SYNC_BATCH])
-                sampler.phase = "between"
-                return time.perf_counter() - started, time.process_time() - cpu_start
-
             if raw_first:
-                raw_s, raw_cpu = raw()
+                raw_s, raw_cpu = raw_embed(embedder, inputs, call_size=SYNC_BATCH, sampler=sampler)
             sampler.phase = "pipeline"
-            embedder.embed_documents = timed_embed
-            embed_seconds[0] = 0.0
+            embed_timer = TimedCalls(embedder, "embed_documents").start()
             added: list = []
             cpu0, db0, t0 = time.process_time(), db_cpu.total(), time.perf_counter()
             if variant == "alongside":
@@ -348,10 +397,10 @@ def run_child(args: argparse.Namespace) -> dict:
                 report = vectors_sync_pending()
             t1, cpu1 = time.perf_counter(), time.process_time()
             db1 = db_cpu.total()
-            embedder.embed_documents = original_embed
+            embed_timer.stop()
             sampler.phase = "between"
             if not raw_first:
-                raw_s, raw_cpu = raw()
+                raw_s, raw_cpu = raw_embed(embedder, inputs, call_size=SYNC_BATCH, sampler=sampler)
             if (
                 report.stopped_by
                 or report.errors
@@ -375,7 +424,7 @@ def run_child(args: argparse.Namespace) -> dict:
                 "pipeline_s": round(t1 - t0, 3),
                 "ingest_s": round(t_ingested - t0, 3),
                 "sync_s": round(t1 - t_ingested, 3),
-                "embed_in_sync_s": round(embed_seconds[0], 3),
+                "embed_in_sync_s": round(embed_timer.seconds, 3),
                 "raw_s": round(t3 - t2, 3),
                 "ratio": round((t3 - t2) / (t1 - t0), 3),
                 "pipeline_cpu_s": round(cpu1 - cpu0, 3),
@@ -390,7 +439,7 @@ def run_child(args: argparse.Namespace) -> dict:
                 ("pipe_s", t1 - t0),
                 ("ingest_s", t_ingested - t0),
                 ("sync_s", t1 - t_ingested),
-                ("embed_in_sync_s", embed_seconds[0]),
+                ("embed_in_sync_s", embed_timer.seconds),
                 ("raw_s", t3 - t2),
                 ("pipe_cpu", cpu1 - cpu0),
                 ("pipe_db_cpu", db1 - db0),

@@ -246,11 +246,13 @@ def vectors_sync_pending(*, progress: Progress | None = None, batch_size: int = 
             return report
 
 
-# What a batch reads: the embedding input, the point payload and the status check. Never the
-# document's text: each chunk row carries its own copy of the joined document, so one batch of a
+# What a batch reads: the embedding input, the point payload, the status check and the attempts
+# (vectors.quarantine reads them on every chunk: left out, each chunk cost a query of its own,
+# ~6% of `manage.py ingest` of a text file with the local model; bench/formats_ingest_bench.py
+# found it). Never the document's text: each chunk row carries its own copy of the joined document, so one batch of a
 # 5 MB file held 256 copies of it (the worker went from 354 MB to 4.2 GB RSS).
 _BATCH_FIELDS = (
-    "id", "content_hash", "text", "context", "ordinal", "document_id",
+    "id", "content_hash", "text", "context", "ordinal", "document_id", "sync_attempts",
     "document__id", "document__source_id", "document__title", "document__url", "document__metadata",
     "document__source__id", "document__source__name",
 )  # fmt: skip

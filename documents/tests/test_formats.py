@@ -90,6 +90,47 @@ def test_docx_title_falls_back_to_first_heading_then_file_name():
         word.parse(plain, name="empty.docx")
 
 
+def test_docx_headings_from_title_style_outline_levels_and_list_styles(monkeypatch):
+    import docx
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+    from docx.styles.styles import Styles
+
+    def outline(element, level: int) -> None:
+        ppr = element.get_or_add_pPr()
+        node = OxmlElement("w:outlineLvl")
+        node.set(qn("w:val"), str(level))
+        ppr.append(node)
+
+    document = docx.Document()
+    document.add_paragraph("Almanac of the Orchard", style="Title")
+    document.add_paragraph("The tamarillo rows face south.")
+    outline(document.add_paragraph("Frost Calendar")._p, 1)  # a body paragraph made a level-2 heading
+    for n in range(30):
+        document.add_paragraph(f"Night {n}: the crabapple blossom held.")
+    document.add_paragraph("Cover the medlar saplings", style="List Bullet")
+    outlined = document.styles.add_style("Orchard Part", 1)  # paragraph style, outline level 0
+    outline(outlined.element, 0)
+    document.add_paragraph("Harvest", style="Orchard Part")
+    document.add_paragraph("Quinces come last.")
+    out = io.BytesIO()
+    document.save(out)
+
+    lookups = []
+    get_by_id = Styles.get_by_id
+    monkeypatch.setattr(Styles, "get_by_id", lambda self, *args: lookups.append(args) or get_by_id(self, *args))
+    parsed = word.parse(out.getvalue(), name="almanac.docx")
+
+    assert_spans_exact(parsed)
+    assert parsed.title == "Almanac of the Orchard"
+    assert section_with(parsed, "tamarillo").heading_path == ["Almanac of the Orchard"]
+    assert section_with(parsed, "crabapple").heading_path == ["Almanac of the Orchard", "Frost Calendar"]
+    assert "- Cover the medlar saplings" in section_with(parsed, "medlar").text
+    assert section_with(parsed, "Quinces").heading_path == ["Harvest"]
+    # Each style is looked up once, not once per paragraph (python-docx walks every style per lookup).
+    assert len(lookups) == 4  # Title, the default, List Bullet, Orchard Part
+
+
 def _docx_with_paragraphs(paragraphs: list[str]) -> bytes:
     import docx
 
