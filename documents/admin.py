@@ -337,6 +337,9 @@ class DocumentIngestForm(forms.ModelForm):
                 mime=getattr(upload, "content_type", "") if upload else "text/plain",
                 metadata=cleaned.get("metadata") or {},
                 keep_file=bool(upload),
+                # A scan is read by the task worker, as over the API: OCR of a few pages would
+                # outlast the request's time limit and hold the server's process meanwhile.
+                defer_ocr=bool(upload),
             )
         except IngestError as exc:
             field = exc.field if exc.field in self.fields else ("file" if upload else "text")
@@ -408,7 +411,12 @@ class DocumentAdmin(CountedDeletionAdmin):
         result = form.result
         obj.pk = result.document.pk
         obj.__dict__.update({k: v for k, v in result.document.__dict__.items() if not k.startswith("_")})
-        if not result.changed:
+        if result.deferred:
+            document_read_enqueue(result.document.pk)
+            messages.success(
+                request, "Stored; the task worker reads its scanned pages (OCR) in the background, then indexes them."
+            )
+        elif not result.changed:
             messages.info(request, "Identical content was already stored; nothing changed.")
         else:
             messages.success(

@@ -426,3 +426,26 @@ def test_the_admin_reads_failed_scans_again_and_says_how_many(
     assert again["status"] == "processing" and not again["error"], again
     assert queued_reads() == [[document_id]]
     assert Document.objects.get(pk=text_id).status == Document.Status.ACTIVE
+
+
+@pytest.mark.django_db
+def test_a_scan_added_in_the_admin_is_read_by_the_worker_too(
+    staff_client, database_queue, run_commit_hooks, settings, tmp_path
+):
+    from documents.models import Source
+
+    settings.FILES_DIR = tmp_path / "files"
+    source = Source.objects.create(name="scans")
+    handle = io.BytesIO(ff.render_text_image(["Admin scan"]))
+    handle.name = "admin-scan.png"
+    with run_commit_hooks():
+        response = staff_client.post(
+            "/admin/documents/document/add/",
+            {"source": source.pk, "file": handle, "title": "", "url": "", "metadata": "{}"},
+            follow=True,
+        )
+    assert response.status_code == 200, response.content
+    assert any("reads its scanned pages (OCR) in the background" in str(m) for m in response.context["messages"])
+    document = Document.objects.get(file_name="admin-scan.png")
+    assert document.status == Document.Status.PROCESSING and not document.chunks.exists()
+    assert queued_reads() == [[document.pk]]
