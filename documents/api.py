@@ -635,7 +635,9 @@ class DocumentViewSet(
                 upload.seek(0)  # an Office/EPUB file named .zip: its content decides, it is one document
         try:
             with transaction.atomic():
-                source = source_get_or_create(name=data["source"], kind=Source.Kind.API)
+                # A new source is labelled by how its first document came: a file, or text over the API.
+                kind = Source.Kind.API if upload is None else Source.Kind.UPLOAD
+                source = source_get_or_create(name=data["source"], kind=kind)
                 result = document_ingest(
                     source=source,
                     title=data["title"],
@@ -675,7 +677,7 @@ class DocumentViewSet(
                 field="title",
             )
         try:
-            source = source_get_or_create(name=data["source"], kind=Source.Kind.API)
+            source = source_get_or_create(name=data["source"], kind=Source.Kind.UPLOAD)
             report = archive_ingest(
                 source=source,
                 archive=upload.file,

@@ -54,6 +54,7 @@ def test_uploading_a_file_as_multipart(api, fresh_store, run_commit_hooks):
     body = response.json()
     assert body["title"] == "Beekeeping Basics" and body["mime_type"] == "text/markdown"
     assert body["metadata"]["kind"] == "guide" and body["metadata"]["filename"] == "guide.md"
+    assert Source.objects.get(name="uploads").kind == Source.Kind.UPLOAD  # a file, not text over the API
 
 
 def test_document_detail_includes_its_chunks(api, fresh_store, run_commit_hooks):
