@@ -119,6 +119,19 @@ def answer_html(text: str) -> SafeString:
     )
 
 
+def answer_label(*, provider: str, model: str, found: bool) -> str:
+    """What the answer's meta line says about where the answer came from (app.js says the same).
+
+    The offline provider quotes sentences; it is named by what it does and how to get written
+    answers instead, since "extractive" means nothing to a reader.
+    """
+    if not found:
+        return "Nothing found in the sources"
+    if provider == "extractive":
+        return "Quoted from the sources (no language model configured: set LLM_MODEL for written answers)"
+    return f"Answered by {model or 'the language model'}"
+
+
 def _errors(exc: ValidationError) -> list[str]:
     detail = exc.detail if isinstance(exc.detail, dict) else {"": exc.detail}
     messages = []
@@ -248,8 +261,7 @@ def _answer_into(params: dict, context: dict) -> None:
     cited = set(answer.cited)
     context["answer"] = {
         "html": answer_html(answer.text),
-        "provider": answer.provider,
-        "model": answer.model,
+        "label": answer_label(provider=answer.provider, model=answer.model, found=answer.found),
         "found": answer.found,
         "warnings": answer.warnings,
         "took_ms": answer.took_ms,

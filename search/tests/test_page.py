@@ -48,6 +48,8 @@ def test_the_empty_page_has_labelled_controls_and_an_answer_region(reader):
     assert 'aria-live="polite"' in html and 'name="viewport"' in html
     assert '<meta name="csrf-token" content="' in html
     assert "/static/search/app.css" in html and "/static/search/app.js" in html
+    # The follow-up box's hint fits any corpus (it used to suggest "side effects").
+    assert 'placeholder="Ask a follow-up question"' in html
 
 
 @pytest.mark.slow
@@ -129,13 +131,28 @@ def test_asking_without_javascript_renders_a_cited_answer(reader, knowledge_base
     passage = html[html.index(f'id="passage-{citation.group(1)}"') :]
     assert f'<h4><a href="/documents/{knowledge_base["bees"].pk}/?chunk=' in passage[: passage.index("</li>")]
     assert '<a class="url" href="https://example.com/bees"' in passage[: passage.index("</li>")]
-    assert "by extractive" in html
+    # The offline provider says what it did and how to get written answers, not its internal name.
+    meta = html[html.index('id="answer-meta"') : html.index("</p>", html.index('id="answer-meta"'))]
+    assert re.search(
+        r">Quoted from the sources \(no language model configured: set LLM_MODEL for written answers\) · \d+ ms$", meta
+    ), meta
+    assert "extractive" not in meta
 
 
 @pytest.mark.slow
 def test_asking_about_something_unknown_says_so_in_the_page(reader, knowledge_base):
     _, html = page(reader, q=OFF_TOPIC_QUESTION, mode="hybrid", ask="1")
-    assert NOT_FOUND_ANSWER in html and 'class="cite"' not in html and "Nothing found by extractive" in html
+    assert NOT_FOUND_ANSWER in html and 'class="cite"' not in html
+    assert re.search(r'id="answer-meta" class="meta">Nothing found in the sources · \d+ ms</p>', html)
+
+
+@pytest.mark.slow
+def test_an_llm_answer_names_its_model(reader, knowledge_base, settings, openai_server):
+    settings.LLM_MODEL = "test-chat-model"
+    settings.OPENAI_BASE_URL = openai_server.base_url
+    openai_server.chat_answer = "Worker bees bring nectar home [1]."
+    _, html = page(reader, q="How do bees make honey?", ask="1")
+    assert re.search(r'id="answer-meta" class="meta">Answered by test-chat-model · \d+ ms</p>', html)
 
 
 @pytest.mark.slow

@@ -106,6 +106,7 @@
       await readEvents(response, {
         citations: function (data) {
           providerName = data.provider || "";
+          modelName = data.model || "";
           renderPassages(data.citations || []);
         },
         delta: function (data) { appendAnswer(data.text || ""); },
@@ -150,6 +151,7 @@
 
   let currentAnswer = "";
   let providerName = "";
+  let modelName = "";
   let knownPassages = new Set();
 
   function resetAnswer() {
@@ -254,10 +256,9 @@
         item.querySelector(".where").appendChild(note);
       }
     });
-    const provider = data.provider || providerName;
-    const parts = [(data.found === false ? "Nothing found" : "Answered") + (provider ? " by " + provider : "")];
+    const parts = [answerLabel(data.provider || providerName, data.model || modelName, data.found !== false)];
     if (typeof data.took_ms === "number") parts.push(Math.round(data.took_ms) + " ms");
-    view.meta.textContent = parts.join(" in ");
+    view.meta.textContent = parts.join(" · ");
     view.warnings.textContent = "";
     (data.warnings || []).forEach(function (w) {
       const li = document.createElement("li");
@@ -278,6 +279,15 @@
       followUp.hidden = false;
       newConversation.hidden = false;
     }
+  }
+
+  // Where the answer came from, in words (search.views.answer_label says the same in the no-JS page).
+  function answerLabel(provider, model, found) {
+    if (!found) return "Nothing found in the sources";
+    if (provider === "extractive") {
+      return "Quoted from the sources (no language model configured: set LLM_MODEL for written answers)";
+    }
+    return "Answered by " + (model || "the language model");
   }
 
   function fail(message) {
@@ -429,7 +439,7 @@
       renderPassages(turn.citations || []);
       renderAnswer(turn.answer);
       finish({ question_asked: turn.question, searched_for: turn.searched_for, status: turn.status, provider: turn.provider,
-        citations: turn.citations, conversation: data.id, found: turn.status === "answered" });
+        model: turn.model, citations: turn.citations, conversation: data.id, found: turn.status === "answered" });
     });
   }
 
