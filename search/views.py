@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 10
 MAX_SOURCES_LISTED = 500
 FIELD_LABELS = {"q": "Search", "mode": "Mode", "source": "Source", "offset": "Page", "limit": "Page size"}
+EMPTY_SEARCH = "Type something to search for."  # app.js says the same before sending the form
 MODE_LABELS = {"keyword": "Keyword", "semantic": "Semantic", "hybrid": "Hybrid"}
 _MARKER = re.compile(r"\[(\d{1,4})\]")
 # The indexing banner counts pending chunks up to this many ("more than ..." beyond): a bounded read.
@@ -197,6 +198,9 @@ def home(request: HttpRequest) -> HttpResponse:
     status = 200
     if query.strip() or "offset" in request.GET:
         status = _search_into(request, context)
+    elif "q" in request.GET:
+        # The form was sent with nothing in the box: say so, as Ask does, instead of a silent empty page.
+        context["errors"] = [EMPTY_SEARCH]
     return render(request, "search/home.html", context, status=status)
 
 

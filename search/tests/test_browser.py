@@ -209,6 +209,11 @@ def test_errors_and_not_found_show_in_the_page(browser, site):
     page.fill("#q", "")
     page.click("#ask-button")
     assert page.locator("#errors").inner_text() == "Type a question first."
+    for blank in ("", "   "):
+        page.fill("#q", blank)
+        page.click("#search-button")
+        assert page.locator("#errors").inner_text() == "Type something to search for."
+        assert page.url == url + "/"  # said in the page, without sending the form
 
     page.goto(url + "/?q=" + "x" * 1500)
     assert "The query is longer than" in page.locator("#errors").inner_text()

@@ -97,9 +97,18 @@ def test_bad_input_is_a_message_in_the_page(reader, params, message):
     assert 'id="q"' in html  # the form is still there to fix the query
 
 
-def test_a_blank_query_shows_the_empty_page(reader):
-    response, html = page(reader, q="   ")
-    assert response.status_code == 200 and 'class="result"' not in html and 'role="alert" class="errors" hidden' in html
+def test_the_page_without_a_query_has_no_message(reader):
+    response, html = page(reader)
+    assert response.status_code == 200 and 'role="alert" class="errors" hidden' in html
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_search_asks_for_something_to_search_for(reader, blank):
+    # What the form sends without JavaScript when Search is pressed with an empty box.
+    response, html = page(reader, q=blank, mode="hybrid", source="")
+    assert response.status_code == 200 and 'class="result"' not in html
+    errors = html[html.index('id="errors"') : html.index("</div>", html.index('id="errors"'))]
+    assert "hidden" not in errors and "<p>Type something to search for.</p>" in errors
 
 
 @pytest.mark.slow

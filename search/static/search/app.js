@@ -33,7 +33,15 @@
   // --- Ask: the submit becomes ask=live, so results and URL match the question; the answer then streams in.
   form.addEventListener("submit", function (event) {
     const submitter = event.submitter;
-    if (!submitter || submitter.name !== "ask") return;
+    if (!submitter || submitter.name !== "ask") {
+      if (!form.elements.q.value.trim()) {
+        // The server says the same (search.views.EMPTY_SEARCH); no round trip needed to learn it.
+        event.preventDefault();
+        showError("Type something to search for.");
+        form.elements.q.focus();
+      }
+      return;
+    }
     event.preventDefault();
     const question = form.elements.q.value.trim();
     if (!question) {
