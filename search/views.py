@@ -42,6 +42,11 @@ FIELD_LABELS = {"q": "Search", "mode": "Mode", "source": "Source", "offset": "Pa
 EMPTY_SEARCH = "Type something to search for."  # app.js says the same before sending the form
 MODE_LABELS = {"keyword": "Keyword", "semantic": "Semantic", "hybrid": "Hybrid"}
 _MARKER = re.compile(r"\[(\d{1,4})\]")
+# The longest URL (path and query string) the page's form may navigate to. gunicorn reads at most
+# 8190 bytes of request line (ragsite/gunicorn.conf.py: limit_request_line), "GET " and " HTTP/1.1"
+# included; the rest is room for what the page adds to its own links later (a conversation id, a
+# page offset). app.js checks the encoded URL against this before sending the form.
+MAX_FORM_URL_CHARS = 8000
 # The indexing banner counts pending chunks up to this many ("more than ..." beyond): a bounded read.
 PENDING_COUNTED_MAX = 100_000
 
@@ -190,7 +195,9 @@ def home(request: HttpRequest) -> HttpResponse:
         "warnings": [],
         "searched": False,
         "llm_streams": bool(settings.LLM_MODEL),
+        # The box's maxlength counts UTF-16 units, the API characters (code points): what the box takes, the API does.
         "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
+        "max_url_chars": MAX_FORM_URL_CHARS,
         "max_upload_bytes": settings.INGEST_MAX_BYTES,
         "user": request.user,
         "indexing_stalled": indexing_stalled(request),

@@ -262,3 +262,36 @@ def test_a_follow_up_is_asked_under_the_answer_and_past_conversations_reopen(bro
     ]
     assert page.locator("#thread .turn .meta").first.inner_text().startswith("Quoted from the sources")
     context.close()
+
+
+def test_a_query_too_long_for_a_link_is_refused_by_search_and_asked_in_place(browser, site):
+    from search.views import MAX_FORM_URL_CHARS
+
+    url, _ = site
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, url)
+    search(page, "bees", "hybrid")
+    results_url = page.url
+    # As many characters as the box takes, in a script of 9 percent-encoded bytes a character:
+    # far longer than a request line gunicorn reads (it would answer a bare "414 URI Too Long").
+    question = ("蜜蜂如何酿造蜂蜜" * 200)[:1000]
+    assert page.locator("#q").get_attribute("maxlength") == "1000"
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
+    page.fill("#q", question)
+    page.click("#search-button")
+    fit = (MAX_FORM_URL_CHARS - len("/?q=&mode=hybrid&source=")) // 9
+    assert page.locator("#errors").inner_text() == (
+        f"The query is too long to search: at most {fit} characters in this script (it has 1000). "
+        "Shorten it, or press Ask."
+    )
+    assert page.url == results_url and not [u for u in sent if "?q=" in u]
+
+    # Ask posts the question to /api/ask/, where a URL's length does not matter: it is answered in place.
+    answer = ask_and_wait(page, question)
+    assert answer.is_visible() and page.locator("#errors").is_hidden()
+    assert not [u for u in sent if "?q=" in u]
+    assert page.locator("#results-for").inner_text() == "Results for: bees"  # the results shown are not for it
+    context.close()

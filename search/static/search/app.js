@@ -30,29 +30,69 @@
   const buttons = form.querySelectorAll("button");
   const reduceMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
-  // --- Ask: the submit becomes ask=live, so results and URL match the question; the answer then streams in.
+  // --- Search and Ask send the form as a GET: Ask as ask=live, so results and URL match the question,
+  // and the answer then streams in. A query the box accepts can still make a longer URL than the server
+  // reads (a non-Latin letter is 6 to 9 characters percent-encoded): then Search says so in the page,
+  // and Ask asks in place (it posts to /api/ask/, which has no such limit), under the results shown.
   form.addEventListener("submit", function (event) {
     const submitter = event.submitter;
-    if (!submitter || submitter.name !== "ask") {
-      if (!form.elements.q.value.trim()) {
-        // The server says the same (search.views.EMPTY_SEARCH); no round trip needed to learn it.
-        event.preventDefault();
-        showError("Type something to search for.");
-        form.elements.q.focus();
-      }
-      return;
-    }
-    event.preventDefault();
-    const question = form.elements.q.value.trim();
-    if (!question) {
-      showError("Type a question first.");
+    const asking = Boolean(submitter && submitter.name === "ask");
+    const query = form.elements.q.value;
+    if (!query.trim()) {
+      // The server says the same of an empty search (search.views.EMPTY_SEARCH).
+      event.preventDefault();
+      showError(asking ? "Type a question first." : "Type something to search for.");
       form.elements.q.focus();
       return;
     }
     const params = new URLSearchParams(new FormData(form));
-    params.set("ask", "live");
-    window.location.assign(form.getAttribute("action") + "?" + params.toString());
+    if (asking) params.set("ask", "live");
+    const url = form.getAttribute("action") + "?" + params.toString();
+    if (url.length <= maxUrlLength()) {
+      if (!asking) return; // the browser sends the form itself, to the same URL
+      event.preventDefault();
+      window.location.assign(url);
+      return;
+    }
+    event.preventDefault();
+    if (!asking) {
+      showError(tooLongToSearch(query, url.length));
+      form.elements.q.focus();
+      return;
+    }
+    startOver();
+    labelResults();
+    ask({ question: query.trim(), mode: form.elements.mode.value, source: form.elements.source.value })
+      .catch(function () { fail("The answer failed. Try again."); });
   });
+
+  function maxUrlLength() {
+    return parseInt(form.dataset.maxUrl, 10) || 8000; // search.views.MAX_FORM_URL_CHARS
+  }
+
+  function encodedLength(text) {
+    return new URLSearchParams({ q: text }).toString().length - 2;
+  }
+
+  // How many characters of this query would fit, counted as the API counts them (code points).
+  function tooLongToSearch(query, urlLength) {
+    const characters = Array.from(query);
+    let room = maxUrlLength() - (urlLength - encodedLength(query));
+    let fit = 0;
+    for (const character of characters) {
+      room -= encodedLength(character);
+      if (room < 0) break;
+      fit += 1;
+    }
+    return "The query is too long to search: at most " + fit + " characters in this script (it has " +
+      characters.length + "). Shorten it, or press Ask.";
+  }
+
+  // The results below were searched for the page's query: say so once an answer on screen is for another question.
+  function labelResults() {
+    const label = document.getElementById("results-for");
+    if (label) label.hidden = false;
+  }
 
   // --- Citations: [n] scrolls to passage n and highlights it (also for server-rendered answers).
   document.addEventListener("click", function (event) {
@@ -397,14 +437,19 @@
     });
   }
 
+  // Back to no conversation: the next question starts a new one.
+  function startOver() {
+    conversationId = "";
+    thread.textContent = "";
+    view = firstView;
+    answerSection.hidden = true;
+    followUp.hidden = true;
+    newConversation.hidden = true;
+  }
+
   if (newConversation) {
     newConversation.addEventListener("click", function () {
-      conversationId = "";
-      thread.textContent = "";
-      view = firstView;
-      answerSection.hidden = true;
-      followUp.hidden = true;
-      newConversation.hidden = true;
+      startOver();
       form.elements.q.value = "";
       form.elements.q.focus();
     });
