@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
 from django.conf import settings
 from django.contrib import messages
@@ -203,12 +204,30 @@ def home(request: HttpRequest) -> HttpResponse:
         "indexing_stalled": indexing_stalled(request),
     }
     status = 200
+    conversation = request.GET.get("conversation")
+    if conversation is not None:
+        status = _conversation_into(conversation, context)
     if query.strip() or "offset" in request.GET:
-        status = _search_into(request, context)
+        status = max(status, _search_into(request, context))
     elif "q" in request.GET:
         # The form was sent with nothing in the box: say so, as Ask does, instead of a silent empty page.
         context["errors"] = [EMPTY_SEARCH]
     return render(request, "search/home.html", context, status=status)
+
+
+def _conversation_into(value: str, context: dict) -> int:
+    """``?conversation=<id>``: app.js opens that conversation from /api/conversations/<id>/.
+
+    app.js puts it in the address once an answer is shown, so that reloading the page or coming
+    back to it re-opens the conversation instead of asking the question again. Whose it is, the
+    API decides (someone else's is a 404 there, "not there" in the page); here only its form.
+    """
+    try:
+        context["open_conversation"] = str(uuid.UUID(value))
+    except ValueError:
+        context["errors"].append("That conversation link is broken: its id is not valid.")
+        return 400
+    return 200
 
 
 def _search_into(request: HttpRequest, context: dict) -> int:
@@ -248,7 +267,8 @@ def _search_into(request: HttpRequest, context: dict) -> int:
         context["next_url"] = "?" + urlencode(base | {"offset": offset + PAGE_SIZE})
     context["first_rank"] = offset + 1 if response.results else 0
     context["last_rank"] = offset + len(response.results)
-    ask = request.GET.get("ask", "")
+    # A conversation in the address is opened by app.js, never asked again.
+    ask = "" if "conversation" in request.GET else request.GET.get("ask", "")
     if ask == "live":
         # app.js rewrote the Ask submit to this: it streams the answer from /api/ask/ itself.
         context["autoask"] = {"question": params["q"], "mode": response.mode, "source": raw["source"]}

@@ -138,10 +138,11 @@ def test_search_in_each_mode_ask_and_follow_a_citation(browser, site):
         assert page.locator(f"input[name=mode][value={mode}]").is_checked()
 
     answer = ask_and_wait(page, "How do bees make honey?")
-    assert "ask=live" in page.url
+    assert "ask=live" not in page.url and "&conversation=" in page.url  # a reload re-opens it, not re-asks
     assert "Honey bees make honey from the nectar of flowers" in answer.inner_text()
     assert page.locator("#answer-meta").inner_text().startswith(QUOTED)
     assert page.locator(".result").count() >= 1  # the results for the question are shown below
+    assert page.locator("#results-for").is_hidden()  # and they are the answer's own: no label
     citation = page.locator("#answer-text a.cite").first
     n = citation.get_attribute("data-n")
     page.screenshot(path=str(ARTIFACTS / "search-answer-desktop.png"), full_page=True)
@@ -236,6 +237,9 @@ def test_a_follow_up_is_asked_under_the_answer_and_past_conversations_reopen(bro
     turn = page.locator("#thread .turn").first
     turn.locator(".meta").filter(has_text=ANSWERED).wait_for(timeout=TIMEOUT_MS)
     assert turn.locator(".meta").inner_text().startswith(QUOTED)
+    # The results below are still the first question's, and say so.
+    assert page.locator("#results-for").is_visible()
+    assert page.locator("#results-for").inner_text() == "Results for: How do bees make honey?"
     assert turn.locator(".turn-question").inner_text() == "what do they add in the hive?"
     assert "Searched for: what do they add in the hive?" in turn.locator(".searched").inner_text()
     assert "bees" in turn.locator(".searched").inner_text()
@@ -293,5 +297,79 @@ def test_a_query_too_long_for_a_link_is_refused_by_search_and_asked_in_place(bro
     answer = ask_and_wait(page, question)
     assert answer.is_visible() and page.locator("#errors").is_hidden()
     assert not [u for u in sent if "?q=" in u]
+    assert page.locator("#results-for").is_visible()
     assert page.locator("#results-for").inner_text() == "Results for: bees"  # the results shown are not for it
+    context.close()
+
+
+def conversations(page, url: str) -> list[dict]:
+    """The signed-in user's conversations, through the API with the page's own session."""
+    response = page.request.get(url + "/api/conversations/")
+    assert response.ok
+    return response.json()
+
+
+def test_reloading_or_coming_back_reopens_the_answer_without_asking_again(browser, site):
+    url, _ = site
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, url)
+    answer = ask_and_wait(page, "How do bees make honey?")
+    assert "Honey bees make honey from the nectar of flowers" in answer.inner_text()
+    [conversation] = conversations(page, url)
+    # The address now names the conversation, not a question to ask.
+    assert "ask=live" not in page.url
+    assert page.url.endswith(f"?q=How+do+bees+make+honey%3F&mode=hybrid&source=&conversation={conversation['id']}")
+
+    page.reload()
+    turn = page.locator("#thread .turn").first
+    turn.locator(".meta").filter(has_text=ANSWERED).wait_for()
+    assert turn.locator(".turn-question").inner_text() == "How do bees make honey?"
+    assert "Honey bees make honey from the nectar of flowers" in turn.locator(".answer-text").inner_text()
+    assert page.locator("#results-for").is_visible()
+    assert page.locator("#results-for").inner_text() == "Results for: How do bees make honey?"
+    assert page.locator(".result").count() >= 1
+    assert [c["id"] for c in conversations(page, url)] == [conversation["id"]]
+    page.screenshot(path=str(ARTIFACTS / "conversation-reopened.png"), full_page=True)
+
+    # To a source and back: the same, still one conversation of one turn.
+    page.locator(".result h3 a").first.click()
+    page.wait_for_selector("#doc-title")
+    page.go_back()
+    page.locator("#thread .turn .meta").filter(has_text=ANSWERED).wait_for()
+    assert [(c["id"], c["turn_count"]) for c in conversations(page, url)] == [(conversation["id"], 1)]
+
+    # New conversation: the address forgets it.
+    page.locator("#new-conversation").click()
+    assert "conversation=" not in page.url
+    assert errors == []
+    context.close()
+
+
+def test_someone_elses_conversation_in_the_address_is_not_shown(browser, site, django_user_model):
+    url, _ = site
+    django_user_model.objects.create_user("other", password="pw")
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, url)
+    ask_and_wait(page, "How do bees make honey?")
+    address = page.url
+    [conversation] = conversations(page, url)
+
+    other = browser.new_context(viewport=DESKTOP).new_page()
+    other.goto(url + "/login/")
+    other.fill("#id_username", "other")
+    other.fill("#id_password", "pw")
+    other.click("#sign-in-button")
+    other.wait_for_url(re.compile(r".*/$"))
+    other.goto(address)
+    other.locator("#errors").filter(has_text="That conversation is not there").wait_for()
+    assert other.locator("#thread .turn").count() == 0
+    assert other.request.get(url + f"/api/conversations/{conversation['id']}/").status == 404
+    assert conversations(other, url) == []
+    other.context.close()
     context.close()

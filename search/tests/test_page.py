@@ -184,3 +184,35 @@ def test_the_javascript_ask_gets_a_page_that_starts_the_answer(reader, knowledge
     assert 'data-mode="semantic"' in section and "hidden" not in section
     assert 'data-streams="true"' in html
     assert '<noscript><p><a href="?q=How+do+bees+make+honey%3F&amp;mode=semantic&amp;ask=1">' in html
+
+
+@pytest.mark.slow
+def test_a_conversation_in_the_address_is_opened_not_asked_again(reader, knowledge_base):
+    from search.models import Conversation
+
+    asked = reader.post("/api/ask/", {"question": "How do bees make honey?"}, content_type="application/json")
+    conversation = asked.json()["conversation"]
+    # What app.js puts in the address after the answer; an ask=live left in it is not acted on.
+    response, html = page(reader, q="How do bees make honey?", mode="hybrid", ask="live", conversation=conversation)
+    assert response.status_code == 200 and 'class="result"' in html
+    assert f'data-open="{conversation}"' in html and "data-autoask" not in html
+    assert Conversation.objects.count() == 1
+
+
+def test_a_broken_conversation_id_in_the_address_is_a_message(reader):
+    response, html = page(reader, conversation="not-an-id")
+    assert response.status_code == 400 and "data-open" not in html
+    assert "That conversation link is broken: its id is not valid." in html
+
+
+@pytest.mark.slow
+def test_a_conversation_is_read_only_by_the_user_who_started_it(reader, knowledge_base, django_user_model):
+    from django.test import Client
+
+    asked = reader.post("/api/ask/", {"question": "How do bees make honey?"}, content_type="application/json")
+    conversation = asked.json()["conversation"]
+    assert reader.get(f"/api/conversations/{conversation}/").status_code == 200
+    other = Client()
+    other.force_login(django_user_model.objects.create_user("other", password="pw"))
+    assert other.get(f"/api/conversations/{conversation}/").status_code == 404
+    assert other.get("/api/conversations/").json() == []

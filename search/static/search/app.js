@@ -326,7 +326,21 @@
       conversationId = data.conversation;
       followUp.hidden = false;
       newConversation.hidden = false;
+      rememberConversation(conversationId);
     }
+  }
+
+  // The address re-opens the conversation shown instead of asking again (ask=live): reloading the
+  // page or coming back to it from a source adds no duplicate. The search part stays (the results
+  // below), unless it would make the address too long to send.
+  function rememberConversation(id) {
+    if (!window.history || !history.replaceState) return;
+    const params = new URLSearchParams(window.location.search);
+    params.delete("ask");
+    if (id) params.set("conversation", id); else params.delete("conversation");
+    let url = window.location.pathname + (params.toString() ? "?" + params.toString() : "");
+    if (id && url.length > maxUrlLength() + 64) url = window.location.pathname + "?conversation=" + encodeURIComponent(id);
+    if (url !== window.location.pathname + window.location.search) history.replaceState(null, "", url);
   }
 
   // Where the answer came from, in words (search.views.answer_label says the same in the no-JS page).
@@ -431,6 +445,7 @@
       const question = input.value.trim();
       if (!question) { input.focus(); return; }
       input.value = "";
+      labelResults();
       view = newTurnView(question);
       ask({ question: question, mode: form.elements.mode.value, source: form.elements.source.value })
         .catch(function () { fail("The answer failed. Try again."); });
@@ -450,6 +465,7 @@
   if (newConversation) {
     newConversation.addEventListener("click", function () {
       startOver();
+      rememberConversation("");
       form.elements.q.value = "";
       form.elements.q.focus();
     });
@@ -470,7 +486,7 @@
           button.type = "button";
           button.className = "link";
           button.textContent = (row.title || "Untitled") + " (" + row.turn_count + ")";
-          button.addEventListener("click", function () { openConversation(pastBox.dataset.url + row.id + "/"); });
+          button.addEventListener("click", function () { openConversation(row.id); });
           li.appendChild(button);
           pastList.appendChild(li);
         });
@@ -480,24 +496,40 @@
     });
   }
 
-  async function openConversation(url) {
-    const response = await fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } });
-    if (!response.ok) { showError("That conversation is gone."); return; }
+  // A conversation of the caller's, by id (someone else's is a 404, as a deleted or expired one).
+  async function openConversation(id) {
+    let response;
+    try {
+      response = await fetch(pastBox.dataset.url + encodeURIComponent(id) + "/",
+        { credentials: "same-origin", headers: { "Accept": "application/json" } });
+    } catch (err) {
+      showError("The server could not be reached. Check your connection and try again.");
+      return;
+    }
+    if (!response.ok) {
+      showError("That conversation is not there: it was deleted, it expired, or it is not yours.");
+      return;
+    }
     const data = await response.json();
-    thread.textContent = "";
-    answerSection.hidden = true;
+    hideError();
+    startOver();
+    labelResults();
     data.turns.forEach(function (turn) {
       view = newTurnView(turn.question);
       knownPassages = new Set();
       renderPassages(turn.citations || []);
       renderAnswer(turn.answer);
       finish({ question_asked: turn.question, searched_for: turn.searched_for, status: turn.status, provider: turn.provider,
-        model: turn.model, citations: turn.citations, conversation: data.id, found: turn.status === "answered" });
+        model: turn.model, citations: turn.citations, conversation: data.id, found: turn.status === "answered",
+        took_ms: turn.timings && turn.timings.total_ms });
     });
   }
 
   // Last, so every declaration above is initialised before the answer starts.
-  if (answerSection.dataset.autoask === "true") {
+  const conversationSection = document.getElementById("conversation");
+  if (conversationSection && conversationSection.dataset.open) {
+    openConversation(conversationSection.dataset.open);
+  } else if (answerSection.dataset.autoask === "true") {
     ask({
       question: answerSection.dataset.question,
       mode: answerSection.dataset.mode,
