@@ -48,6 +48,12 @@ graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=0)
 keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
 max_requests = env_int("GUNICORN_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = max_requests // 10
+# The search page sends its query in the URL (a GET form, so results can be linked and paged): a
+# query of SEARCH_MAX_QUERY_CHARS non-Latin characters is up to 9 bytes each once percent-encoded,
+# far past gunicorn's default 4094-byte request line (a bare "414 Request Line is too large").
+# 8190 is the most gunicorn allows; the page keeps its own links within search.views.MAX_FORM_URL_CHARS
+# below it, and app.js says so in the page for a query that would not fit.
+limit_request_line = 8190
 reload = env_bool("GUNICORN_RELOAD", False)
 if reload and _PRODUCTION:
     raise SystemExit("GUNICORN_RELOAD=true is for development; it is not allowed with DJANGO_ENV=production.")

@@ -4,7 +4,23 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from ragsite import health, metrics
 
+FAVICON_MAX_AGE = 7 * 24 * 3600  # a week: the redirect is cached, not asked for on every page
+
+
+def favicon(request):
+    """/favicon.ico, which browsers (and the admin's pages before their <link>) ask for on their own:
+    a redirect to the SVG icon in static files, cacheable, instead of a 404 and a log line each time."""
+    from django.http import HttpResponsePermanentRedirect
+    from django.templatetags.static import static
+    from django.utils.cache import patch_cache_control
+
+    response = HttpResponsePermanentRedirect(static("ragsite/favicon.svg"))
+    patch_cache_control(response, public=True, max_age=FAVICON_MAX_AGE)
+    return response
+
+
 urlpatterns = [
+    path("favicon.ico", favicon, name="favicon"),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     path("metrics", metrics.metrics_view, name="metrics"),

@@ -150,8 +150,7 @@ def chunk_search(
         results, gone = _page(grouped, query, offset=offset, limit=limit, with_snippets=with_snippets)
     count = len(grouped) - gone
     _mark_low_confidence(query, results)
-    if mode != "semantic" and not results:
-        warnings.extend(_why_nothing(query))
+    warnings.extend(_common_words_only(query, mode=mode, found=bool(results)))
     return SearchResponse(
         query=query,
         mode=mode,
@@ -164,16 +163,30 @@ def chunk_search(
     )
 
 
-def _why_nothing(query: str) -> list[str]:
-    """Say why a keyword search found nothing when the reason is the query itself."""
+COMMON_WORDS_NOTHING = (
+    "The query has only very common words, which keyword search ignores: add a word that says what "
+    "you are looking for, or try semantic mode."
+)
+COMMON_WORDS_BY_MEANING = (
+    "The query has only very common words, so these results are by meaning alone and may not be relevant: "
+    "add a word that names what you are looking for."
+)
+
+
+def _common_words_only(query: str, *, mode: str, found: bool) -> list[str]:
+    """Warn when the query has no content word, whatever the mode.
+
+    Keyword search then finds nothing (PostgreSQL drops stop words), and says why. Semantic and
+    hybrid search still return their nearest passages, ranked by the embedding of "what is the",
+    so they come back looking as relevant as any: the user is told they may not be.
+    """
     from search.relevance import content_terms
 
     if content_terms(query):
         return []
-    return [
-        "The query has only very common words, which keyword search ignores: add a word that says what "
-        "you are looking for, or try semantic mode."
-    ]
+    if not found:
+        return [COMMON_WORDS_NOTHING] if mode != "semantic" else []
+    return [COMMON_WORDS_BY_MEANING]
 
 
 def _mark_low_confidence(query: str, results: list[SearchResult]) -> None:

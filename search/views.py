@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
 from django.conf import settings
 from django.contrib import messages
@@ -39,8 +40,14 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 10
 MAX_SOURCES_LISTED = 500
 FIELD_LABELS = {"q": "Search", "mode": "Mode", "source": "Source", "offset": "Page", "limit": "Page size"}
+EMPTY_SEARCH = "Type something to search for."  # app.js says the same before sending the form
 MODE_LABELS = {"keyword": "Keyword", "semantic": "Semantic", "hybrid": "Hybrid"}
 _MARKER = re.compile(r"\[(\d{1,4})\]")
+# The longest URL (path and query string) the page's form may navigate to. gunicorn reads at most
+# 8190 bytes of request line (ragsite/gunicorn.conf.py: limit_request_line), "GET " and " HTTP/1.1"
+# included; the rest is room for what the page adds to its own links later (a conversation id, a
+# page offset). app.js checks the encoded URL against this before sending the form.
+MAX_FORM_URL_CHARS = 8000
 # The indexing banner counts pending chunks up to this many ("more than ..." beyond): a bounded read.
 PENDING_COUNTED_MAX = 100_000
 
@@ -119,6 +126,19 @@ def answer_html(text: str) -> SafeString:
     )
 
 
+def answer_label(*, provider: str, model: str, found: bool) -> str:
+    """What the answer's meta line says about where the answer came from (app.js says the same).
+
+    The offline provider quotes sentences; it is named by what it does and how to get written
+    answers instead, since "extractive" means nothing to a reader.
+    """
+    if not found:
+        return "Nothing found in the sources"
+    if provider == "extractive":
+        return "Quoted from the sources (no language model configured: set LLM_MODEL for written answers)"
+    return f"Answered by {model or 'the language model'}"
+
+
 def _errors(exc: ValidationError) -> list[str]:
     detail = exc.detail if isinstance(exc.detail, dict) else {"": exc.detail}
     messages = []
@@ -176,15 +196,38 @@ def home(request: HttpRequest) -> HttpResponse:
         "warnings": [],
         "searched": False,
         "llm_streams": bool(settings.LLM_MODEL),
+        # The box's maxlength counts UTF-16 units, the API characters (code points): what the box takes, the API does.
         "max_query_chars": settings.SEARCH_MAX_QUERY_CHARS,
+        "max_url_chars": MAX_FORM_URL_CHARS,
         "max_upload_bytes": settings.INGEST_MAX_BYTES,
         "user": request.user,
         "indexing_stalled": indexing_stalled(request),
     }
     status = 200
+    conversation = request.GET.get("conversation")
+    if conversation is not None:
+        status = _conversation_into(conversation, context)
     if query.strip() or "offset" in request.GET:
-        status = _search_into(request, context)
+        status = max(status, _search_into(request, context))
+    elif "q" in request.GET:
+        # The form was sent with nothing in the box: say so, as Ask does, instead of a silent empty page.
+        context["errors"] = [EMPTY_SEARCH]
     return render(request, "search/home.html", context, status=status)
+
+
+def _conversation_into(value: str, context: dict) -> int:
+    """``?conversation=<id>``: app.js opens that conversation from /api/conversations/<id>/.
+
+    app.js puts it in the address once an answer is shown, so that reloading the page or coming
+    back to it re-opens the conversation instead of asking the question again. Whose it is, the
+    API decides (someone else's is a 404 there, "not there" in the page); here only its form.
+    """
+    try:
+        context["open_conversation"] = str(uuid.UUID(value))
+    except ValueError:
+        context["errors"].append("That conversation link is broken: its id is not valid.")
+        return 400
+    return 200
 
 
 def _search_into(request: HttpRequest, context: dict) -> int:
@@ -224,7 +267,8 @@ def _search_into(request: HttpRequest, context: dict) -> int:
         context["next_url"] = "?" + urlencode(base | {"offset": offset + PAGE_SIZE})
     context["first_rank"] = offset + 1 if response.results else 0
     context["last_rank"] = offset + len(response.results)
-    ask = request.GET.get("ask", "")
+    # A conversation in the address is opened by app.js, never asked again.
+    ask = "" if "conversation" in request.GET else request.GET.get("ask", "")
     if ask == "live":
         # app.js rewrote the Ask submit to this: it streams the answer from /api/ask/ itself.
         context["autoask"] = {"question": params["q"], "mode": response.mode, "source": raw["source"]}
@@ -248,8 +292,7 @@ def _answer_into(params: dict, context: dict) -> None:
     cited = set(answer.cited)
     context["answer"] = {
         "html": answer_html(answer.text),
-        "provider": answer.provider,
-        "model": answer.model,
+        "label": answer_label(provider=answer.provider, model=answer.model, found=answer.found),
         "found": answer.found,
         "warnings": answer.warnings,
         "took_ms": answer.took_ms,

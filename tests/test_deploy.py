@@ -645,6 +645,23 @@ def test_gunicorn_refuses_code_reloading_in_production(monkeypatch):
         gunicorn_config(monkeypatch, DJANGO_ENV="production", GUNICORN_RELOAD="true")
 
 
+def test_gunicorn_reads_every_url_the_search_page_sends(monkeypatch):
+    from urllib.parse import urlencode
+
+    from django.conf import settings
+
+    from search.views import MAX_FORM_URL_CHARS
+
+    limit = gunicorn_config(monkeypatch)["limit_request_line"]
+    assert limit == 8190  # gunicorn's maximum; its default 4094 refused a long query in Cyrillic or Chinese
+    # The longest link the page makes later: the form's URL grown by a conversation id and a page offset.
+    grown = MAX_FORM_URL_CHARS + len("&conversation=0b6f3e0e-8f5c-4c55-9d5e-3c1f2f7a9b10&offset=1000")
+    assert len("GET ") + grown + len(" HTTP/1.1") <= limit
+    # A full box of Cyrillic (6 bytes a letter, percent-encoded) fits: only 9-byte scripts are refused.
+    query = urlencode({"q": "д" * settings.SEARCH_MAX_QUERY_CHARS, "mode": "semantic", "source": "999999"})
+    assert len("/?" + query + "&ask=live") <= MAX_FORM_URL_CHARS
+
+
 def test_gunicorn_access_log_carries_the_request_id(monkeypatch):
     from gunicorn.glogging import SafeAtoms
 

@@ -62,10 +62,7 @@ def site(live_server, fresh_store, settings, django_user_model, tmp_path):
 def watch_errors(page) -> list[str]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "response",
-        lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico") and errors.append(f"{r.status} {r.url}"),
-    )
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))  # the icon included
     return errors
 
 
@@ -184,4 +181,38 @@ def test_dropping_three_files_uploads_each_and_shows_them_indexed(browser, site,
     assert all(d.file_sha256 for d in Document.objects.filter(source__name="uploads"))
     # The refused upload's 400 is the only failed request.
     assert [e for e in errors if "/api/documents/" not in e or not e.startswith("400 ")] == []
+    context.close()
+
+
+# Each text of the header on one line: the number of distinct line tops its characters sit on.
+HEADER_TEXT_LINES = """() => [...document.querySelectorAll('header.top a, header.top button, header.top .who')].map((el) => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const tops = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+    return [el.textContent.trim(), tops.size];
+})"""
+
+
+@pytest.mark.parametrize("username", ["admin", "a-rather-long-username"])
+def test_on_a_phone_the_document_header_breaks_no_word(browser, site, django_user_model, username):  # noqa: F811
+    if username != "admin":
+        django_user_model.objects.create_superuser(username, "long@example.com", "pw")
+    document = document_ingest(source=Source.objects.create(name="notes"), title="Tides", text="High water.").document
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = watch_errors(page)
+    page.goto(site + "/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw")
+    page.click("#sign-in-button")
+    page.wait_for_url(re.compile(r".*/$"))
+    page.goto(site + f"/documents/{document.pk}/")
+    page.locator("#doc-title").wait_for()
+    lines = page.evaluate(HEADER_TEXT_LINES)
+    screenshot(page, f"document-header-{username}-390.png")
+    assert [text for text, _ in lines] == ["ragsite", "Search", "API", "Admin", username, "Sign out"]
+    assert [text for text, count in lines if count != 1] == [], lines
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert errors == []
     context.close()

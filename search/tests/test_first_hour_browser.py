@@ -138,7 +138,7 @@ def test_the_first_hour(browser, site, viewport):  # noqa: F811
     page.locator("#q").wait_for()
     page.fill("#q", QUESTION)
     page.click("#ask-button")
-    page.locator("#answer-meta").filter(has_text=re.compile(r"Answered by")).wait_for(timeout=TIMEOUT_MS)
+    page.locator("#answer-meta").filter(has_text=re.compile(r"^Quoted from the sources")).wait_for(timeout=TIMEOUT_MS)
     citation = page.locator("#answer-text a.cite").first
     citation.wait_for()
     n = citation.get_attribute("data-n")

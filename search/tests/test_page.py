@@ -48,6 +48,8 @@ def test_the_empty_page_has_labelled_controls_and_an_answer_region(reader):
     assert 'aria-live="polite"' in html and 'name="viewport"' in html
     assert '<meta name="csrf-token" content="' in html
     assert "/static/search/app.css" in html and "/static/search/app.js" in html
+    # The follow-up box's hint fits any corpus (it used to suggest "side effects").
+    assert 'placeholder="Ask a follow-up question"' in html
 
 
 @pytest.mark.slow
@@ -95,9 +97,18 @@ def test_bad_input_is_a_message_in_the_page(reader, params, message):
     assert 'id="q"' in html  # the form is still there to fix the query
 
 
-def test_a_blank_query_shows_the_empty_page(reader):
-    response, html = page(reader, q="   ")
-    assert response.status_code == 200 and 'class="result"' not in html and 'role="alert" class="errors" hidden' in html
+def test_the_page_without_a_query_has_no_message(reader):
+    response, html = page(reader)
+    assert response.status_code == 200 and 'role="alert" class="errors" hidden' in html
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_search_asks_for_something_to_search_for(reader, blank):
+    # What the form sends without JavaScript when Search is pressed with an empty box.
+    response, html = page(reader, q=blank, mode="hybrid", source="")
+    assert response.status_code == 200 and 'class="result"' not in html
+    errors = html[html.index('id="errors"') : html.index("</div>", html.index('id="errors"'))]
+    assert "hidden" not in errors and "<p>Type something to search for.</p>" in errors
 
 
 @pytest.mark.slow
@@ -129,13 +140,28 @@ def test_asking_without_javascript_renders_a_cited_answer(reader, knowledge_base
     passage = html[html.index(f'id="passage-{citation.group(1)}"') :]
     assert f'<h4><a href="/documents/{knowledge_base["bees"].pk}/?chunk=' in passage[: passage.index("</li>")]
     assert '<a class="url" href="https://example.com/bees"' in passage[: passage.index("</li>")]
-    assert "by extractive" in html
+    # The offline provider says what it did and how to get written answers, not its internal name.
+    meta = html[html.index('id="answer-meta"') : html.index("</p>", html.index('id="answer-meta"'))]
+    assert re.search(
+        r">Quoted from the sources \(no language model configured: set LLM_MODEL for written answers\) · \d+ ms$", meta
+    ), meta
+    assert "extractive" not in meta
 
 
 @pytest.mark.slow
 def test_asking_about_something_unknown_says_so_in_the_page(reader, knowledge_base):
     _, html = page(reader, q=OFF_TOPIC_QUESTION, mode="hybrid", ask="1")
-    assert NOT_FOUND_ANSWER in html and 'class="cite"' not in html and "Nothing found by extractive" in html
+    assert NOT_FOUND_ANSWER in html and 'class="cite"' not in html
+    assert re.search(r'id="answer-meta" class="meta">Nothing found in the sources · \d+ ms</p>', html)
+
+
+@pytest.mark.slow
+def test_an_llm_answer_names_its_model(reader, knowledge_base, settings, openai_server):
+    settings.LLM_MODEL = "test-chat-model"
+    settings.OPENAI_BASE_URL = openai_server.base_url
+    openai_server.chat_answer = "Worker bees bring nectar home [1]."
+    _, html = page(reader, q="How do bees make honey?", ask="1")
+    assert re.search(r'id="answer-meta" class="meta">Answered by test-chat-model · \d+ ms</p>', html)
 
 
 @pytest.mark.slow
@@ -158,3 +184,35 @@ def test_the_javascript_ask_gets_a_page_that_starts_the_answer(reader, knowledge
     assert 'data-mode="semantic"' in section and "hidden" not in section
     assert 'data-streams="true"' in html
     assert '<noscript><p><a href="?q=How+do+bees+make+honey%3F&amp;mode=semantic&amp;ask=1">' in html
+
+
+@pytest.mark.slow
+def test_a_conversation_in_the_address_is_opened_not_asked_again(reader, knowledge_base):
+    from search.models import Conversation
+
+    asked = reader.post("/api/ask/", {"question": "How do bees make honey?"}, content_type="application/json")
+    conversation = asked.json()["conversation"]
+    # What app.js puts in the address after the answer; an ask=live left in it is not acted on.
+    response, html = page(reader, q="How do bees make honey?", mode="hybrid", ask="live", conversation=conversation)
+    assert response.status_code == 200 and 'class="result"' in html
+    assert f'data-open="{conversation}"' in html and "data-autoask" not in html
+    assert Conversation.objects.count() == 1
+
+
+def test_a_broken_conversation_id_in_the_address_is_a_message(reader):
+    response, html = page(reader, conversation="not-an-id")
+    assert response.status_code == 400 and "data-open" not in html
+    assert "That conversation link is broken: its id is not valid." in html
+
+
+@pytest.mark.slow
+def test_a_conversation_is_read_only_by_the_user_who_started_it(reader, knowledge_base, django_user_model):
+    from django.test import Client
+
+    asked = reader.post("/api/ask/", {"question": "How do bees make honey?"}, content_type="application/json")
+    conversation = asked.json()["conversation"]
+    assert reader.get(f"/api/conversations/{conversation}/").status_code == 200
+    other = Client()
+    other.force_login(django_user_model.objects.create_user("other", password="pw"))
+    assert other.get(f"/api/conversations/{conversation}/").status_code == 404
+    assert other.get("/api/conversations/").json() == []

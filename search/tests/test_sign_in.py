@@ -7,6 +7,7 @@ username and address out; a ``next`` that leaves the site is ignored; sign-out i
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -128,6 +129,17 @@ def test_guessing_locks_the_username_out_on_this_page_with_a_page_of_the_app(bro
     assert locked.status_code == 429
     # Another address is not locked out by it.
     assert sign_in(Client(enforce_csrf_checks=True), "reader", PASSWORD, REMOTE_ADDR="198.51.100.4").status_code == 302
+
+
+def test_the_lockout_page_says_how_an_administrator_lifts_it_and_that_works(browser, reader):
+    from django.core.management import call_command
+
+    for _ in range(3):
+        sign_in(browser, "reader", "guess")
+    html = sign_in(browser, "reader", PASSWORD).content.decode()
+    assert "An administrator can lift the block at once with <code>manage.py axes_reset</code>." in html
+    call_command("axes_reset", stdout=io.StringIO())
+    assert sign_in(browser, "reader", PASSWORD).status_code == 302
 
 
 def test_signing_out_is_a_post_with_the_token_and_ends_on_the_sign_in_page(browser, reader):

@@ -74,3 +74,22 @@ def test_a_query_of_only_common_words_says_why_it_finds_nothing(api, four_pages,
     assert any("only very common words" in warning for warning in body["warnings"])
     page = staff_client.get("/", {"q": "what is the", "mode": "keyword"})
     assert b"only very common words" in page.content
+
+
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_common_words_only_in_semantic_and_hybrid_say_the_results_may_not_be_relevant(
+    api, four_pages, staff_client, mode
+):
+    # Both still return the passages nearest to "what is the": they must not pass for relevant ones.
+    body = api.get("/api/search/", {"q": "what is the", "mode": mode}).json()
+    assert body["results"]
+    assert [w for w in body["warnings"] if "only very common words" in w] == [
+        "The query has only very common words, so these results are by meaning alone and may not be relevant: "
+        "add a word that names what you are looking for."
+    ]
+    page = staff_client.get("/", {"q": "what is the", "mode": mode}).content.decode()
+    warnings = page[page.index('<ul class="warnings" role="status">') :]
+    assert "by meaning alone and may not be relevant" in warnings[: warnings.index("</ul>")]
+    # A query with a word that names something gets no such warning.
+    named = api.get("/api/search/", {"q": "what is the tide", "mode": mode}).json()
+    assert not any("common words" in w for w in named.get("warnings", []))

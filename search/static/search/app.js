@@ -30,21 +30,69 @@
   const buttons = form.querySelectorAll("button");
   const reduceMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
-  // --- Ask: the submit becomes ask=live, so results and URL match the question; the answer then streams in.
+  // --- Search and Ask send the form as a GET: Ask as ask=live, so results and URL match the question,
+  // and the answer then streams in. A query the box accepts can still make a longer URL than the server
+  // reads (a non-Latin letter is 6 to 9 characters percent-encoded): then Search says so in the page,
+  // and Ask asks in place (it posts to /api/ask/, which has no such limit), under the results shown.
   form.addEventListener("submit", function (event) {
     const submitter = event.submitter;
-    if (!submitter || submitter.name !== "ask") return;
-    event.preventDefault();
-    const question = form.elements.q.value.trim();
-    if (!question) {
-      showError("Type a question first.");
+    const asking = Boolean(submitter && submitter.name === "ask");
+    const query = form.elements.q.value;
+    if (!query.trim()) {
+      // The server says the same of an empty search (search.views.EMPTY_SEARCH).
+      event.preventDefault();
+      showError(asking ? "Type a question first." : "Type something to search for.");
       form.elements.q.focus();
       return;
     }
     const params = new URLSearchParams(new FormData(form));
-    params.set("ask", "live");
-    window.location.assign(form.getAttribute("action") + "?" + params.toString());
+    if (asking) params.set("ask", "live");
+    const url = form.getAttribute("action") + "?" + params.toString();
+    if (url.length <= maxUrlLength()) {
+      if (!asking) return; // the browser sends the form itself, to the same URL
+      event.preventDefault();
+      window.location.assign(url);
+      return;
+    }
+    event.preventDefault();
+    if (!asking) {
+      showError(tooLongToSearch(query, url.length));
+      form.elements.q.focus();
+      return;
+    }
+    startOver();
+    labelResults();
+    ask({ question: query.trim(), mode: form.elements.mode.value, source: form.elements.source.value })
+      .catch(function () { fail("The answer failed. Try again."); });
   });
+
+  function maxUrlLength() {
+    return parseInt(form.dataset.maxUrl, 10) || 8000; // search.views.MAX_FORM_URL_CHARS
+  }
+
+  function encodedLength(text) {
+    return new URLSearchParams({ q: text }).toString().length - 2;
+  }
+
+  // How many characters of this query would fit, counted as the API counts them (code points).
+  function tooLongToSearch(query, urlLength) {
+    const characters = Array.from(query);
+    let room = maxUrlLength() - (urlLength - encodedLength(query));
+    let fit = 0;
+    for (const character of characters) {
+      room -= encodedLength(character);
+      if (room < 0) break;
+      fit += 1;
+    }
+    return "The query is too long to search: at most " + fit + " characters in this script (it has " +
+      characters.length + "). Shorten it, or press Ask.";
+  }
+
+  // The results below were searched for the page's query: say so once an answer on screen is for another question.
+  function labelResults() {
+    const label = document.getElementById("results-for");
+    if (label) label.hidden = false;
+  }
 
   // --- Citations: [n] scrolls to passage n and highlights it (also for server-rendered answers).
   document.addEventListener("click", function (event) {
@@ -106,6 +154,7 @@
       await readEvents(response, {
         citations: function (data) {
           providerName = data.provider || "";
+          modelName = data.model || "";
           renderPassages(data.citations || []);
         },
         delta: function (data) { appendAnswer(data.text || ""); },
@@ -150,6 +199,7 @@
 
   let currentAnswer = "";
   let providerName = "";
+  let modelName = "";
   let knownPassages = new Set();
 
   function resetAnswer() {
@@ -254,10 +304,9 @@
         item.querySelector(".where").appendChild(note);
       }
     });
-    const provider = data.provider || providerName;
-    const parts = [(data.found === false ? "Nothing found" : "Answered") + (provider ? " by " + provider : "")];
+    const parts = [answerLabel(data.provider || providerName, data.model || modelName, data.found !== false)];
     if (typeof data.took_ms === "number") parts.push(Math.round(data.took_ms) + " ms");
-    view.meta.textContent = parts.join(" in ");
+    view.meta.textContent = parts.join(" · ");
     view.warnings.textContent = "";
     (data.warnings || []).forEach(function (w) {
       const li = document.createElement("li");
@@ -277,7 +326,30 @@
       conversationId = data.conversation;
       followUp.hidden = false;
       newConversation.hidden = false;
+      rememberConversation(conversationId);
     }
+  }
+
+  // The address re-opens the conversation shown instead of asking again (ask=live): reloading the
+  // page or coming back to it from a source adds no duplicate. The search part stays (the results
+  // below), unless it would make the address too long to send.
+  function rememberConversation(id) {
+    if (!window.history || !history.replaceState) return;
+    const params = new URLSearchParams(window.location.search);
+    params.delete("ask");
+    if (id) params.set("conversation", id); else params.delete("conversation");
+    let url = window.location.pathname + (params.toString() ? "?" + params.toString() : "");
+    if (id && url.length > maxUrlLength() + 64) url = window.location.pathname + "?conversation=" + encodeURIComponent(id);
+    if (url !== window.location.pathname + window.location.search) history.replaceState(null, "", url);
+  }
+
+  // Where the answer came from, in words (search.views.answer_label says the same in the no-JS page).
+  function answerLabel(provider, model, found) {
+    if (!found) return "Nothing found in the sources";
+    if (provider === "extractive") {
+      return "Quoted from the sources (no language model configured: set LLM_MODEL for written answers)";
+    }
+    return "Answered by " + (model || "the language model");
   }
 
   function fail(message) {
@@ -373,20 +445,27 @@
       const question = input.value.trim();
       if (!question) { input.focus(); return; }
       input.value = "";
+      labelResults();
       view = newTurnView(question);
       ask({ question: question, mode: form.elements.mode.value, source: form.elements.source.value })
         .catch(function () { fail("The answer failed. Try again."); });
     });
   }
 
+  // Back to no conversation: the next question starts a new one.
+  function startOver() {
+    conversationId = "";
+    thread.textContent = "";
+    view = firstView;
+    answerSection.hidden = true;
+    followUp.hidden = true;
+    newConversation.hidden = true;
+  }
+
   if (newConversation) {
     newConversation.addEventListener("click", function () {
-      conversationId = "";
-      thread.textContent = "";
-      view = firstView;
-      answerSection.hidden = true;
-      followUp.hidden = true;
-      newConversation.hidden = true;
+      startOver();
+      rememberConversation("");
       form.elements.q.value = "";
       form.elements.q.focus();
     });
@@ -407,7 +486,7 @@
           button.type = "button";
           button.className = "link";
           button.textContent = (row.title || "Untitled") + " (" + row.turn_count + ")";
-          button.addEventListener("click", function () { openConversation(pastBox.dataset.url + row.id + "/"); });
+          button.addEventListener("click", function () { openConversation(row.id); });
           li.appendChild(button);
           pastList.appendChild(li);
         });
@@ -417,24 +496,40 @@
     });
   }
 
-  async function openConversation(url) {
-    const response = await fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } });
-    if (!response.ok) { showError("That conversation is gone."); return; }
+  // A conversation of the caller's, by id (someone else's is a 404, as a deleted or expired one).
+  async function openConversation(id) {
+    let response;
+    try {
+      response = await fetch(pastBox.dataset.url + encodeURIComponent(id) + "/",
+        { credentials: "same-origin", headers: { "Accept": "application/json" } });
+    } catch (err) {
+      showError("The server could not be reached. Check your connection and try again.");
+      return;
+    }
+    if (!response.ok) {
+      showError("That conversation is not there: it was deleted, it expired, or it is not yours.");
+      return;
+    }
     const data = await response.json();
-    thread.textContent = "";
-    answerSection.hidden = true;
+    hideError();
+    startOver();
+    labelResults();
     data.turns.forEach(function (turn) {
       view = newTurnView(turn.question);
       knownPassages = new Set();
       renderPassages(turn.citations || []);
       renderAnswer(turn.answer);
       finish({ question_asked: turn.question, searched_for: turn.searched_for, status: turn.status, provider: turn.provider,
-        citations: turn.citations, conversation: data.id, found: turn.status === "answered" });
+        model: turn.model, citations: turn.citations, conversation: data.id, found: turn.status === "answered",
+        took_ms: turn.timings && turn.timings.total_ms });
     });
   }
 
   // Last, so every declaration above is initialised before the answer starts.
-  if (answerSection.dataset.autoask === "true") {
+  const conversationSection = document.getElementById("conversation");
+  if (conversationSection && conversationSection.dataset.open) {
+    openConversation(conversationSection.dataset.open);
+  } else if (answerSection.dataset.autoask === "true") {
     ask({
       question: answerSection.dataset.question,
       mode: answerSection.dataset.mode,
