@@ -58,7 +58,8 @@ def login_lockout_response(request: HttpRequest, original_response=None, credent
         return original_response
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign-in blocked</title></head>'
-        f"<body><h1>Sign-in blocked</h1><p>{escape(lockout_message())}</p></body></html>"
+        f"<body><h1>Sign-in blocked</h1><p>{escape(lockout_message())}</p>"
+        "<p>An administrator can lift the block at once with <code>manage.py axes_reset</code>.</p></body></html>"
     )
     response = HttpResponse(body, status=429, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(lockout_seconds())

@@ -45,6 +45,7 @@ def assert_locked_out(response):
     assert response.status_code == 429
     assert response["Content-Type"].startswith("text/html")
     assert b"Too many failed sign-ins" in response.content
+    assert b"manage.py axes_reset" in response.content  # how an administrator lifts it
     assert int(response["Retry-After"]) == 15 * 60
 
 
