@@ -612,8 +612,10 @@ def findings(report: dict) -> list[str]:
         "a placeholder's inherited position in the slide layout on every access (reading order sorts by it); "
         "left alone, PPTX meets the goal.",
     ]
-    pdf = formats.get("pdf")
-    if pdf and pdf["embedder_share"] < GOAL:
+    pdf, before = formats.get("pdf"), report.get("before", {}).get("pdf")
+    if pdf and before:
+        out += ["", *pdf_extractor_change(report, pdf, before)]
+    elif pdf and pdf["embedder_share"] < GOAL:
         per_page = pdf["pipeline"]["parse_seconds"] / pdf["units"] * 1000
         out += [
             "",
@@ -626,6 +628,36 @@ def findings(report: dict) -> list[str]:
             "dependency decision rather than a fix.",
         ]
     return out
+
+
+def pdf_extractor_change(report: dict, pdf: dict, before: dict) -> list[str]:
+    """The PDF row before and after its page text moved from pypdf to PDFium (pypdfium2)."""
+    rerun = report.get("reruns", {}).get("pdf", {})
+    alone = report.get("pdf_extraction", {})
+
+    def ms(record: dict) -> str:
+        return f"{record['pipeline']['parse_seconds'] / record['units'] * 1000:.1f}"
+
+    return [
+        f"**PDF: page text through PDFium** (pypdfium2, commit {rerun.get('commit', '?')}; the PDF files re-run "
+        f"alone, {rerun.get('measured_at', '?')}, {rerun.get('run_seconds', '?')} s). Before, with "
+        f"{before['extractor']} (this run's other formats' time): parsing {before['pipeline']['parse_seconds']} s "
+        f"for {before['units']} pages ({ms(before)} ms a page), parse share {before['parse_share']}, embedder "
+        f"share {before['embedder_share']}, CPU ratio {before['ratio_cpu']}, wall ratio {before['ratio_wall']}. "
+        f"Now: {pdf['pipeline']['parse_seconds']} s ({ms(pdf)} ms a page), parse share {pdf['parse_share']}, "
+        f"embedder share **{pdf['embedder_share']}**, CPU ratio {pdf['ratio_cpu']}, wall ratio {pdf['ratio_wall']}."
+        + (
+            f" Extraction alone on the same {alone['pages']} pages (best of {alone['best_of']}, one process): pypdf "
+            f"{alone['pypdf_ms_per_page']} ms a page, PDFium {alone['pdfium_ms_per_page']} ms, the same "
+            f"{alone['words_pdfium']:,} words in the same order ({alone['word_sequence_differences']} differences)."
+            if alone
+            else ""
+        )
+        + f" The text differs in spacing only: PDFium writes a justified line's stretched spaces as one space "
+        f"where pypdf wrote two ({before['chars']:,} -> {pdf['chars']:,} characters, {before['chunks']} -> "
+        f"{pdf['chunks']} chunks). pypdf still opens the file (encryption, the page tree, the title, a scan's "
+        "images for OCR) and extracts any page PDFium cannot read or finds no text on.",
+    ]
 
 
 def main() -> None:
@@ -699,7 +731,7 @@ def main() -> None:
         report.setdefault("commits", {})["baseline"] = args.commit
     else:
         report["versions"] = versions(
-            "django", "onnxruntime", "qdrant-edge-py", "psycopg", "pypdf", "python-docx", "python-pptx", "openpyxl",
+            "django", "onnxruntime", "qdrant-edge-py", "psycopg", "pypdf", "pypdfium2", "python-docx", "python-pptx", "openpyxl",
             "odfpy", "ebooklib", "striprtf", "trafilatura", "markdown-it-py", "fpdf2",
         )  # fmt: skip
         report["cpu"] = cpu_model()

@@ -244,6 +244,68 @@ def test_pdf_pages_without_text_are_skipped_but_counted():
     assert parsed.title == "scan-mix"
 
 
+def justified_pdf(paragraph: str) -> bytes:
+    """A paragraph justified as word processors export it: an embedded TrueType font (DejaVu, which
+    ships with matplotlib), each line a TJ array whose gaps stretch the spaces."""
+    import matplotlib
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.add_font("DejaVu", "", Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
+    pdf.add_page()
+    pdf.set_font("DejaVu", "", 11)
+    pdf.multi_cell(0, 5.5, paragraph, align="J")
+    return bytes(pdf.output())
+
+
+def test_justified_pdf_lines_keep_one_space_between_words():
+    paragraph = (
+        "Codling moth traps were checked weekly from May to August, and damage stayed below two "
+        "percent of the harvest in every block of the orchard, the eastern slope included. "
+    ) * 4
+
+    parsed = parse_document(data=justified_pdf(paragraph), filename="justified.pdf")
+
+    assert parsed.text.split() == paragraph.split()
+    assert "  " not in parsed.text and parsed.text.count("\n") >= 4  # the page's lines, single-spaced
+
+
+def test_a_hyphen_that_ends_a_pdf_line_is_kept_with_its_line_break():
+    parsed = parse_document(data=make_pdf([["Forty trees of a frost-", "tolerant variety."]]), filename="plan.pdf")
+
+    assert parsed.text == "Forty trees of a frost-\ntolerant variety."
+
+
+def test_pdf_text_comes_from_pypdf_when_pdfium_cannot_open_the_file(monkeypatch, caplog):
+    import pypdfium2
+
+    def refuse(*args, **kwargs):
+        raise pypdfium2.PdfiumError("Failed to load document (PDFium: Data format error).")
+
+    monkeypatch.setattr(pypdfium2, "PdfDocument", refuse)
+    parsed = parse_document(data=orchard_report_pdf(), filename="orchard-report.pdf")
+
+    assert [s.page for s in parsed.sections] == [1, 2, 3]
+    assert parsed.sections[1].text.startswith("Pest control\nCodling moth traps")
+    assert "PDFium could not open orchard-report.pdf" in caplog.text
+
+
+def test_pdfs_parsed_in_parallel_threads_each_get_their_own_text():
+    """PDFium is not thread-safe; uploads are parsed in the server's threads (the parser's lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {n: make_pdf([[f"File {n}, page {p}: apples and pears."] for p in range(1, 6)]) for n in range(8)}
+
+    def pages(n: int) -> list[str]:
+        return [s.text for s in parse_document(data=files[n], filename=f"{n}.pdf").sections]
+
+    order = [n for n in files for _ in range(3)]  # each file three times, four threads at once
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(pages, order))
+
+    assert results == [[f"File {n}, page {p}: apples and pears." for p in range(1, 6)] for n in order]
+
+
 def test_pdf_without_any_text_layer_is_empty_and_says_why():
     with pytest.raises(EmptyContent, match="no extractable text"):
         parse_document(data=make_pdf([[], []]), filename="scan.pdf")
