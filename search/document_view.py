@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from documents.models import Chunk, Document
+from documents.parsers import type_name
 from search.links import document_view_url
 from search.views import link_url, login_redirect, page_allowed
 
@@ -140,6 +141,7 @@ def document_view(request: HttpRequest, pk: str) -> HttpResponse:
         "chunk_missing": bool(chunk_param) and chunk is None,
         "heading_path": [h for h in (chunk.heading_path if chunk else []) if h and h != document.title],
         "page_label": page_label,
+        "type_name": type_name(document.mime_type),
         "hit_shown": bool(marked),
         "hit_url": document_view_url(document.pk, str(chunk.pk)) if chunk else "",
         "before": before,

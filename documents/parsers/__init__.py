@@ -31,7 +31,7 @@ from documents.parsers.base import (
     normalize_text,
 )
 from documents.parsers.html import html_tree
-from documents.parsers.registry import ACCEPTED_TYPES, FORMATS, SUPPORTED_TYPES, parse_document
+from documents.parsers.registry import ACCEPTED_TYPES, FORMATS, SUPPORTED_TYPES, parse_document, type_name
 from documents.parsers.sniffing import sniff_content_type
 
 __all__ = [
@@ -54,4 +54,5 @@ __all__ = [
     "normalize_text",
     "parse_document",
     "sniff_content_type",
+    "type_name",
 ]

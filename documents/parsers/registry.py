@@ -277,3 +277,27 @@ def _from_bytes(data: bytes, labelled: Format | None, named: Format | None) -> F
         looks = "HTML" if HTML_START.match(data[:2048].decode("utf-8", "replace")) else "text"
         raise UnreadableContent(f"The file is not {labelled.label}: {labelled.signature} (it looks like {looks}).")
     return None
+
+
+# The types as a reader names them (the document view, messages); the MIME type stays in the API.
+_TYPE_NAMES = {
+    TEXT_PLAIN: "Text",
+    TEXT_MARKDOWN: "Markdown",
+    TEXT_HTML: "HTML",
+    APPLICATION_PDF: "PDF",
+    DOCX: "Word document",
+    PPTX: "PowerPoint presentation",
+    XLSX: "Excel workbook",
+    TEXT_CSV: "CSV table",
+    ODT: "OpenDocument text",
+    EPUB: "EPUB book",
+    APPLICATION_RTF: "RTF document",
+    "image/png": "PNG image",
+    "image/jpeg": "JPEG image",
+    "image/tiff": "TIFF image",
+}
+
+
+def type_name(mime_type: str) -> str:
+    """ "Word document" for DOCX's MIME type; an unknown type as it is, an empty one as "Text"."""
+    return _TYPE_NAMES.get(mime_type, mime_type or "Text")

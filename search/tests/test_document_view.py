@@ -74,6 +74,21 @@ def test_a_pdf_hit_shows_its_page_and_links_the_original_at_that_page(reader, so
     assert f'<span id="hit-page">{label}</span>' in html
     assert f'href="/api/documents/{document.pk}/file#page={page}"' in html
     assert "Open the original (orchard.pdf) at " + label in html
+    assert "· PDF ·" in html and "application/pdf ·" not in html  # the type as a reader names it
+
+
+def test_a_word_document_is_named_so_and_a_failed_one_says_why(reader, source):
+    from documents.models import Document
+    from documents.tests import format_fixtures as ff
+
+    docx = ff.make_docx(title="Travel policy", sections=[(1, "Hotels", ["Book hotels through the portal."])])
+    document = document_ingest(source=source, data=docx, filename="travel.docx").document
+    html = reader.get(f"/documents/{document.pk}/").content.decode()
+    assert "Word document ·" in html and "officedocument" not in html
+
+    Document.objects.filter(pk=document.pk).update(status=Document.Status.FAILED, error="OCR timed out on page 2.")
+    html = reader.get(f"/documents/{document.pk}/").content.decode()
+    assert "failed: OCR timed out on page 2." in html
 
 
 def test_location_labels_name_pages_and_slides():
