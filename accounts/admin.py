@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from accounts.auth import api_key_create
 from accounts.models import ApiKey
 from ragsite.admin import ago, badge, clipped, counted, with_sub
 
@@ -20,9 +22,32 @@ class ApiKeyAdmin(admin.ModelAdmin):
     exclude = ["key_hash"]
     actions = ["revoke"]
 
-    def has_add_permission(self, request):
-        # Keys are created with `manage.py create_api_key`, which prints the key once.
-        return False
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "scope", "user"]
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # Through the service, as `manage.py create_api_key`: a random key, only its hash stored.
+        row, plain = api_key_create(name=obj.name, scope=obj.scope, user=obj.user)
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = row.pk, row.prefix, row.key_hash, row.created_at
+        request._api_key_plain = plain
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The key is shown on this one page, never stored, never put in a message or a cookie."""
+        plain = getattr(request, "_api_key_plain", "")
+        if not plain:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "key": obj, "plain": plain, "title": "API key created"}
+        response = TemplateResponse(request, "admin/accounts/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.display(description="name", ordering="name")
     def name_wide(self, obj):
