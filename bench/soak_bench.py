@@ -126,8 +126,15 @@ class Server:
         raise SystemExit(f"/ready did not answer 200 in {seconds} s:\n{self.log_path.read_text()[-3000:]}")
 
     def worker(self) -> psutil.Process | None:
-        children = psutil.Process(self.proc.pid).children()
-        return children[0] if len(children) == 1 else None
+        """The gunicorn worker: `serve` supervises the gunicorn arbiter, whose one child it is.
+
+        (Killing `serve`'s own child, the arbiter, stops the service: `serve` exits with it.)
+        """
+        arbiters = psutil.Process(self.proc.pid).children()
+        if len(arbiters) != 1:
+            return None
+        workers = arbiters[0].children()
+        return workers[0] if len(workers) == 1 else None
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
